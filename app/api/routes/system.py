@@ -1,0 +1,61 @@
+"""Liveness, readiness and versions."""
+
+from __future__ import annotations
+
+import redis.exceptions
+from fastapi import APIRouter
+
+from app.api.deps import GatewayDep
+from app.responses import JSONResponse
+from app.schemas import VersionPublic
+from app.services.workers import live_workers
+from core.messages import PREDICT_QUEUE
+from core.versions import API_VERSION
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health")
+async def health() -> dict:
+    """The gateway process is alive (no dependencies checked)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"description": "Not ready, with the reasons"}})
+async def ready(gateway: GatewayDep) -> JSONResponse:
+    """Ready when Redis answers, a worker consumes `predict` and a production model exists."""
+    reasons, workers = [], []
+    try:
+        await gateway.redis.ping()
+        workers = await live_workers(gateway.redis, gateway.settings.worker.heartbeat_seconds)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        reasons.append(f"Redis does not answer: {exc}")
+    if not reasons and not any(PREDICT_QUEUE in (w.get("queues") or []) for w in workers):
+        reasons.append("no live worker consumes the 'predict' queue")
+    production = gateway.catalog.production
+    if production is None:
+        reasons.append("no production model; train one with `python -m training train`")
+    body = {
+        "status": "not ready" if reasons else "ready",
+        "reasons": reasons,
+        "model_name": gateway.catalog.store.model_name,
+        "model_version": production.version if production else None,
+        "workers": [
+            {"id": w.get("id"), "queues": w.get("queues"), "model_version": w.get("model_version")}
+            for w in workers
+        ],
+    }
+    return JSONResponse(body, status_code=503 if reasons else 200)
+
+
+@router.get("/version", response_model=VersionPublic)
+async def version(gateway: GatewayDep) -> JSONResponse:
+    """The API version and the production model version."""
+    production = gateway.catalog.production
+    return JSONResponse(
+        {
+            "api_version": API_VERSION,
+            "model_name": gateway.catalog.store.model_name,
+            "model_version": production.version if production else None,
+        }
+    )

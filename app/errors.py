@@ -1,0 +1,91 @@
+"""One place maps errors to HTTP answers; no client input can produce a 500."""
+
+from __future__ import annotations
+
+import redis.exceptions
+from fastapi import FastAPI, Request
+from loguru import logger
+
+from app.responses import JSONResponse
+from core.errors import MLOpsError
+
+
+class JobNotFound(MLOpsError):
+    status_code = 404
+    reason = "job_not_found"
+
+
+class BadRequest(MLOpsError):
+    """Input the schema cannot express (feature names, finiteness, JSON syntax): 422."""
+
+    status_code = 422
+    reason = "invalid_request"
+
+    def __init__(self, message: str, loc: list | None = None, kind: str = "value_error"):
+        super().__init__(message)
+        self.loc = loc or ["body"]
+        self.kind = kind
+
+
+class TooManyRequests(MLOpsError):
+    status_code = 429
+    reason = "backpressure"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UnsupportedMediaType(MLOpsError):
+    status_code = 415
+    reason = "unsupported_media_type"
+
+
+class IdempotencyConflict(MLOpsError):
+    status_code = 409
+    reason = "idempotency_key_reused"
+
+
+class AuthError(MLOpsError):
+    status_code = 401
+    reason = "unauthenticated"
+
+
+class Forbidden(MLOpsError):
+    status_code = 403
+    reason = "forbidden"
+
+
+async def _domain_error(_request: Request, exc: MLOpsError) -> JSONResponse:
+    if isinstance(exc, BadRequest):
+        detail = [{"loc": exc.loc, "msg": exc.message, "type": exc.kind}]
+        return JSONResponse({"detail": detail, "reason": exc.reason}, status_code=422)
+    headers = {}
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, AuthError):
+        headers["WWW-Authenticate"] = "ApiKey"
+    return JSONResponse(
+        {"detail": exc.message, "reason": exc.reason},
+        status_code=exc.status_code,
+        headers=headers,
+    )
+
+
+async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
+    text = str(exc)
+    if "OOM" in text or "maxmemory" in text:
+        detail = "Redis is out of memory; nothing was queued, retry later"
+    else:
+        detail = f"Redis is unavailable ({type(exc).__name__}); nothing was queued, retry later"
+    logger.warning("503: {}", text)
+    return JSONResponse(
+        {"detail": detail, "reason": "redis_unavailable"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(MLOpsError, _domain_error)
+    app.add_exception_handler(redis.exceptions.RedisError, _redis_down)

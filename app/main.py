@@ -1,0 +1,45 @@
+"""The gateway application: ``uvicorn app.main:app``."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.routes import jobs, models, predict, retrain, system
+from app.errors import install_error_handlers
+from app.middleware import BodySizeLimit
+from app.state import Gateway
+from core.logging import setup_logging
+from core.settings import get_settings
+from core.versions import API_VERSION
+
+
+def create_app(settings=None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging(settings, "gateway")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        gateway = Gateway.from_settings(settings)
+        app.state.gateway = gateway
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(
+        title="Two MLOps Toolset",
+        version=API_VERSION,
+        summary="Async scikit-learn predictions through Redis and Celery workers.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (predict, jobs, models, retrain, system):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    return app
+
+
+app = create_app()

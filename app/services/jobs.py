@@ -1,0 +1,56 @@
+"""Read a job's status: the gateway's own record, the batch marker, Celery's result."""
+
+from __future__ import annotations
+
+import orjson
+import redis.asyncio as aioredis
+
+from app.errors import JobNotFound
+from core.messages import batch_key, job_key
+
+FINISHED = ("SUCCESS", "FAILURE")
+CELERY_META = "celery-task-meta-{}"
+
+
+def not_found(job_id: str, ttl: int) -> JobNotFound:
+    return JobNotFound(
+        f"unknown job id {job_id!r}: it was never accepted, its record expired "
+        f"(records are kept {ttl} s), or Redis lost it in a restart without persistence"
+    )
+
+
+def _celery_state(job_id: str, record: dict, meta: dict) -> dict:
+    status = meta.get("status", "PENDING")
+    answer = {**record, "status": status}
+    result = meta.get("result")
+    if status == "SUCCESS":
+        answer["result"] = result
+    elif status == "PROGRESS" and isinstance(result, dict):
+        answer["status"] = "STARTED"
+        answer["progress"] = result
+    elif status == "FAILURE":
+        if isinstance(result, dict):
+            message = f"{result.get('exc_type', 'Error')}: {result.get('exc_message')}"
+        else:
+            message = str(result)
+        answer["error"] = {"reason": "task_failed", "message": message}
+    elif status == "REVOKED":
+        answer["status"] = "FAILURE"
+        answer["error"] = {"reason": "revoked", "message": "the task was revoked or expired"}
+    return answer
+
+
+async def job_status(client: aioredis.Redis, job_id: str, ttl: int) -> dict:
+    raw = await client.get(job_key(job_id))
+    if raw is None:
+        raise not_found(job_id, ttl)
+    record = orjson.loads(raw)
+    if record.get("status") in FINISHED:
+        return record
+    if record.get("kind") == "train":
+        meta = await client.get(CELERY_META.format(job_id))
+        return _celery_state(job_id, record, orjson.loads(meta)) if meta else record
+    task_id = record.get("task_id")
+    if task_id and await client.exists(batch_key(task_id)):
+        record["status"] = "STARTED"
+    return record

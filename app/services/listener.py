@@ -1,0 +1,83 @@
+"""One pub/sub subscription per gateway process wakes every request waiting for a result.
+
+Workers publish one message per finished batch on ``mlops:results``; this listener hands each
+job's result to the future its request registered. No per-request subscription, no thread.
+A result published while the subscription was down is not lost: the waiting request reads
+the job record once before it answers 202.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+import redis.asyncio as aioredis
+from loguru import logger
+
+from core.messages import RESULTS_CHANNEL
+
+
+class ResultListener:
+    def __init__(self, client: aioredis.Redis):
+        self.client = client
+        self.connected = False
+        self._waiters: dict[str, asyncio.Future] = {}
+        self._task: asyncio.Task | None = None
+
+    def register(self, job_id: str) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self._waiters[job_id] = future
+        return future
+
+    def discard(self, job_id: str) -> None:
+        self._waiters.pop(job_id, None)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="result-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(RESULTS_CHANNEL)
+                self.connected, delay = True, 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: resubscribe with backoff
+                if self.connected:
+                    logger.warning("result listener lost Redis: {}", exc)
+                self.connected = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _dispatch(self, data: bytes) -> None:
+        if not self._waiters:
+            return
+        try:
+            results = orjson.loads(data)["jobs"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            logger.warning("ignoring a malformed results message")
+            return
+        for result in results:
+            future = self._waiters.pop(result.get("job_id"), None)
+            if future is not None and not future.done():
+                future.set_result(result)

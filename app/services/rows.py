@@ -1,0 +1,100 @@
+"""Turn a /predict body into rows in the model's feature order, or a 422 naming the problem.
+
+Hand-written instead of a pydantic model: the feature names come from the production model at
+run time, and this is the hottest code in the gateway.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from app.errors import BadRequest
+from app.services.catalog import Production
+
+MAX_REQUEST_ID = 200
+
+
+def _number(value: Any, loc: list) -> float:
+    if type(value) is float:
+        if math.isfinite(value):
+            return value
+        raise BadRequest("must be a finite number", loc, "finite_number")
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:
+            raise BadRequest("number is too large", loc, "finite_number") from None
+    raise BadRequest(f"must be a number, got {type(value).__name__}", loc, "float_type")
+
+
+def _row_from_object(obj: dict, production: Production, loc: list) -> list[float]:
+    if obj.keys() != production.feature_set:
+        missing = [n for n in production.feature_names if n not in obj]
+        if missing:
+            raise BadRequest(f"missing feature(s): {', '.join(missing)}", loc, "missing")
+        extra = sorted(str(k) for k in obj if k not in production.feature_set)
+        raise BadRequest(
+            f"unknown feature(s): {', '.join(extra)}; the model expects "
+            f"{', '.join(production.feature_names)}",
+            loc,
+            "extra_forbidden",
+        )
+    return [_number(obj[name], [*loc, name]) for name in production.feature_names]
+
+
+def _row_from_list(values: list, production: Production, loc: list) -> list[float]:
+    if len(values) != len(production.feature_names):
+        raise BadRequest(
+            f"expected {len(production.feature_names)} values in the order "
+            f"{', '.join(production.feature_names)}, got {len(values)}",
+            loc,
+            "length",
+        )
+    return [_number(v, [*loc, i]) for i, v in enumerate(values)]
+
+
+def parse_predict_body(
+    data: Any, production: Production, max_instances: int
+) -> tuple[str | None, list[list[float]], bool]:
+    """Return ``(request_id, rows, is_batch)`` for either accepted body form."""
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", ["body"], "model_attributes_type")
+    request_id = data.get("request_id")
+    if request_id is not None and (
+        not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID
+    ):
+        raise BadRequest(
+            f"must be a string of at most {MAX_REQUEST_ID} characters",
+            ["body", "request_id"],
+            "string_type",
+        )
+    if "instances" not in data:
+        features = {k: v for k, v in data.items() if k != "request_id"}
+        return request_id, [_row_from_object(features, production, ["body"])], False
+    extra = sorted(k for k in data if k not in ("request_id", "instances"))
+    if extra:
+        raise BadRequest(
+            f"unknown field(s) beside instances: {', '.join(extra)}", ["body"], "extra_forbidden"
+        )
+    instances = data["instances"]
+    if not isinstance(instances, list):
+        raise BadRequest("must be a list", ["body", "instances"], "list_type")
+    if not instances:
+        raise BadRequest("must hold at least one instance", ["body", "instances"], "too_short")
+    if len(instances) > max_instances:
+        raise BadRequest(
+            f"at most {max_instances} instances per request, got {len(instances)}",
+            ["body", "instances"],
+            "too_long",
+        )
+    rows = []
+    for i, item in enumerate(instances):
+        loc = ["body", "instances", i]
+        if isinstance(item, dict):
+            rows.append(_row_from_object(item, production, loc))
+        elif isinstance(item, list):
+            rows.append(_row_from_list(item, production, loc))
+        else:
+            raise BadRequest("must be an object of features or a list of values", loc, "type")
+    return request_id, rows, True

@@ -1,0 +1,1 @@
+"""The small shared kernel: settings, model store, versions, logging, message shapes."""

@@ -1,0 +1,62 @@
+"""One logging setup for gateway, workers and training.
+
+Standard-library logging (Celery, uvicorn, kombu) is routed through loguru. Lines about a
+request or job carry ``request_id`` and ``job_id`` in ``extra`` (``logger.bind`` /
+``logger.contextualize``), so one grep follows a prediction from gateway to worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+
+from loguru import logger
+
+TEXT_FORMAT = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
+    "{extra[component]} | <cyan>{name}</cyan> - <level>{message}</level>{extra[ids]}"
+)
+
+
+class InterceptHandler(logging.Handler):
+    """Send standard-library records to loguru (loguru's documented recipe)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        frame, depth = inspect.currentframe(), 0
+        while frame and (depth == 0 or frame.f_code.co_filename == logging.__file__):
+            frame = frame.f_back
+            depth += 1
+        logger.opt(depth=depth, exception=record.exc_info).log(level, record.getMessage())
+
+
+def _ids(record) -> None:
+    extra = record["extra"]
+    parts = [f"{key}={extra[key]}" for key in ("request_id", "job_id") if extra.get(key)]
+    extra["ids"] = (" | " + " ".join(parts)) if parts else ""
+    extra.setdefault("component", "-")
+
+
+def setup_logging(settings, component: str) -> None:
+    """Configure loguru for this process: JSON lines or readable text, per settings."""
+    logger.remove()
+    logger.configure(extra={"component": component, "ids": ""}, patcher=_ids)
+    level = str(settings.logging.level).upper()
+    if settings.logging.json:
+        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
+    else:
+        logger.add(sys.stderr, level=level, format=TEXT_FORMAT, backtrace=False, diagnose=False)
+    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+    for name in ("uvicorn", "uvicorn.error", "celery", "kombu", "fastapi"):
+        std = logging.getLogger(name)
+        std.handlers = [InterceptHandler()]
+        std.propagate = False
+    # uvicorn logs each request when this logger has handlers; that costs ~5 % of a request,
+    # so access lines are on only at DEBUG (the gateway's metrics count every request).
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = [InterceptHandler()] if level == "DEBUG" else []
+    access.propagate = False

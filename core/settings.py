@@ -1,0 +1,140 @@
+"""The one settings object: dynaconf over settings.toml, .secrets.toml and MLOPS_* variables.
+
+Nothing else in the code base reads the environment. Build it with :func:`get_settings`
+(cached) and pass it down; tests call :func:`reset_settings` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from dynaconf import Dynaconf, ValidationError, Validator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_SCHEDULE_PARTS = 5
+_ENVIRONMENTS = ("default", "development", "testing", "production")
+
+
+def _cron_ok(value: str) -> bool:
+    return isinstance(value, str) and len(value.split()) == _SCHEDULE_PARTS
+
+
+VALIDATORS = [
+    Validator("redis_url", must_exist=True, is_type_of=str, len_min=1),
+    Validator("artifacts_dir", must_exist=True, is_type_of=str, len_min=1),
+    Validator("model_name", must_exist=True, is_type_of=str, len_min=1),
+    Validator("logging.level", must_exist=True, is_type_of=str),
+    Validator("logging.json", must_exist=True, is_type_of=bool),
+    Validator("training.trainer", must_exist=True, is_type_of=str),
+    Validator("training.test_size", must_exist=True, is_type_of=float, gt=0, lt=1),
+    Validator("training.random_state", must_exist=True, is_type_of=int),
+    Validator(
+        "training.metric",
+        must_exist=True,
+        is_in=["accuracy", "f1_macro", "balanced_accuracy"],
+    ),
+    Validator("training.promotion_margin", must_exist=True, is_type_of=(int, float)),
+    Validator("training.artifact_format", must_exist=True, is_in=["joblib", "skops"]),
+    Validator("training.allow_sklearn_mismatch", must_exist=True, is_type_of=bool),
+    Validator("training.lock_lease_seconds", must_exist=True, is_type_of=int, gt=0),
+    Validator("training.estimator.class_path", must_exist=True, is_type_of=str),
+    Validator("training.estimator.params", must_exist=True, is_type_of=dict),
+    Validator("training.csv.path", must_exist=True, is_type_of=str),
+    Validator("training.csv.target", must_exist=True, is_type_of=str),
+    Validator("training.csv.features", must_exist=True, is_type_of=list),
+    Validator("schedule.retrain_enabled", must_exist=True, is_type_of=bool),
+    Validator(
+        "schedule.retrain_cron",
+        must_exist=True,
+        condition=_cron_ok,
+        messages={"condition": "{name} must be a 5-field cron expression, got {value!r}"},
+    ),
+    Validator("batching.max_batch_size", must_exist=True, is_type_of=int, gte=1),
+    Validator("batching.max_wait_ms", must_exist=True, is_type_of=(int, float), gte=0),
+    Validator("api.max_instances", must_exist=True, is_type_of=int, gte=1),
+    Validator("api.max_body_bytes", must_exist=True, is_type_of=int, gte=1024),
+    Validator("api.max_wait_seconds", must_exist=True, is_type_of=(int, float), gt=0),
+    Validator("api.jobs_ttl_seconds", must_exist=True, is_type_of=int, gt=0),
+    Validator("api.max_queue_depth", must_exist=True, is_type_of=int, gte=1),
+    Validator("api.sync_grace_seconds", must_exist=True, is_type_of=(int, float), gte=0),
+    Validator("api.redis_timeout_seconds", must_exist=True, is_type_of=(int, float), gt=0),
+    Validator("api.retry_after_seconds", must_exist=True, is_type_of=int, gte=1),
+    Validator("api.idempotency_window_seconds", must_exist=True, is_type_of=int, gt=0),
+    Validator("api.idempotency_from_request_id", must_exist=True, is_type_of=bool),
+    Validator("auth.enabled", must_exist=True, is_type_of=bool),
+    Validator("auth.api_keys", must_exist=True, is_type_of=dict),
+    Validator("worker.concurrency", must_exist=True, is_type_of=int, gte=1),
+    Validator("worker.prefetch_multiplier", must_exist=True, is_type_of=int, gte=1),
+    Validator("worker.predict_time_limit", must_exist=True, is_type_of=(int, float), gt=0),
+    Validator("worker.retrain_time_limit", must_exist=True, is_type_of=(int, float), gt=0),
+    Validator("worker.max_tasks_per_child", must_exist=True, is_type_of=int, gte=1),
+    Validator("worker.max_retries_on_crash", must_exist=True, is_type_of=int, gte=0),
+    Validator("worker.visibility_timeout", must_exist=True, is_type_of=int, gt=0),
+    Validator("worker.heartbeat_seconds", must_exist=True, is_type_of=(int, float), gt=0),
+    Validator("worker.model_poll_seconds", must_exist=True, is_type_of=(int, float), gt=0),
+    Validator("worker.metrics_port", must_exist=True, is_type_of=int, gte=0),
+    Validator("flower.address", must_exist=True, is_type_of=str),
+    Validator("flower.port", must_exist=True, is_type_of=int),
+    Validator("flower.user", must_exist=True, is_type_of=str),
+    Validator("flower.password", must_exist=True, is_type_of=str),
+    Validator("gateway.host", must_exist=True, is_type_of=str),
+    Validator("gateway.port", must_exist=True, is_type_of=int),
+]
+
+
+class SettingsError(SystemExit):
+    """Raised at start-up when a setting is missing or has the wrong type."""
+
+
+def load_settings() -> Dynaconf:
+    """Build and validate a fresh settings object; exit with a message naming a bad key."""
+    settings = Dynaconf(
+        envvar_prefix="MLOPS",
+        env_switcher="MLOPS_ENV",
+        environments=True,
+        default_env="default",
+        env="development",
+        merge_enabled=True,
+        load_dotenv=False,
+        root_path=str(ROOT),
+        settings_files=[str(ROOT / "settings.toml"), str(ROOT / ".secrets.toml")],
+    )
+    settings.validators.register(*VALIDATORS)
+    try:
+        settings.validators.validate_all()
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {exc}") from None
+    limits = (settings.worker.predict_time_limit, settings.worker.retrain_time_limit)
+    if settings.worker.visibility_timeout <= max(limits):
+        raise SettingsError(
+            "invalid settings: worker.visibility_timeout must be longer than every task time "
+            f"limit ({max(limits)}s), or running tasks are delivered twice"
+        )
+    if settings.current_env.lower() not in _ENVIRONMENTS:
+        raise SettingsError(
+            f"invalid settings: MLOPS_ENV={settings.current_env!r}, expected one of {_ENVIRONMENTS}"
+        )
+    return settings
+
+
+@functools.cache
+def get_settings() -> Dynaconf:
+    """The process-wide settings object, built on first use."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings so the next :func:`get_settings` reads them again."""
+    get_settings.cache_clear()
+
+
+def resolve_path(value: str | Path) -> Path:
+    """A path from settings: absolute as given, relative ones against the project folder."""
+    path = Path(value)
+    return path if path.is_absolute() else ROOT / path
+
+
+def environment(settings: Dynaconf) -> str:
+    return str(settings.current_env).lower()

@@ -1,0 +1,333 @@
+"""The model store: versioned artifacts with metadata, aliases and integrity checks.
+
+Layout (local backend)::
+
+    artifacts/<model>/<version>/model.joblib     the artifact (or model.skops)
+    artifacts/<model>/<version>/metadata.json    ModelMetadata, incl. the artifact's sha256
+    artifacts/<model>/<version>/card.html        the model card
+    artifacts/<model>/aliases.json               {"production": 3, "history": [1, 2]}
+
+Storage sits behind the small :class:`Storage` interface (list, read, write a new version,
+read/update aliases) so an object-storage backend is an addition, not a rewrite. The store
+itself never unpickles anything: it hands out verified bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.errors import AliasConflict, IntegrityError, ModelNotFound, NoProductionModel
+
+METADATA_FILE = "metadata.json"
+ALIASES_FILE = "aliases.json"
+MAX_VERSION_RACE = 1000
+
+
+class FeatureSpec(BaseModel):
+    name: str
+    type: str = "float"
+
+
+class GateDecision(BaseModel):
+    decision: str  # "promoted" | "rejected"
+    reason: str
+    metric: str
+    candidate: float
+    production: float | None = None
+    production_version: int | None = None
+    margin: float = 0.0
+
+
+class ModelMetadata(BaseModel):
+    """Everything a reviewer, the gateway (feature schema) and a loader need to know."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str
+    version: int = 0
+    trainer: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    features: list[FeatureSpec]
+    classes: list[Any] = Field(default_factory=list)
+    data_fingerprint: str
+    n_train: int = 0
+    n_test: int = 0
+    trained_at: str
+    python_version: str
+    sklearn_version: str
+    joblib_version: str
+    artifact_file: str
+    artifact_format: str = "joblib"
+    artifact_sha256: str = ""
+    gate: GateDecision | None = None
+    confusion_matrix: list[list[int]] | None = None
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+class Aliases(BaseModel):
+    production: int | None = None
+    history: list[int] = Field(default_factory=list)  # earlier production versions, oldest first
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Storage(Protocol):
+    """What the store needs from a backend."""
+
+    def list_versions(self, model: str) -> list[int]: ...
+
+    def read(self, model: str, version: int, name: str) -> bytes: ...
+
+    def write_new_version(self, model: str, files: Callable[[int], dict[str, bytes]]) -> int: ...
+
+    def write(self, model: str, version: int, name: str, data: bytes) -> None: ...
+
+    def read_aliases(self, model: str) -> bytes | None: ...
+
+    def update_aliases(self, model: str, change: Callable[[bytes | None], bytes]) -> bytes: ...
+
+    def aliases_token(self, model: str) -> object: ...
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class LocalStorage:
+    """A folder on a local (or shared) file system. Renames make every write atomic."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _model_dir(self, model: str) -> Path:
+        path = self.root / model
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def list_versions(self, model: str) -> list[int]:
+        folder = self.root / model
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def read(self, model: str, version: int, name: str) -> bytes:
+        path = self.root / model / str(version) / name
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ModelNotFound(f"model {model!r} has no version {version} ({name})") from None
+
+    def write_new_version(self, model: str, files: Callable[[int], dict[str, bytes]]) -> int:
+        """Stage files in a hidden folder, then rename it to the next free version number.
+
+        ``rename`` onto an existing non-empty folder fails, so two writers finishing at the
+        same moment get different numbers; the loser rewrites its files for the next number.
+        """
+        folder = self._model_dir(model)
+        staging = folder / f".incoming-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            version = max(self.list_versions(model), default=0) + 1
+            for _ in range(MAX_VERSION_RACE):
+                for name, data in files(version).items():
+                    _atomic_write(staging / name, data)
+                try:
+                    os.rename(staging, folder / str(version))
+                    return version
+                except OSError:
+                    version = max(max(self.list_versions(model), default=0), version) + 1
+            raise RuntimeError(f"could not allocate a version for {model!r}")
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def write(self, model: str, version: int, name: str, data: bytes) -> None:
+        folder = self.root / model / str(version)
+        if not folder.is_dir():
+            raise ModelNotFound(f"model {model!r} has no version {version}")
+        _atomic_write(folder / name, data)
+
+    def read_aliases(self, model: str) -> bytes | None:
+        try:
+            return (self.root / model / ALIASES_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    @contextlib.contextmanager
+    def _locked(self, model: str) -> Iterator[None]:
+        with open(self._model_dir(model) / ".aliases.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def update_aliases(self, model: str, change: Callable[[bytes | None], bytes]) -> bytes:
+        with self._locked(model):
+            data = change(self.read_aliases(model))
+            _atomic_write(self._model_dir(model) / ALIASES_FILE, data)
+            return data
+
+    def aliases_token(self, model: str) -> object:
+        """Changes whenever the aliases file is replaced; a stat, cheap enough per batch."""
+        try:
+            st = os.stat(self.root / model / ALIASES_FILE)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class ModelStore:
+    """Versions, metadata, aliases and verified artifact bytes for one model name."""
+
+    def __init__(self, storage: Storage, model_name: str):
+        self.storage = storage
+        self.model_name = model_name
+
+    # -- versions ---------------------------------------------------------------------------
+    def versions(self) -> list[int]:
+        return self.storage.list_versions(self.model_name)
+
+    def metadata(self, version: int) -> ModelMetadata:
+        raw = self.storage.read(self.model_name, version, METADATA_FILE)
+        return ModelMetadata.model_validate_json(raw)
+
+    def all_metadata(self) -> list[ModelMetadata]:
+        return [self.metadata(v) for v in self.versions()]
+
+    def register(self, artifact: bytes, metadata: ModelMetadata) -> ModelMetadata:
+        """Write a new version (artifact + metadata with its sha256); return its metadata."""
+        digest = sha256_hex(artifact)
+
+        def files(version: int) -> dict[str, bytes]:
+            meta = metadata.model_copy(update={"version": version, "artifact_sha256": digest})
+            return {
+                meta.artifact_file: artifact,
+                METADATA_FILE: meta.model_dump_json(indent=2).encode(),
+            }
+
+        version = self.storage.write_new_version(self.model_name, files)
+        return self.metadata(version)
+
+    def update_metadata(self, version: int, **fields: Any) -> ModelMetadata:
+        meta = self.metadata(version).model_copy(update=fields)
+        self.storage.write(
+            self.model_name, version, METADATA_FILE, meta.model_dump_json(indent=2).encode()
+        )
+        return meta
+
+    def write_file(self, version: int, name: str, data: bytes) -> None:
+        if name in (METADATA_FILE,):
+            raise ValueError("use update_metadata to change metadata")
+        self.storage.write(self.model_name, version, name, data)
+
+    def read_file(self, version: int, name: str) -> bytes:
+        return self.storage.read(self.model_name, version, name)
+
+    def read_artifact(self, version: int) -> tuple[ModelMetadata, bytes]:
+        """The artifact's bytes, only after they match the sha256 recorded at registration."""
+        meta = self.metadata(version)
+        data = self.storage.read(self.model_name, version, meta.artifact_file)
+        if not meta.artifact_sha256 or sha256_hex(data) != meta.artifact_sha256:
+            raise IntegrityError(
+                f"artifact of {self.model_name} v{version} does not match its recorded sha256; "
+                "refusing to load it"
+            )
+        return meta, data
+
+    def verify(self, version: int) -> ModelMetadata:
+        return self.read_artifact(version)[0]
+
+    # -- aliases ----------------------------------------------------------------------------
+    def aliases(self) -> Aliases:
+        raw = self.storage.read_aliases(self.model_name)
+        return Aliases.model_validate_json(raw) if raw else Aliases()
+
+    def aliases_token(self) -> object:
+        return self.storage.aliases_token(self.model_name)
+
+    def production_version(self) -> int | None:
+        return self.aliases().production
+
+    def require_production(self) -> int:
+        version = self.production_version()
+        if version is None:
+            raise NoProductionModel(
+                f"no production version of {self.model_name!r} yet; "
+                "train one with `python -m training train` or POST /retrain"
+            )
+        return version
+
+    def _change_aliases(self, change: Callable[[Aliases], Aliases]) -> Aliases:
+        def apply(raw: bytes | None) -> bytes:
+            current = Aliases.model_validate_json(raw) if raw else Aliases()
+            return change(current).model_dump_json().encode()
+
+        return Aliases.model_validate_json(self.storage.update_aliases(self.model_name, apply))
+
+    def promote(self, version: int) -> Aliases:
+        """Make ``version`` production; the old production goes on the rollback history."""
+        if version not in self.versions():
+            raise ModelNotFound(f"model {self.model_name!r} has no version {version}")
+        self.verify(version)
+
+        def change(aliases: Aliases) -> Aliases:
+            history = list(aliases.history)
+            if aliases.production is not None and aliases.production != version:
+                history.append(aliases.production)
+            return Aliases(production=version, history=history)
+
+        return self._change_aliases(change)
+
+    def rollback(self) -> Aliases:
+        """Go back to the previous production version (skipping any that fail verification)."""
+
+        def change(aliases: Aliases) -> Aliases:
+            history = list(aliases.history)
+            while history:
+                candidate = history.pop()
+                if candidate == aliases.production:
+                    continue
+                try:
+                    self.verify(candidate)
+                except (ModelNotFound, IntegrityError):
+                    continue
+                return Aliases(production=candidate, history=history)
+            raise AliasConflict(
+                f"model {self.model_name!r} has no previous production version to roll back to"
+            )
+
+        return self._change_aliases(change)
+
+
+def open_store(settings) -> ModelStore:
+    """The store for the configured model, on the configured artifacts folder."""
+    from core.settings import resolve_path
+
+    return ModelStore(LocalStorage(resolve_path(settings.artifacts_dir)), settings.model_name)
+
+
+def to_json(data: Any) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True, default=str).encode()

@@ -1,0 +1,54 @@
+"""Flower's configuration, read from the one settings object (core/settings.py).
+
+`celery -A workers flower` loads ``flowerconfig.py`` from the current directory (Flower's
+``--conf`` default, see ``flower/options.py``) with tornado's ``parse_config_file``: the file
+is executed and every module-level name that matches a Flower option (``address``, ``port``,
+``basic_auth``) becomes that option. Flags on the command line still win over this file.
+
+Flower can revoke and terminate tasks, so outside the ``development`` environment it refuses
+to start without a password (``MLOPS_FLOWER__PASSWORD``). It listens on 127.0.0.1 unless
+``MLOPS_FLOWER__ADDRESS`` says otherwise (docker-compose.yaml sets 0.0.0.0 inside its network).
+
+Flower's ``/metrics`` (Prometheus) and ``/healthcheck`` handlers are NOT behind basic auth in
+Flower 2.x (they lack ``@web.authenticated``), so Prometheus scrapes them without credentials;
+keep Flower's port on a private network. Everything else (UI, ``/api/*``) answers 401 without
+credentials.
+
+Run it directly (``python flowerconfig.py``) to check the configuration without starting Flower.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from core.settings import environment, get_settings
+
+_OPEN_ENVIRONMENTS = ("development",)
+
+
+def flower_options(settings) -> dict[str, object]:
+    """Flower's options from settings; exit with a message when the password is required."""
+    flower = settings.flower
+    env = environment(settings)
+    options: dict[str, object] = {"address": str(flower.address), "port": int(flower.port)}
+    if flower.password:
+        if not flower.user:
+            raise SystemExit("flower: MLOPS_FLOWER__USER is empty; basic auth needs a user name")
+        options["basic_auth"] = [f"{flower.user}:{flower.password}"]
+    elif env not in _OPEN_ENVIRONMENTS:
+        raise SystemExit(
+            f"flower: refusing to start without a password in the {env!r} environment: "
+            "set MLOPS_FLOWER__PASSWORD (basic auth is only optional when MLOPS_ENV=development)"
+        )
+    return options
+
+
+_options = flower_options(get_settings())
+address = _options["address"]
+port = _options["port"]
+if "basic_auth" in _options:
+    basic_auth = _options["basic_auth"]
+
+if __name__ == "__main__":
+    _shown = {k: ("<set>" if k == "basic_auth" else v) for k, v in _options.items()}
+    sys.stdout.write(f"flower options: {_shown}\n")

@@ -1,0 +1,26 @@
+"""The commands that run each part of the service.
+
+`make run`, the integration tests and the containers (Dockerfile.*, docker-compose.yaml) all
+run these same commands; a test checks that the container files agree with this module.
+"""
+
+from __future__ import annotations
+
+
+def gateway(host: str, port: int) -> list[str]:
+    return ["uvicorn", "app.main:app", "--host", host, "--port", str(port), "--no-access-log"]
+
+
+def worker(queues: str = "predict,train", concurrency: int | None = None) -> list[str]:
+    args = ["celery", "-A", "workers", "worker", "-Q", queues, "-E", "--loglevel", "INFO"]
+    if concurrency is not None:
+        args += ["--concurrency", str(concurrency)]
+    return args
+
+
+def beat(schedule_file: str = "celerybeat-schedule") -> list[str]:
+    return ["celery", "-A", "workers", "beat", "--schedule", schedule_file, "--loglevel", "INFO"]
+
+
+def flower() -> list[str]:
+    return ["celery", "-A", "workers", "flower"]

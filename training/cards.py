@@ -1,0 +1,146 @@
+"""Model card: one self-contained HTML page per version (no scripts, no external files).
+
+Every value from metadata passes through ``html.escape``; the confusion matrix is hand-drawn
+SVG so the card needs no plotting library.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from core.store import ModelMetadata, ModelStore
+
+CARD_FILE = "card.html"
+CELL = 56
+LABEL = 110
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}
+th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
+th{background:#f4f4f4}code{font-size:.85em;word-break:break-all}
+.promoted{color:#176d2c;font-weight:bold}.rejected{color:#a11;font-weight:bold}
+"""
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _rows(pairs: list[tuple[str, object]]) -> str:
+    return "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
+
+
+def confusion_svg(matrix: list[list[int]], classes: list[object]) -> str:
+    """An n x n grid, darker where more rows fall; true class down, predicted across."""
+    n = len(matrix)
+    size = LABEL + n * CELL + 10
+    peak = max((v for row in matrix for v in row), default=0) or 1
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
+        f'viewBox="0 0 {size} {size}" role="img" aria-label="confusion matrix">',
+        f'<text x="{LABEL + n * CELL / 2}" y="14" text-anchor="middle" '
+        'font-size="12">predicted</text>',
+        f'<text x="12" y="{LABEL + n * CELL / 2}" text-anchor="middle" font-size="12" '
+        f'transform="rotate(-90 12 {LABEL + n * CELL / 2})">actual</text>',
+    ]
+    names = [_e(c) for c in classes] if len(classes) == n else [str(i) for i in range(n)]
+    for i, name in enumerate(names):
+        mid = LABEL + i * CELL + CELL / 2
+        parts.append(
+            f'<text x="{mid}" y="{LABEL - 8}" text-anchor="end" font-size="11" '
+            f'transform="rotate(-45 {mid} {LABEL - 8})">{name}</text>'
+        )
+        parts.append(
+            f'<text x="{LABEL - 6}" y="{mid + 4}" text-anchor="end" font-size="11">{name}</text>'
+        )
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            shade = value / peak
+            fill = f"rgb({int(255 - 200 * shade)},{int(255 - 150 * shade)},255)"
+            ink = "#fff" if shade > 0.6 else "#000"
+            x, y = LABEL + j * CELL, LABEL + i * CELL
+            parts.append(
+                f'<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="{fill}" '
+                'stroke="#888"/>'
+                f'<text x="{x + CELL / 2}" y="{y + CELL / 2 + 5}" text-anchor="middle" '
+                f'font-size="14" fill="{ink}">{int(value)}</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_card(metadata: ModelMetadata) -> str:
+    """The model card of one version as a complete HTML document."""
+    m = metadata
+    title = f"{m.name} v{m.version}"
+    overview = _rows(
+        [
+            ("model", m.name),
+            ("version", m.version),
+            ("trainer", m.trainer),
+            ("trained at (UTC)", m.trained_at),
+            ("classes", ", ".join(map(str, m.classes))),
+            ("rows (train / test)", f"{m.n_train} / {m.n_test}"),
+            (
+                "python / scikit-learn / joblib",
+                f"{m.python_version} / {m.sklearn_version} / {m.joblib_version}",
+            ),
+            ("artifact", f"{m.artifact_file} ({m.artifact_format})"),
+            ("artifact sha256", m.artifact_sha256),
+            ("data fingerprint (sha256)", m.data_fingerprint),
+        ]
+    )
+    features = "".join(f"<tr><td>{_e(f.name)}</td><td>{_e(f.type)}</td></tr>" for f in m.features)
+    metrics = _rows([(k, f"{v:.4f}") for k, v in sorted(m.metrics.items())])
+    params = _rows([(k, v) for k, v in sorted(m.params.items())])
+    if m.gate is None:
+        gate = "<p>No gate decision recorded.</p>"
+    else:
+        g = m.gate
+        production = "none" if g.production is None else f"{g.production:.4f}"
+        gate = (
+            f'<p class="{_e(g.decision)}">{_e(g.decision)}</p><table>'
+            + _rows(
+                [
+                    ("reason", g.reason),
+                    ("metric", g.metric),
+                    ("candidate", f"{g.candidate:.4f}"),
+                    ("production", production),
+                    ("production version", g.production_version or "none"),
+                    ("margin", g.margin),
+                ]
+            )
+            + "</table>"
+        )
+    matrix = (
+        confusion_svg(m.confusion_matrix, m.classes)
+        if m.confusion_matrix
+        else "<p>No confusion matrix recorded.</p>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Model card: {_e(title)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>Model card: {_e(title)}</h1>"
+        f"<h2>Overview</h2><table>{overview}</table>"
+        f"<h2>Promotion gate</h2>{gate}"
+        f"<h2>Metrics (held-out split)</h2><table>{metrics}</table>"
+        f"<h2>Confusion matrix (held-out split)</h2>{matrix}"
+        f"<h2>Features</h2><table><tr><th>name</th><th>type</th></tr>{features}</table>"
+        f"<h2>Parameters</h2><table>{params}</table>"
+        "</body></html>\n"
+    )
+
+
+def write_card(store: ModelStore, version: int) -> ModelMetadata:
+    """(Re)write ``card.html`` of ``version`` from its current metadata."""
+    meta = store.metadata(version)
+    store.write_file(version, CARD_FILE, render_card(meta).encode("utf-8"))
+    return meta
+
+
+def card_path(store: ModelStore, version: int) -> Path | None:
+    """Where the card lives on disk, for backends that have a local folder."""
+    root = getattr(store.storage, "root", None)
+    return None if root is None else Path(root) / store.model_name / str(version) / CARD_FILE

@@ -1,0 +1,144 @@
+"""``python -m training``: train, list, promote, rollback, card.
+
+A user's mistake ends with one ``error: ...`` line on stderr and exit status 2; the store and
+the production alias are left as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dynaconf import ValidationError as SettingsValidationError
+from pydantic import ValidationError as MetadataValidationError
+
+from core.errors import MLOpsError
+from core.settings import SettingsError, get_settings
+
+USAGE_ERROR = 2
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def cmd_train(args, settings, store) -> None:
+    from training.pipeline import run_training
+
+    outcome = run_training(settings, store, trainer=args.trainer)
+    _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
+
+
+def cmd_list(args, settings, store) -> None:
+    metric = str(settings.training.metric)
+    production = store.production_version()
+    versions = store.all_metadata()
+    if not versions:
+        _out(f"no versions of {store.model_name!r} yet")
+        return
+    _out(f"  {'VERSION':<8} {metric.upper():<18} {'GATE':<9} {'TRAINER':<8} TRAINED_AT")
+    for meta in versions:
+        mark = "*" if meta.version == production else " "
+        score = meta.metrics.get(metric)
+        shown = "-" if score is None else f"{score:.4f}"
+        gate = meta.gate.decision if meta.gate else "-"
+        _out(f"{mark} {meta.version:<8} {shown:<18} {gate:<9} {meta.trainer:<8} {meta.trained_at}")
+    _out("* = production")
+
+
+def cmd_promote(args, settings, store) -> None:
+    before = store.production_version()
+    aliases = store.promote(args.version)
+    _out(f"{store.model_name} production: v{aliases.production} (was {_v(before)})")
+
+
+def cmd_rollback(args, settings, store) -> None:
+    before = store.production_version()
+    aliases = store.rollback()
+    _out(f"{store.model_name} production: v{aliases.production} (was {_v(before)})")
+
+
+def cmd_card(args, settings, store) -> None:
+    from training.cards import card_path, write_card
+
+    write_card(store, args.version)
+    path = card_path(store, args.version)
+    _out(str(path) if path else f"card.html of v{args.version} written")
+
+
+def _v(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train, register, gate and promote models; settings come from "
+        "settings.toml and MLOPS_* variables.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser(
+        "train",
+        help="train, register a new version, promote it if the gate passes",
+        description="Train with the configured trainer, register a new version, and promote "
+        "it when its metric beats production by the configured margin.",
+    )
+    train.add_argument(
+        "--trainer", metavar="NAME", help="trainer to use instead of training.trainer"
+    )
+    train.set_defaults(func=cmd_train)
+    listing = sub.add_parser(
+        "list",
+        help="list versions (* marks production)",
+        description="List versions with their metric and gate decision.",
+    )
+    listing.set_defaults(func=cmd_list)
+    promote = sub.add_parser(
+        "promote",
+        help="make VERSION the production model",
+        description="Make VERSION production (after an integrity check).",
+    )
+    promote.add_argument("version", type=int, metavar="VERSION")
+    promote.set_defaults(func=cmd_promote)
+    rollback = sub.add_parser(
+        "rollback",
+        help="go back to the previous production version",
+        description="Go back to the previous production version.",
+    )
+    rollback.set_defaults(func=cmd_rollback)
+    card = sub.add_parser(
+        "card",
+        help="write the model card of VERSION and print its path",
+        description="(Re)write card.html of VERSION and print its path.",
+    )
+    card.add_argument("version", type=int, metavar="VERSION")
+    card.set_defaults(func=cmd_card)
+    return parser
+
+
+def _fail(message: str) -> int:
+    first = str(message).strip().splitlines()[0] if str(message).strip() else "failed"
+    sys.stderr.write(f"error: {first}\n")
+    return USAGE_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        from core.logging import setup_logging
+        from core.store import open_store
+
+        setup_logging(settings, "training")
+        return args.func(args, settings, open_store(settings)) or 0
+    except SettingsError as exc:
+        return _fail(str(exc.code))
+    except SettingsValidationError as exc:
+        return _fail(f"invalid settings: {exc}")
+    except MLOpsError as exc:
+        return _fail(exc.message)
+    except MetadataValidationError as exc:
+        return _fail(f"corrupt metadata in the model store ({exc.error_count()} errors)")
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))

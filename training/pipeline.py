@@ -1,0 +1,175 @@
+"""One training run: train -> evaluate -> save -> gate -> record -> promote -> model card.
+
+Plain functions, so the Celery retrain task is a thin wrapper and tests need no Celery. A run
+that fails or is rejected never touches the production alias.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+from loguru import logger
+
+from core.errors import TrainingError
+from core.store import FeatureSpec, ModelMetadata, ModelStore, open_store
+from training.base import Trainer
+from training.cards import write_card
+from training.data import Dataset, Split
+from training.estimators import plain
+from training.gate import decide
+from training.registry import get_trainer
+from training.serialization import ARTIFACT_FILES, dump_model, loads_model
+
+Progress = Callable[[str, int], None]
+
+STEPS = {
+    "loading data": 5,
+    "splitting": 15,
+    "fitting": 25,
+    "evaluating": 60,
+    "saving": 70,
+    "gating": 85,
+    "done": 100,
+}
+
+
+@dataclass
+class TrainingOutcome:
+    model_name: str
+    version: int
+    decision: str  # "promoted" | "rejected"
+    promoted: bool
+    metric: str
+    candidate: float
+    production: float | None
+    production_version: int | None
+    margin: float
+    reason: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe (plain str, int, float, None), e.g. for a Celery result."""
+        return asdict(self)
+
+
+def _report(progress: Progress | None, step: str) -> None:
+    """Progress is best effort: a failing reporter must not fail (or half-finish) a run."""
+    logger.debug("training step: {}", step)
+    if progress is None:
+        return
+    try:
+        progress(step, STEPS[step])
+    except Exception as exc:
+        logger.warning("progress callback failed at {!r}: {}", step, exc)
+
+
+def fit_trainer(trainer: Trainer, data: Dataset, split: Split) -> Trainer:
+    """Fit, turning scikit-learn's complaints about data or parameters into a TrainingError."""
+    try:
+        return trainer.fit(split.X_train, split.y_train, feature_names=data.feature_names)
+    except ValueError as exc:  # includes scikit-learn's InvalidParameterError
+        raise TrainingError(f"fitting {trainer.estimator} failed: {exc}") from None
+
+
+def save_artifact(trainer: Trainer, fmt: str, X_check: np.ndarray) -> bytes:
+    """Serialize and immediately load back, so no version is registered that cannot load."""
+    artifact = dump_model(trainer.pipeline_, fmt)
+    try:
+        restored = loads_model(artifact, fmt)
+    except Exception as exc:
+        raise TrainingError(f"{trainer.estimator} cannot be saved as {fmt}: {exc}") from None
+    if not np.array_equal(restored.predict(X_check), trainer.pipeline_.predict(X_check)):
+        raise TrainingError(f"{trainer.estimator} does not round-trip through {fmt}")
+    return artifact
+
+
+def build_metadata(
+    model_name: str, trainer: Trainer, data: Dataset, split: Split, fmt: str
+) -> ModelMetadata:
+    description = trainer.describe()
+    return ModelMetadata(
+        name=model_name,
+        trainer=trainer.name,
+        params=plain(trainer.get_params()),
+        metrics=description["metrics"],
+        features=[FeatureSpec(**f) for f in description["features"]],
+        classes=description["classes"],
+        data_fingerprint=data.fingerprint,
+        n_train=len(split.y_train),
+        n_test=len(split.y_test),
+        trained_at=datetime.now(UTC).isoformat(),
+        python_version=platform.python_version(),
+        sklearn_version=sklearn.__version__,
+        joblib_version=joblib.__version__,
+        artifact_file=ARTIFACT_FILES[fmt],
+        artifact_format=fmt,
+        confusion_matrix=description["confusion_matrix"],
+    )
+
+
+def run_training(
+    settings,
+    store: ModelStore | None = None,
+    progress: Progress | None = None,
+    *,
+    trainer: str | None = None,
+) -> TrainingOutcome:
+    """Train the configured (or named) trainer, register it, gate it, maybe promote it."""
+    store = store or open_store(settings)
+    cfg = settings.training
+    fmt = str(cfg.artifact_format)
+    metric = str(cfg.metric)
+    trainer_name = trainer or str(cfg.trainer)
+    model = get_trainer(trainer_name).from_settings(settings)
+    logger.debug("training {} with trainer {!r}", store.model_name, trainer_name)
+
+    _report(progress, "loading data")
+    data = model.load_data()
+    _report(progress, "splitting")
+    split = model.split(data)
+    _report(progress, "fitting")
+    fit_trainer(model, data, split)
+    _report(progress, "evaluating")
+    model.evaluate(split.X_test, split.y_test)
+
+    _report(progress, "saving")
+    artifact = save_artifact(model, fmt, split.X_test)
+    meta = store.register(artifact, build_metadata(store.model_name, model, data, split, fmt))
+    logger.info(
+        "registered {} v{} ({} {:.4f})", meta.name, meta.version, metric, meta.metrics[metric]
+    )
+
+    _report(progress, "gating")
+    production_version = store.production_version()
+    production = store.metadata(production_version) if production_version is not None else None
+    decision = decide(meta, production, metric, float(cfg.promotion_margin))
+    store.update_metadata(meta.version, gate=decision)
+    if decision.decision == "promoted":
+        store.promote(meta.version)
+    logger.info("gate {} v{}: {}", decision.decision, meta.version, decision.reason)
+    try:
+        write_card(store, meta.version)
+    except OSError as exc:  # the card is documentation; the run itself succeeded
+        logger.warning("could not write the model card of v{}: {}", meta.version, exc)
+    _report(progress, "done")
+
+    return TrainingOutcome(
+        model_name=meta.name,
+        version=meta.version,
+        decision=decision.decision,
+        promoted=decision.decision == "promoted",
+        metric=metric,
+        candidate=decision.candidate,
+        production=decision.production,
+        production_version=decision.production_version,
+        margin=decision.margin,
+        reason=decision.reason,
+        metrics=dict(meta.metrics),
+    )

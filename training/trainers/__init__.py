@@ -1,0 +1,1 @@
+"""The trainers that ship with the project; each registers itself on import."""

@@ -1,0 +1,73 @@
+"""Every Celery setting this project relies on, chosen and explained in one place.
+
+Celery with Redis gives at-least-once delivery only with the right settings; each line
+below says which failure it guards against.
+"""
+
+from __future__ import annotations
+
+from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
+from core.redis import transport_options
+
+
+def celery_config(settings) -> dict:
+    worker = settings.worker
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        # JSON only: with pickle, anyone who can write to Redis runs code on the workers.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Acknowledge after the task ran, so a worker that dies mid-task does not lose it...
+        "task_acks_late": True,
+        # ...and when the child process is killed (OOM, SIGKILL) the message is requeued at
+        # once. A job that kills its worker every time is stopped by the attempt counter in
+        # workers/predict.py after worker.max_retries_on_crash attempts.
+        "task_reject_on_worker_lost": True,
+        # A task that raised or hit its time limit is finished (FAILURE), not redelivered.
+        "task_acks_on_failure_or_timeout": True,
+        # Prefetch little: messages already carry a batch of jobs, and prefetched messages
+        # of a dead worker wait for the visibility timeout.
+        "worker_prefetch_multiplier": worker.prefetch_multiplier,
+        "worker_concurrency": worker.concurrency,
+        # Recycle children now and then to bound slow leaks in native libraries.
+        "worker_max_tasks_per_child": worker.max_tasks_per_child,
+        # kombu redelivers a message nobody acknowledged after this long; it must exceed
+        # every time limit or a long task runs twice (settings validation enforces it).
+        "broker_transport_options": {
+            **transport_options(),
+            "visibility_timeout": worker.visibility_timeout,
+            "unacked_restore_interval": min(10, worker.visibility_timeout),
+        },
+        "result_backend_transport_options": transport_options(),
+        "redis_socket_timeout": 5.0,
+        "redis_socket_connect_timeout": 2.0,
+        "redis_backend_health_check_interval": 10,
+        "redis_retry_on_timeout": True,
+        # Keep trying to reach Redis forever, at start-up too (a worker started before Redis
+        # waits for it); cancel acks-late tasks whose connection died, they come back anyway.
+        "broker_connection_retry": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Results (and the gateway's job records) expire: Redis must not fill up.
+        "result_expires": settings.api.jobs_ttl_seconds,
+        "result_extended": True,
+        "task_track_started": True,
+        # Events make the work visible in Flower.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_routes": {
+            PREDICT_TASK: {"queue": PREDICT_QUEUE},
+            RETRAIN_TASK: {"queue": TRAIN_QUEUE},
+        },
+        "task_default_queue": PREDICT_QUEUE,
+        "task_create_missing_queues": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "beat_schedule": {},
+        "timezone": "UTC",
+    }

@@ -1,0 +1,104 @@
+"""Run one predict message: attempts, deadlines, the model, results. No Celery in here.
+
+Crash safety: every delivery of a message increments an attempt counter in Redis. The first
+attempt predicts all jobs together. A redelivery means a worker died on this message, so the
+jobs run one at a time, each with its own counter, skipping those already answered; a job
+that was running at every crash ends in FAILURE after ``max_retries_on_crash`` attempts
+instead of killing workers forever.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import redis
+
+from core.errors import NoProductionModel
+from core.messages import RESULTS_CHANNEL, batch_key, job_key
+from workers.model_cache import ModelCache
+from workers.predict import expired, failure, predict_jobs
+
+
+def _attempt_key(ident: str) -> str:
+    return f"mlops:attempts:{ident}"
+
+
+def publish(client: redis.Redis, results: list[dict], ttl: int) -> None:
+    """Store each job's result under its job key and wake the gateways, in one round trip."""
+    if not results:
+        return
+    pipe = client.pipeline(transaction=False)
+    for result in results:
+        pipe.set(job_key(result["job_id"]), orjson.dumps(result), ex=ttl)
+    pipe.publish(RESULTS_CHANNEL, orjson.dumps({"jobs": results}))
+    pipe.execute()
+
+
+def _start(client: redis.Redis, task_id: str, ttl: int) -> int:
+    pipe = client.pipeline(transaction=False)
+    pipe.set(batch_key(task_id), b"STARTED", ex=ttl)
+    pipe.incr(_attempt_key(task_id))
+    pipe.expire(_attempt_key(task_id), ttl)
+    return int(pipe.execute()[1])
+
+
+def run_message(
+    client: redis.Redis,
+    cache: ModelCache,
+    jobs: list[dict],
+    *,
+    task_id: str,
+    ttl: int,
+    max_attempts: int,
+) -> dict:
+    """Answer every job of one message; return a summary for Celery/Flower."""
+    attempt = _start(client, task_id, ttl)
+    now = time.time()
+    live = [job for job in jobs if not expired(job, now)]
+    stale = [
+        failure(job, "expired", "the job's deadline passed before a worker could start it")
+        for job in jobs
+        if expired(job, now)
+    ]
+    publish(client, stale, ttl)
+    try:
+        model = cache.current()
+    except NoProductionModel as exc:
+        publish(client, [failure(job, "no_production_model", str(exc)) for job in live], ttl)
+        return {"jobs": len(jobs), "failed": len(jobs), "reason": "no production model"}
+    if attempt == 1:
+        results = predict_jobs(model, live)
+        publish(client, results, ttl)
+    else:
+        results = _run_isolated(client, model, live, ttl=ttl, max_attempts=max_attempts)
+    failed = sum(r["status"] != "SUCCESS" for r in results) + len(stale)
+    return {
+        "jobs": len(jobs),
+        "failed": failed,
+        "model_version": model.version,
+        "attempt": attempt,
+    }
+
+
+def _run_isolated(client, model, jobs: list[dict], *, ttl: int, max_attempts: int) -> list[dict]:
+    records = client.mget([job_key(job["job_id"]) for job in jobs]) if jobs else []
+    results = []
+    for job, record in zip(jobs, records, strict=True):
+        if record and orjson.loads(record).get("status") in ("SUCCESS", "FAILURE"):
+            continue  # answered before the crash
+        key = _attempt_key(job["job_id"])
+        tries = client.incr(key)
+        client.expire(key, ttl)
+        if tries > max_attempts:
+            result = failure(
+                job,
+                "worker_lost",
+                f"the worker died {tries} times while running this job; giving up",
+                model,
+            )
+        else:
+            result = predict_jobs(model, [job])[0]
+        publish(client, [result], ttl)  # one at a time: a crash on the next job keeps this one
+        results.append(result)
+    return results

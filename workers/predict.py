@@ -1,0 +1,120 @@
+"""Predict jobs in batches: plain functions, unit-tested without Celery.
+
+A message from the gateway carries a group of jobs: ``{"job_id", "request_id", "rows",
+"features", "expires_at"}``. All rows of all jobs go through the model in one scikit-learn
+call; if that call fails, each job is retried alone so only the failing jobs get an error.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from core.versions import API_VERSION
+from workers.model_cache import LoadedModel
+
+
+def failure(job: dict, reason: str, message: str, model: LoadedModel | None = None) -> dict:
+    result = {
+        "job_id": job["job_id"],
+        "kind": "predict",
+        "status": "FAILURE",
+        "request_id": job.get("request_id"),
+        "error": {"reason": reason, "message": message},
+        "api_version": API_VERSION,
+        "completed_at": time.time(),
+    }
+    if model is not None:
+        result["model_name"] = model.name
+        result["model_version"] = model.version
+    return result
+
+
+def _columns(model: LoadedModel, features: list[str] | None) -> list[int] | None:
+    """Column order that maps the job's feature order onto the model's, or None if it can't."""
+    expected = model.feature_names
+    if features is None or features == expected:
+        return list(range(len(expected)))
+    if sorted(features) != sorted(expected):
+        return None
+    position = {name: i for i, name in enumerate(features)}
+    return [position[name] for name in expected]
+
+
+def _predict(model: LoadedModel, matrix: np.ndarray) -> tuple[list, list | None]:
+    estimator = model.estimator
+    predictions = estimator.predict(matrix).tolist()
+    probabilities = None
+    if hasattr(estimator, "predict_proba"):
+        probabilities = np.round(estimator.predict_proba(matrix), 6).tolist()
+    return predictions, probabilities
+
+
+def _success(job: dict, model: LoadedModel, predictions: list, probabilities: list | None) -> dict:
+    result: dict[str, Any] = {
+        "job_id": job["job_id"],
+        "kind": "predict",
+        "status": "SUCCESS",
+        "request_id": job.get("request_id"),
+        "model_name": model.name,
+        "model_version": model.version,
+        "api_version": API_VERSION,
+        "predictions": predictions,
+        "completed_at": time.time(),
+    }
+    if probabilities is not None:
+        result["probabilities"] = probabilities
+        result["classes"] = model.metadata.classes
+    return result
+
+
+def expired(job: dict, now: float) -> bool:
+    deadline = job.get("expires_at")
+    return deadline is not None and now > deadline
+
+
+def predict_jobs(model: LoadedModel, jobs: list[dict]) -> list[dict]:
+    """One result per job, in order; one scikit-learn call for all jobs that can share it."""
+    results: list[dict | None] = [None] * len(jobs)
+    blocks, owners = [], []
+    for index, job in enumerate(jobs):
+        columns = _columns(model, job.get("features"))
+        rows = job.get("rows") or []
+        try:
+            block = np.asarray(rows, dtype=np.float64)
+            if block.ndim != 2 or columns is None or block.shape[1] != len(columns):
+                raise ValueError
+        except (TypeError, ValueError):
+            results[index] = failure(
+                job,
+                "schema_mismatch",
+                f"model {model.name} v{model.version} expects rows of the features "
+                f"{model.feature_names}",
+                model,
+            )
+            continue
+        blocks.append(block[:, columns] if columns != list(range(len(columns))) else block)
+        owners.append(index)
+    if blocks:
+        try:
+            predictions, probabilities = _predict(model, np.vstack(blocks))
+            start = 0
+            for index, block in zip(owners, blocks, strict=True):
+                stop = start + len(block)
+                probs = probabilities[start:stop] if probabilities is not None else None
+                results[index] = _success(jobs[index], model, predictions[start:stop], probs)
+                start = stop
+        except Exception:
+            for index, block in zip(owners, blocks, strict=True):
+                results[index] = _predict_one(model, jobs[index], block)
+    return [r for r in results if r is not None]
+
+
+def _predict_one(model: LoadedModel, job: dict, block: np.ndarray) -> dict:
+    try:
+        predictions, probabilities = _predict(model, block)
+    except Exception as exc:  # the model rejected this job's rows; the others are unaffected
+        return failure(job, "prediction_error", f"{type(exc).__name__}: {exc}", model)
+    return _success(job, model, predictions, probabilities)

@@ -1,0 +1,95 @@
+"""Per-process state of a worker: settings, store, Redis client, model cache, heartbeat.
+
+Built lazily after the fork (a Redis connection must never cross a fork), once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import orjson
+import redis
+from loguru import logger
+
+from core.messages import WORKERS_KEY
+from core.redis import sync_client
+from core.settings import get_settings
+from core.store import ModelStore, open_store
+from workers.model_cache import ModelCache
+
+CONSUMED_QUEUES: list[str] = []  # filled in the main process before the pool forks
+
+
+@dataclass
+class Runtime:
+    settings: object
+    store: ModelStore
+    redis: redis.Redis
+    cache: ModelCache
+    identity: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def heartbeat_once(self) -> None:
+        """Follow the production alias and report this process's queues and version."""
+        try:
+            self.cache.refresh()
+        except Exception as exc:  # a broken alias file must not kill the heartbeat
+            logger.warning("model refresh failed: {}", exc)
+        beat = {
+            "id": self.identity,
+            "pid": os.getpid(),
+            "queues": CONSUMED_QUEUES,
+            "model_name": self.store.model_name,
+            "model_version": self.cache.served_version,
+            "ts": time.time(),
+        }
+        self.redis.hset(WORKERS_KEY, self.identity, orjson.dumps(beat))
+
+    def start_heartbeat(self) -> None:
+        interval = min(
+            self.settings.worker.heartbeat_seconds, self.settings.worker.model_poll_seconds
+        )
+
+        def loop() -> None:
+            last_beat = 0.0
+            while not self._stop.wait(interval):
+                if time.monotonic() - last_beat < self.settings.worker.heartbeat_seconds:
+                    try:
+                        self.cache.refresh()
+                    except Exception as exc:
+                        logger.warning("model refresh failed: {}", exc)
+                    continue
+                last_beat = time.monotonic()
+                try:
+                    self.heartbeat_once()
+                except redis.RedisError as exc:
+                    logger.warning("heartbeat failed: {}", exc)
+
+        threading.Thread(target=loop, name="heartbeat", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(redis.RedisError):
+            self.redis.hdel(WORKERS_KEY, self.identity)
+
+
+def _load(store: ModelStore, settings, version: int):
+    from training.serialization import load_model
+
+    return load_model(store, version, settings)
+
+
+@functools.cache
+def runtime() -> Runtime:
+    settings = get_settings()
+    store = open_store(settings)
+    cache = ModelCache(store, functools.partial(_load, store, settings))
+    return Runtime(
+        settings=settings, store=store, redis=sync_client(settings.redis_url), cache=cache
+    )
