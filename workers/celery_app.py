@@ -30,6 +30,7 @@ def _route_logging(**_kwargs) -> None:
 @signals.celeryd_after_setup.connect
 def _remember_queues(sender, instance, **_kwargs) -> None:
     runtime_module.CONSUMED_QUEUES[:] = sorted(instance.app.amqp.queues.consume_from or {})
+    runtime_module.NODE["name"] = str(sender)
 
 
 @signals.worker_process_init.connect

@@ -24,6 +24,7 @@ from core.store import ModelStore, open_store
 from workers.model_cache import ModelCache
 
 CONSUMED_QUEUES: list[str] = []  # filled in the main process before the pool forks
+NODE = {"name": socket.gethostname()}  # the Celery node name (celery@host), likewise
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Runtime:
             logger.warning("model refresh failed: {}", exc)
         beat = {
             "id": self.identity,
+            "node": NODE["name"],
             "pid": os.getpid(),
             "queues": CONSUMED_QUEUES,
             "model_name": self.store.model_name,

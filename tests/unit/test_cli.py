@@ -109,22 +109,37 @@ class Case:
     prepare: Callable[[Path], None] | None = None
 
 
+CSV = ["train", "--trainer", "csv"]
 CASES = {
     "unknown trainer option": Case(["train", "--trainer", "nope"], "unknown trainer 'nope'"),
-    "unknown trainer setting": Case(["train"], "known trainers: csv, iris", {"TRAINING__TRAINER": "nope"}),
-    "missing data file": Case(["train", "--trainer", "csv"], "data file not found", {"TRAINING__CSV__PATH": "{data}/missing.csv"}),
-    "bad target column": Case(["train", "--trainer", "csv"], "target column 'kind'", {"TRAINING__CSV__TARGET": "kind"}),
-    "non-numeric feature": Case(["train", "--trainer", "csv"], "column 'a' has a non-numeric value 'hello' in row 2", {"TRAINING__CSV__PATH": "{data}/text.csv"}),
-    "empty data set": Case(["train", "--trainer", "csv"], "is empty", {"TRAINING__CSV__PATH": "{data}/empty.csv"}),
-    "one class": Case(["train", "--trainer", "csv"], "at least 2 classes", {"TRAINING__CSV__PATH": "{data}/one.csv"}),
-    "estimator not allowed": Case(["train"], "not allowed", {"TRAINING__ESTIMATOR__CLASS_PATH": "os.system"}),
+    "unknown trainer setting": Case(
+        ["train"], "known trainers: csv, iris", {"TRAINING__TRAINER": "nope"}
+    ),
+    "missing data file": Case(
+        CSV, "data file not found", {"TRAINING__CSV__PATH": "{data}/missing.csv"}
+    ),
+    "bad target column": Case(CSV, "target column 'kind'", {"TRAINING__CSV__TARGET": "kind"}),
+    "non-numeric feature": Case(
+        CSV,
+        "column 'a' has a non-numeric value 'hello' in row 2",
+        {"TRAINING__CSV__PATH": "{data}/text.csv"},
+    ),
+    "empty data set": Case(CSV, "is empty", {"TRAINING__CSV__PATH": "{data}/empty.csv"}),
+    "one class": Case(CSV, "at least 2 classes", {"TRAINING__CSV__PATH": "{data}/one.csv"}),
+    "estimator not allowed": Case(
+        ["train"], "not allowed", {"TRAINING__ESTIMATOR__CLASS_PATH": "os.system"}
+    ),
     "invalid setting": Case(["list"], "training.test_size", {"TRAINING__TEST_SIZE": "2.0"}),
     "promote unknown version": Case(["promote", "7"], "no version 7"),
     "card unknown version": Case(["card", "7"], "no version 7"),
     "promote tampered artifact": Case(["promote", "2"], "sha256", prepare=tamper),
-    "promote corrupt metadata": Case(["promote", "2"], "corrupt metadata", prepare=corrupt_metadata),
-    "rollback without previous": Case(["rollback"], "no previous production version", prepare=drop_history),
-}  # fmt: skip
+    "promote corrupt metadata": Case(
+        ["promote", "2"], "corrupt metadata", prepare=corrupt_metadata
+    ),
+    "rollback without previous": Case(
+        ["rollback"], "no previous production version", prepare=drop_history
+    ),
+}
 
 
 @pytest.fixture(scope="module")

@@ -123,15 +123,15 @@ def test_training_failed_run_changes_nothing(monkeypatch, env, error, message):
 
 
 def test_training_unloadable_artifact_is_not_registered(monkeypatch):
-    from training import pipeline
     from core.errors import IncompatibleArtifact
+    from training import pipeline
 
     def refuse(data, fmt):
         raise IncompatibleArtifact("skops artifact contains types that are not trusted: X")
 
     monkeypatch.setattr(pipeline, "loads_model", refuse)
     settings = settings_with(monkeypatch, TRAINING__ARTIFACT_FORMAT="skops")
-    with pytest.raises(TrainingError, match="cannot be saved as skops.*not trusted"):
+    with pytest.raises(TrainingError, match=r"cannot be saved as skops.*not trusted"):
         run_training(settings)
     assert open_store(settings).versions() == []
 

@@ -49,7 +49,7 @@ def test_training_duplicate_name_is_an_error(scratch_name):
 
 
 def test_training_unknown_name_lists_known_ones():
-    with pytest.raises(UnknownTrainer, match="unknown trainer 'nope'.*csv, iris") as info:
+    with pytest.raises(UnknownTrainer, match=r"unknown trainer 'nope'.*csv, iris") as info:
         get_trainer("nope")
     assert isinstance(info.value, TrainingError)
     assert info.value.status_code == 422

@@ -49,8 +49,10 @@ def test_training_round_trip_through_store(tmp_path, fitted, fmt):
 
 
 def test_training_skops_tree_models_round_trip():
-    trainer = IrisTrainer(estimator="sklearn.ensemble.RandomForestClassifier",
-                          estimator_params={"n_estimators": 3, "random_state": 0})
+    trainer = IrisTrainer(
+        estimator="sklearn.ensemble.RandomForestClassifier",
+        estimator_params={"n_estimators": 3, "random_state": 0},
+    )
     data = trainer.load_data()
     trainer.fit(data.X, data.y)
     restored = loads_model(dump_model(trainer.pipeline_, "skops"), "skops")
@@ -65,7 +67,7 @@ def test_training_skops_refuses_untrusted_types(monkeypatch):
     trainer.fit(data.X, data.y)
     blob = dump_model(trainer.pipeline_, "skops")
     monkeypatch.setattr(serialization, "TRUSTED_SKOPS_TYPES", frozenset())
-    with pytest.raises(IncompatibleArtifact, match="sklearn.tree._tree.Tree"):
+    with pytest.raises(IncompatibleArtifact, match=r"sklearn\.tree\._tree\.Tree"):
         loads_model(blob, "skops")
 
 
@@ -82,7 +84,7 @@ def test_training_sklearn_mismatch_refused(tmp_path, fitted, monkeypatch):
     store, version = register(tmp_path, fitted[0], sklearn_version="0.0.1")
     calls = []
     monkeypatch.setattr(serialization.joblib, "load", lambda *a, **k: calls.append(a))
-    with pytest.raises(IncompatibleArtifact, match="scikit-learn 0.0.1"):
+    with pytest.raises(IncompatibleArtifact, match=r"scikit-learn 0\.0\.1"):
         load_model(store, version, get_settings())
     assert calls == []
 

@@ -82,7 +82,7 @@ def test_training_iris_load_data_names_and_labels():
         "petal_length",
         "petal_width",
     ]
-    assert FEATURE_NAMES == data.feature_names
+    assert data.feature_names == FEATURE_NAMES
     assert data.X.shape == (150, 4) and data.X.dtype == np.float64
     assert sorted(set(data.y)) == ["setosa", "versicolor", "virginica"]
     assert len(data.fingerprint) == 64
@@ -186,7 +186,7 @@ def test_training_csv_user_mistakes(tmp_path, text, kwargs, error, message):
 
 
 def test_training_csv_missing_file(tmp_path):
-    with pytest.raises(DataFileNotFound, match="nope.csv"):
+    with pytest.raises(DataFileNotFound, match=r"nope\.csv"):
         CsvTrainer(path=str(tmp_path / "nope.csv"), target="t").load_data()
 
 

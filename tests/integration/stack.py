@@ -1,0 +1,150 @@
+"""The whole service for integration tests: private redis-server, real workers, real gateway.
+
+Every part runs as the same command `make run` and the containers use (scripts/commands.py).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from scripts import commands
+from tests.integration.procs import ROOT, RedisServer, Service, free_port, service_env, wait_until
+
+PREDICT_KEY = "test-predict-key"
+ADMIN_KEY = "test-admin-key"
+API_KEYS = json.dumps({PREDICT_KEY: ["predict"], ADMIN_KEY: ["admin"]})
+
+SEED_BODY = {
+    "request_id": "integration-test-id",
+    "sepal_length": 5.1,
+    "sepal_width": 3.5,
+    "petal_length": 1.4,
+    "petal_width": 0.2,
+}
+
+
+class Stack:
+    def __init__(self, workdir: Path, *, appendonly: bool = False, redis_args=None, **env: str):
+        self.workdir = Path(workdir)
+        self.artifacts = self.workdir / "artifacts"
+        self.logs = self.workdir / "logs"
+        self.redis = RedisServer(self.workdir / "redis", appendonly=appendonly, extra=redis_args)
+        self.extra_env = {"MLOPS_AUTH__API_KEYS": f"@json {API_KEYS}", **env}
+        self.services: dict[str, Service] = {}
+        self.gateway_port: int | None = None
+
+    # -- processes ------------------------------------------------------------------------
+    def env(self, **extra: str) -> dict[str, str]:
+        return service_env(self.redis.url, self.artifacts, **{**self.extra_env, **extra})
+
+    def start_redis(self) -> Stack:
+        self.redis.start()
+        return self
+
+    def train(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        """`python -m training train` (or another CLI command) against this stack's store."""
+        return subprocess.run(
+            [sys.executable, "-m", "training", *(args or ("train",))],
+            cwd=ROOT,
+            env=self.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def start_worker(
+        self,
+        name: str = "worker",
+        queues: str = "predict,train",
+        concurrency: int = 1,
+        wait: bool = True,
+        **env: str,
+    ) -> Service:
+        args = [*commands.worker(queues, concurrency), "--hostname", f"{name}@%h"]
+        service = Service(name, args, self.env(**env), self.logs).start()
+        self.services[name] = service
+        if wait:
+            self.wait_for_worker(service)
+        return service
+
+    def wait_for_worker(self, service: Service, timeout: float = 60) -> None:
+        """Wait for the worker log to say ready and a fresh heartbeat in Redis."""
+        node = f"{service.name}@{socket.gethostname()}"
+
+        def heartbeat() -> bool:
+            assert service.alive(), f"{service.name} exited:\n{service.output()[-3000:]}"
+            beats = [json.loads(v) for v in self.redis.client().hgetall("mlops:workers").values()]
+            fresh = [b for b in beats if b.get("node") == node and b["ts"] > time.time() - 5]
+            return bool(fresh) and "ready" in service.output()
+
+        wait_until(heartbeat, timeout, f"worker {service.name}")
+
+    def start_gateway(self, **env: str) -> Service:
+        self.gateway_port = free_port()
+        args = commands.gateway("127.0.0.1", self.gateway_port)
+        service = Service("gateway", args, self.env(**env), self.logs).start()
+        self.services["gateway"] = service
+
+        def healthy() -> bool:
+            assert service.alive(), f"gateway exited:\n{service.output()[-3000:]}"
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+
+        wait_until(healthy, 30, "gateway /health")
+        return service
+
+    def start(self, workers: int = 1, concurrency: int = 1) -> Stack:
+        """Redis, a first model, `workers` worker processes and the gateway, all ready."""
+        self.start_redis()
+        result = self.train()
+        assert result.returncode == 0, result.stderr
+        for i in range(workers):
+            self.start_worker(f"worker{i}", concurrency=concurrency)
+        self.start_gateway()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_until(
+            lambda: httpx.get(f"{self.url}/ready", timeout=2).status_code == 200,
+            timeout,
+            "gateway /ready",
+        )
+
+    def stop(self) -> None:
+        for service in reversed(list(self.services.values())):
+            service.stop()
+        self.redis.stop()
+
+    # -- clients --------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def client(self, key: str | None = PREDICT_KEY, **kwargs) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def admin(self) -> httpx.Client:
+        return self.client(ADMIN_KEY)
+
+    def logs_text(self) -> str:
+        return "\n".join(f"--- {n}\n{s.output()[-4000:]}" for n, s in self.services.items())
+
+
+def poll_job(client: httpx.Client, job_id: str, timeout: float = 30) -> dict:
+    """GET /jobs/{id} until it is SUCCESS or FAILURE."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/jobs/{job_id}").json()
+        if body["status"] in ("SUCCESS", "FAILURE"):
+            return body
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} not finished after {timeout}s: {body}")
