@@ -8,6 +8,8 @@ from fastapi import FastAPI
 
 from app.api.routes import jobs, models, predict, retrain, system
 from app.errors import install_error_handlers
+from app.metrics import GatewayMetrics, RequestMetrics
+from app.metrics import router as metrics_router
 from app.middleware import BodySizeLimit
 from app.state import Gateway
 from core.logging import setup_logging
@@ -18,10 +20,11 @@ from core.versions import API_VERSION
 def create_app(settings=None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings, "gateway")
+    metrics = GatewayMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        gateway = Gateway.from_settings(settings)
+        gateway = Gateway.from_settings(settings, metrics)
         app.state.gateway = gateway
         await gateway.start()
         try:
@@ -35,10 +38,13 @@ def create_app(settings=None) -> FastAPI:
         summary="Async scikit-learn predictions through Redis and Celery workers.",
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
     install_error_handlers(app)
     for module in (predict, jobs, models, retrain, system):
         app.include_router(module.router)
+    app.include_router(metrics_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost
     return app
 
 

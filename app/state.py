@@ -10,12 +10,54 @@ import redis.asyncio as aioredis
 from loguru import logger
 
 from app.auth import KeyRing
+from app.metrics import GatewayMetrics
 from app.services.catalog import ModelCatalog
 from app.services.listener import ResultListener
 from app.services.submitter import JobSubmitter
-from core.messages import PREDICT_QUEUE
+from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
 from core.redis import async_client
 from core.store import open_store
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The settings read on every predict request, copied out of dynaconf once.
+
+    A dynaconf attribute lookup costs microseconds; these are read several times a request.
+    """
+
+    max_instances: int
+    max_queue_depth: int
+    retry_after: int
+    max_wait: float
+    sync_grace: float
+    jobs_ttl: int
+    idempotency_window: int
+    idempotency_from_request_id: bool
+
+    @classmethod
+    def from_settings(cls, settings) -> Limits:
+        api = settings.api
+        return cls(
+            max_instances=int(api.max_instances),
+            max_queue_depth=int(api.max_queue_depth),
+            retry_after=int(api.retry_after_seconds),
+            max_wait=float(api.max_wait_seconds),
+            sync_grace=float(api.sync_grace_seconds),
+            jobs_ttl=int(api.jobs_ttl_seconds),
+            idempotency_window=int(api.idempotency_window_seconds),
+            idempotency_from_request_id=bool(api.idempotency_from_request_id),
+        )
+
+
+MEMORY_ADMISSION_LIMIT = 0.9
+"""New predict jobs get 503 above this share of Redis maxmemory: the rest is headroom for the
+workers, which must still record deliveries and write results (at 100 % Redis refuses them)."""
+
+
+def _nearly_full(memory: dict) -> bool:
+    limit = int(memory.get("maxmemory") or 0)
+    return limit > 0 and int(memory.get("used_memory") or 0) >= MEMORY_ADMISSION_LIMIT * limit
 
 
 @dataclass
@@ -26,10 +68,14 @@ class Gateway:
     listener: ResultListener
     catalog: ModelCatalog
     keys: KeyRing
+    limits: Limits
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    memory_full: bool = False  # Redis used_memory over MEMORY_ADMISSION_LIMIT of maxmemory
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
-    def from_settings(cls, settings) -> Gateway:
+    def from_settings(cls, settings, metrics: GatewayMetrics | None = None) -> Gateway:
+        metrics = metrics if metrics is not None else GatewayMetrics()
         timeout = settings.api.redis_timeout_seconds
         client = async_client(settings.redis_url, socket_timeout=timeout)
         listener_client = async_client(settings.redis_url, socket_timeout=None)
@@ -40,11 +86,15 @@ class Gateway:
                 client,
                 max_rows=settings.batching.max_batch_size,
                 max_wait_ms=settings.batching.max_wait_ms,
+                backlog_wait_ms=settings.batching.backlog_wait_ms,
                 ttl=settings.api.jobs_ttl_seconds,
+                metrics=metrics,
             ),
             listener=ResultListener(listener_client),
             catalog=ModelCatalog(open_store(settings)),
             keys=KeyRing(settings.auth.api_keys, enabled=settings.auth.enabled),
+            limits=Limits.from_settings(settings),
+            metrics=metrics,
         )
 
     async def start(self) -> None:
@@ -58,10 +108,18 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._watch_queue(), name="queue-depth"))
 
     async def _watch_queue(self) -> None:
-        """Keep the predict queue depth fresh for admission control even when idle."""
+        """Keep the queue depths fresh for admission control and metrics even when idle."""
         while True:
             with contextlib.suppress(Exception):
-                self.submitter.queue_depth = int(await self.redis.llen(PREDICT_QUEUE))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.llen(PREDICT_QUEUE)
+                    pipe.llen(TRAIN_QUEUE)
+                    pipe.info("memory")
+                    predict, train, memory = await pipe.execute()
+                self.submitter.queue_depth = int(predict)
+                self.memory_full = _nearly_full(memory)
+                self.metrics.set_queue_depth(PREDICT_QUEUE, int(predict))
+                self.metrics.set_queue_depth(TRAIN_QUEUE, int(train))
             await asyncio.sleep(0.25)
 
     async def stop(self) -> None:

@@ -44,11 +44,13 @@ def _ids(record) -> None:
 def setup_logging(settings, component: str) -> None:
     """Configure loguru for this process: JSON lines or readable text, per settings."""
     logger.remove()
-    logger.configure(extra={"component": component, "ids": ""}, patcher=_ids)
     level = str(settings.logging.level).upper()
     if settings.logging.json:
+        # request_id and job_id are already fields of record.extra: no "ids" text to build.
+        logger.configure(extra={"component": component}, patcher=None)
         logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
     else:
+        logger.configure(extra={"component": component, "ids": ""}, patcher=_ids)
         logger.add(sys.stderr, level=level, format=TEXT_FORMAT, backtrace=False, diagnose=False)
     logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
     for name in ("uvicorn", "uvicorn.error", "celery", "kombu", "fastapi"):

@@ -89,6 +89,9 @@ def celery_message(
             "kwargsrepr": "{}",
             "origin": _ORIGIN,
             "ignore_result": False,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
         },
         "properties": {
             "correlation_id": task_id,

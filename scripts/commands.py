@@ -12,7 +12,7 @@ def gateway(host: str, port: int) -> list[str]:
 
 
 def worker(queues: str = "predict,train", concurrency: int | None = None) -> list[str]:
-    args = ["celery", "-A", "workers", "worker", "-Q", queues, "-E", "--loglevel", "INFO"]
+    args = ["celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", "INFO"]
     if concurrency is not None:
         args += ["--concurrency", str(concurrency)]
     return args

@@ -25,8 +25,11 @@ def _out(text: str) -> None:
 
 def cmd_train(args, settings, store) -> None:
     from training.pipeline import run_training
+    from training.single_flight import single_flight
 
-    outcome = run_training(settings, store, trainer=args.trainer)
+    with single_flight(settings) as result:
+        outcome = run_training(settings, store, trainer=args.trainer)
+        result.update(outcome.to_dict())
     _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
 
 

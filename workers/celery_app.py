@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from celery import Celery, signals
 from loguru import logger
 
 from core.logging import setup_logging
 from core.settings import get_settings
+from workers import metrics as metrics_module
 from workers import runtime as runtime_module
 from workers.config import celery_config
 from workers.schedule import beat_schedule
@@ -27,6 +30,12 @@ def _route_logging(**_kwargs) -> None:
     setup_logging(get_settings(), "worker")
 
 
+@signals.celeryd_init.connect
+def _prepare_metrics(sender, **_kwargs) -> None:
+    """`celery worker` only (not beat/flower), before the pool forks: multiprocess metrics."""
+    metrics_module.prepare_multiprocess(get_settings(), str(sender))
+
+
 @signals.celeryd_after_setup.connect
 def _remember_queues(sender, instance, **_kwargs) -> None:
     runtime_module.CONSUMED_QUEUES[:] = sorted(instance.app.amqp.queues.consume_from or {})
@@ -37,6 +46,9 @@ def _remember_queues(sender, instance, **_kwargs) -> None:
 def _start_child(**_kwargs) -> None:
     """Prefork child: load the production model and start the heartbeat before any task."""
     rt = runtime_module.runtime()
+    metrics = metrics_module.worker_metrics()
+    rt.cache.on_load = metrics.model_loaded
+    rt.cache.on_serve = metrics.model_served
     try:
         rt.heartbeat_once()
     except Exception as exc:  # Redis not up yet: the heartbeat thread keeps trying
@@ -45,10 +57,25 @@ def _start_child(**_kwargs) -> None:
 
 
 @signals.worker_ready.connect
+def _serve_metrics(**_kwargs) -> None:
+    """The main process answers Prometheus for the whole node (all pool children)."""
+    metrics_module.start_metrics_server(get_settings())
+
+
+@signals.worker_ready.connect
 def _start_inline_pool(sender, **_kwargs) -> None:
-    """solo/threads pools have no child processes: the main process serves."""
-    if sender.pool_cls.__module__.split(".")[-1] in ("solo", "threads"):
+    """solo/threads pools have no child processes: the main process serves.
+
+    The sender is the worker's Consumer (not the WorkController), so ask its pool instance.
+    """
+    pool = getattr(sender, "pool", None)
+    if type(pool).__module__.split(".")[-1] in ("solo", "threads"):
         _start_child()
+
+
+@signals.worker_process_shutdown.connect
+def _forget_child_metrics(pid=None, **_kwargs) -> None:
+    metrics_module.mark_child_dead(pid or os.getpid())
 
 
 @signals.worker_process_shutdown.connect

@@ -7,7 +7,7 @@ below says which failure it guards against.
 from __future__ import annotations
 
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
-from core.redis import transport_options
+from core.redis import ssl_options, transport_options
 
 
 def celery_config(settings) -> dict:
@@ -15,6 +15,9 @@ def celery_config(settings) -> dict:
     return {
         "broker_url": settings.redis_url,
         "result_backend": settings.redis_url,
+        # rediss:// verifies the server certificate (kombu alone would not); core/redis.py.
+        "broker_use_ssl": ssl_options(settings.redis_url) or False,
+        "redis_backend_use_ssl": ssl_options(settings.redis_url) or False,
         # JSON only: with pickle, anyone who can write to Redis runs code on the workers.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -57,9 +60,10 @@ def celery_config(settings) -> dict:
         "result_expires": settings.api.jobs_ttl_seconds,
         "result_extended": True,
         "task_track_started": True,
-        # Events make the work visible in Flower.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        # Task events cost three Redis publishes per message, so they are off until someone
+        # watches: Flower switches them on at its start and keeps them on while it runs.
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
         "task_routes": {
             PREDICT_TASK: {"queue": PREDICT_QUEUE},
             RETRAIN_TASK: {"queue": TRAIN_QUEUE},

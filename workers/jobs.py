@@ -10,6 +10,7 @@ instead of killing workers forever.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 import redis
@@ -18,6 +19,9 @@ from core.errors import NoProductionModel
 from core.messages import RESULTS_CHANNEL, batch_key, job_key
 from workers.model_cache import ModelCache
 from workers.predict import expired, failure, predict_jobs
+
+if TYPE_CHECKING:
+    from workers.metrics import WorkerMetrics
 
 
 def _attempt_key(ident: str) -> str:
@@ -51,6 +55,7 @@ def run_message(
     task_id: str,
     ttl: int,
     max_attempts: int,
+    metrics: WorkerMetrics | None = None,
 ) -> dict:
     """Answer every job of one message; return a summary for Celery/Flower."""
     attempt = _start(client, task_id, ttl)
@@ -61,18 +66,26 @@ def run_message(
         for job in jobs
         if expired(job, now)
     ]
-    publish(client, stale, ttl)
     try:
         model = cache.current()
     except NoProductionModel as exc:
-        publish(client, [failure(job, "no_production_model", str(exc)) for job in live], ttl)
+        missing = [failure(job, "no_production_model", str(exc)) for job in live]
+        publish(client, stale + missing, ttl)
+        if metrics is not None:
+            metrics.batch_done(len(jobs), len(jobs))
         return {"jobs": len(jobs), "failed": len(jobs), "reason": "no production model"}
+    inference = None  # timed on the normal path only: a redelivery also waits on Redis
     if attempt == 1:
+        started = time.perf_counter()
         results = predict_jobs(model, live)
-        publish(client, results, ttl)
+        inference = time.perf_counter() - started
+        publish(client, stale + results, ttl)  # one PUBLISH for the whole message
     else:
+        publish(client, stale, ttl)
         results = _run_isolated(client, model, live, ttl=ttl, max_attempts=max_attempts)
     failed = sum(r["status"] != "SUCCESS" for r in results) + len(stale)
+    if metrics is not None:
+        metrics.batch_done(len(jobs), failed, inference if live else None)
     return {
         "jobs": len(jobs),
         "failed": failed,
@@ -102,3 +115,20 @@ def _run_isolated(client, model, jobs: list[dict], *, ttl: int, max_attempts: in
         publish(client, [result], ttl)  # one at a time: a crash on the next job keeps this one
         results.append(result)
     return results
+
+
+def fail_unanswered(client: redis.Redis, jobs: list[dict], reason: str, message: str, ttl: int):
+    """FAILURE for every job of a message that has no final answer yet; return how many.
+
+    Called when the task itself failed (hard time limit, an unexpected error): Celery then
+    acknowledges the message, so without this its jobs would stay PENDING until they expire.
+    """
+    jobs = [job for job in jobs if isinstance(job, dict) and isinstance(job.get("job_id"), str)]
+    records = client.mget([job_key(job["job_id"]) for job in jobs]) if jobs else []
+    open_jobs = [
+        job
+        for job, record in zip(jobs, records, strict=True)
+        if not (record and orjson.loads(record).get("status") in ("SUCCESS", "FAILURE"))
+    ]
+    publish(client, [failure(job, reason, message) for job in open_jobs], ttl)
+    return len(open_jobs)

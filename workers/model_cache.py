@@ -17,7 +17,7 @@ from typing import Any
 
 from loguru import logger
 
-from core.errors import IncompatibleArtifact, IntegrityError, ModelNotFound, NoProductionModel
+from core.errors import NoProductionModel
 from core.store import ModelMetadata, ModelStore
 
 KEEP_VERSIONS = 3  # loaded versions kept in memory, so a rollback needs no reload
@@ -48,6 +48,7 @@ class ModelCache:
         self._token: object = object()
         self._lock = threading.Lock()
         self.on_load: Callable[[LoadedModel], None] | None = None
+        self.on_serve: Callable[[LoadedModel | None], None] | None = None  # version switched
 
     @property
     def served_version(self) -> int | None:
@@ -71,6 +72,7 @@ class ModelCache:
         with self._lock:
             if token == self._token:
                 return
+            previous = self._current
             version = self.store.production_version()
             if version is None:
                 self._current = None
@@ -79,6 +81,8 @@ class ModelCache:
                 if model is not None:
                     self._current = model
             self._token = token
+            if self._current is not previous and self.on_serve is not None:
+                self.on_serve(self._current)
 
     def _load(self, version: int) -> LoadedModel | None:
         if version in self._loaded:
@@ -87,7 +91,7 @@ class ModelCache:
         started = time.perf_counter()
         try:
             metadata, estimator = self.loader(version)
-        except (IntegrityError, IncompatibleArtifact, ModelNotFound) as exc:
+        except Exception as exc:  # tampered, other sklearn, missing, or does not unpickle
             logger.error(
                 "refusing model {} v{}: {}; still serving v{}",
                 self.store.model_name,

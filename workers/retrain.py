@@ -8,8 +8,8 @@ from collections.abc import Callable
 import orjson
 from loguru import logger
 
+from core.lock import LeaseLock
 from core.messages import RETRAIN_LOCK_KEY, job_key
-from workers.lock import LeaseLock
 from workers.runtime import Runtime
 
 Progress = Callable[[str, int], None]

@@ -2,24 +2,64 @@
 
 from __future__ import annotations
 
+import redis
+from billiard.exceptions import TimeLimitExceeded
 from celery import Celery
 from loguru import logger
 
 from core.messages import PREDICT_TASK, RETRAIN_TASK
-from workers.jobs import run_message
+from core.redis import sync_client
+from workers.jobs import fail_unanswered, run_message
+from workers.metrics import worker_metrics
 from workers.retrain import run_retrain
 from workers.runtime import runtime
 
 
+def _fail_open_jobs(settings):
+    """``on_failure`` of the predict task: its message is acknowledged, so answer its jobs.
+
+    Celery calls it in the pool child when the task raised, and in the main process when the
+    child was killed at the hard time limit; a fresh client, since the main process has no
+    runtime (and must not build one: its Redis connections would cross the next fork).
+    """
+
+    def on_failure(_task, exc, task_id, args, _kwargs, _einfo) -> None:
+        jobs = args[0] if args and isinstance(args[0], list) else []
+        if isinstance(exc, TimeLimitExceeded):
+            reason = "time_limit"
+            message = f"the prediction hit the {settings.worker.predict_time_limit}s time limit"
+        else:
+            reason, message = "task_failed", f"{type(exc).__name__}: {exc}"
+        client = sync_client(settings.redis_url)
+        try:
+            failed = fail_unanswered(client, jobs, reason, message, settings.api.jobs_ttl_seconds)
+        except redis.RedisError as error:  # the jobs expire with their records
+            logger.error("predict message {} failed and Redis is unreachable: {}", task_id, error)
+            return
+        finally:
+            client.close()
+        logger.error("predict message {} failed ({}): {} job(s) FAILURE", task_id, exc, failed)
+
+    return on_failure
+
+
 def register_tasks(app: Celery, settings) -> None:
+    """Tasks of this app only (``shared=False``): by default Celery also registers them in every
+    app created later, so a second ``create_app(settings)`` would run the first app's tasks,
+    with the first settings' time limits."""
     worker = settings.worker
 
     @app.task(
         name=PREDICT_TASK,
         bind=True,
+        shared=False,
+        # Results go to the jobs' own keys (workers/jobs.py); Celery's backend would only add
+        # two more Redis writes per message.
         ignore_result=True,
+        track_started=False,
         time_limit=worker.predict_time_limit,
         soft_time_limit=worker.predict_time_limit * 0.9,
+        on_failure=_fail_open_jobs(settings),
     )
     def predict_batch(self, jobs: list[dict]) -> dict:
         rt = runtime()
@@ -30,6 +70,7 @@ def register_tasks(app: Celery, settings) -> None:
             task_id=self.request.id,
             ttl=rt.settings.api.jobs_ttl_seconds,
             max_attempts=rt.settings.worker.max_retries_on_crash,
+            metrics=worker_metrics(),
         )
         # One line per message (not per job: that would cost more than the prediction),
         # carrying every job's ids so one grep follows a prediction from the gateway.
@@ -42,6 +83,7 @@ def register_tasks(app: Celery, settings) -> None:
     @app.task(
         name=RETRAIN_TASK,
         bind=True,
+        shared=False,
         time_limit=worker.retrain_time_limit,
         soft_time_limit=worker.retrain_time_limit * 0.95,
     )
@@ -50,4 +92,6 @@ def register_tasks(app: Celery, settings) -> None:
             self.update_state(state="PROGRESS", meta={"step": step, "percent": percent})
 
         with logger.contextualize(job_id=self.request.id):
-            return run_retrain(runtime(), self.request.id, progress)
+            return worker_metrics().count_retrain(
+                lambda: run_retrain(runtime(), self.request.id, progress)
+            )

@@ -62,4 +62,7 @@ async def await_result(submitter, listener, job_id: str, future, wait: float) ->
         # A result published while the listener was reconnecting is still in its record.
         raw = await submitter.client.get(job_key(job_id))
         record = orjson.loads(raw) if raw else None
-        return record if record and record.get("status") in FINISHED else None
+        if record and record.get("status") in FINISHED:
+            return record
+        submitter.metrics.sync_wait_timeouts.inc()
+        return None

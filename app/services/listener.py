@@ -75,9 +75,14 @@ class ResultListener:
         try:
             results = orjson.loads(data)["jobs"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
+            results = None
+        if not isinstance(results, list):  # a bad message must not break the subscription
             logger.warning("ignoring a malformed results message")
             return
         for result in results:
-            future = self._waiters.pop(result.get("job_id"), None)
+            job_id = result.get("job_id") if isinstance(result, dict) else None
+            if not isinstance(job_id, str):
+                continue
+            future = self._waiters.pop(job_id, None)
             if future is not None and not future.done():
                 future.set_result(result)

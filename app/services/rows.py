@@ -6,13 +6,17 @@ run time, and this is the hottest code in the gateway.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
+
+import orjson
 
 from app.errors import BadRequest
 from app.services.catalog import Production
 
 MAX_REQUEST_ID = 200
+_MAX_DOUBLE = 1.7976931348623157e308
 
 
 def _number(value: Any, loc: list) -> float:
@@ -32,12 +36,14 @@ def _row_from_object(obj: dict, production: Production, loc: list) -> list[float
     if obj.keys() != production.feature_set:
         missing = [n for n in production.feature_names if n not in obj]
         if missing:
-            raise BadRequest(f"missing feature(s): {', '.join(missing)}", loc, "missing")
+            raise BadRequest(
+                f"missing feature(s): {', '.join(missing)}", [*loc, missing[0]], "missing"
+            )
         extra = sorted(str(k) for k in obj if k not in production.feature_set)
         raise BadRequest(
             f"unknown feature(s): {', '.join(extra)}; the model expects "
             f"{', '.join(production.feature_names)}",
-            loc,
+            [*loc, extra[0]],
             "extra_forbidden",
         )
     return [_number(obj[name], [*loc, name]) for name in production.feature_names]
@@ -52,6 +58,50 @@ def _row_from_list(values: list, production: Production, loc: list) -> list[floa
             "length",
         )
     return [_number(v, [*loc, i]) for i, v in enumerate(values)]
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a request body, or raise a 422; a non-finite number is reported at its field."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        loc = _non_finite_number_loc(body)
+        if loc is not None:
+            raise BadRequest(
+                "must be a finite number (NaN, Infinity and numbers beyond a double are not "
+                "accepted)",
+                loc,
+                "finite_number",
+            ) from None
+        raise BadRequest(f"invalid JSON: {exc}", ["body"], "json_invalid") from None
+
+
+def _non_finite_number_loc(body: bytes) -> list | None:
+    """Where the lenient standard parser sees NaN, Infinity or a huge number (error path only).
+
+    orjson refuses those before any field is known; the standard parser accepts them, so the
+    422 can point at the field as pydantic would. Its result is only used to locate the error.
+    """
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    pending: list[tuple[Any, list]] = [(data, ["body"])]
+    while pending:
+        value, loc = pending.pop()
+        if isinstance(value, dict):
+            pending.extend((v, [*loc, k]) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            pending.extend((v, [*loc, i]) for i, v in reversed(list(enumerate(value))))
+        elif _beyond_double(value):  # keys may hold lone surrogates, which JSON cannot encode
+            return [p.encode("utf-8", "replace").decode() if isinstance(p, str) else p for p in loc]
+    return None
+
+
+def _beyond_double(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return type(value) is int and abs(value) > _MAX_DOUBLE
 
 
 def parse_predict_body(
@@ -75,7 +125,9 @@ def parse_predict_body(
     extra = sorted(k for k in data if k not in ("request_id", "instances"))
     if extra:
         raise BadRequest(
-            f"unknown field(s) beside instances: {', '.join(extra)}", ["body"], "extra_forbidden"
+            f"unknown field(s) beside instances: {', '.join(extra)}",
+            ["body", extra[0]],
+            "extra_forbidden",
         )
     instances = data["instances"]
     if not isinstance(instances, list):

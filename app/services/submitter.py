@@ -4,6 +4,9 @@ Every job keeps its own id, record and result; what is shared is the cost of a m
 MULTI/EXEC round trip to Redis that writes the job records and LPUSHes one task message, and
 on the worker one Celery delivery and one scikit-learn call. A request returns only after its
 group is in Redis, so an accepted job is never only in this process's memory.
+
+Logging follows the same grouping: one INFO line per message with every job_id and request_id
+bound (the worker logs the same lists), per-job lines only at DEBUG.
 """
 
 from __future__ import annotations
@@ -13,15 +16,30 @@ import time
 
 import orjson
 import redis.asyncio as aioredis
+from loguru import logger
 
+from app.metrics import GatewayMetrics
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message, job_key
+
+BACKLOG = 1  # predict messages queued beyond this mean the workers are behind
 
 
 class JobSubmitter:
-    def __init__(self, client: aioredis.Redis, *, max_rows: int, max_wait_ms: float, ttl: int):
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        max_rows: int,
+        max_wait_ms: float,
+        ttl: int,
+        backlog_wait_ms: float | None = None,
+        metrics: GatewayMetrics | None = None,
+    ):
         self.client = client
+        self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000
+        self.backlog_wait = max(self.max_wait, (backlog_wait_ms or max_wait_ms) / 1000)
         self.ttl = ttl
         self.queue_depth = 0  # predict messages waiting, as of the last write
         self._group: list[dict] = []
@@ -35,8 +53,13 @@ class JobSubmitter:
         loop = asyncio.get_running_loop()
         if self._done is None:
             self._done = loop.create_future()
-            self._timer = loop.call_later(self.max_wait, self._flush)
+            # Messages already waiting mean the workers are behind: a job would wait in the
+            # queue anyway, so hold it longer and send fewer, larger messages (cheaper to run).
+            # One waiting message is normal: it waits for the one each worker is running.
+            wait = self.backlog_wait if self.queue_depth > BACKLOG else self.max_wait
+            self._timer = loop.call_later(wait, self._flush)
         done = self._done
+        logger.debug("predict job queued", job_id=job["job_id"], request_id=job.get("request_id"))
         self._group.append(job)
         self._rows += len(job["rows"])
         if self._rows >= self.max_rows:
@@ -71,13 +94,21 @@ class JobSubmitter:
                     pipe.set(job_key(job["job_id"]), orjson.dumps(record), ex=self.ttl)
                 pipe.lpush(PREDICT_QUEUE, payload)
                 replies = await pipe.execute()
-            self.queue_depth = int(replies[-1])
+            self.queue_depth = int(replies[-1]) - 1  # messages ahead of this one
         except BaseException as exc:
             if not done.done():
                 done.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
+            _bound(group).warning("predict message {} not queued: {!r}", task_id, exc)
             return
+        self.metrics.predict_jobs.inc(len(group))
+        _bound(group).info(
+            "queued {} predict job(s) as message {} (queue depth {})",
+            len(group),
+            task_id,
+            self.queue_depth,
+        )
         if not done.done():
             done.set_result(task_id)
 
@@ -86,3 +117,11 @@ class JobSubmitter:
         self._flush()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def _bound(group: list[dict]):
+    """A logger carrying every job's ids, comma-joined like the worker's line for the message."""
+    return logger.bind(
+        job_id=",".join(job["job_id"] for job in group),
+        request_id=",".join(str(job.get("request_id")) for job in group),
+    )

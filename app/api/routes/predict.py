@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Annotated
 
-import orjson
-from fastapi import APIRouter, Header, Query, Request
+import redis.exceptions
+from fastapi import APIRouter, Request
 
-from app.api.deps import GatewayDep, PredictScope
 from app.errors import BadRequest, IdempotencyConflict, TooManyRequests, UnsupportedMediaType
 from app.responses import JSONResponse
 from app.schemas import (
@@ -22,11 +20,13 @@ from app.schemas import (
 )
 from app.services.inference import await_result, submit_and_wait
 from app.services.jobs import FINISHED, job_status
-from app.services.rows import parse_predict_body
+from app.services.rows import load_json, parse_predict_body
+from app.state import Gateway
 from core.messages import idempotency_key, new_id
 
 router = APIRouter(tags=["predict"])
 
+MAX_IDEMPOTENCY_KEY = 200
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)")
 BODY_SCHEMA = {
     "requestBody": {
@@ -70,10 +70,68 @@ def _check_json(request: Request) -> None:
         )
 
 
+PARAMETERS = [
+    {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "Seconds to wait for the result (200); 202 when it is not ready by then",
+        "schema": {"type": "number", "minimum": 0},
+    },
+    {
+        "name": "Prefer",
+        "in": "header",
+        "required": False,
+        "description": "RFC 7240 preference, e.g. `wait=5` (the query parameter wins)",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "Repeat a request safely: the same key returns the same job",
+        "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY},
+    },
+    {
+        "name": "X-API-Key",
+        "in": "header",
+        "required": False,
+        "description": "API key with the `predict` scope",
+        "schema": {"type": "string"},
+    },
+]
+
+
+def _wait_param(request: Request, limits) -> float:
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return wait_seconds(None, request.headers.get("prefer"), limits.max_wait)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(
+            "must be a number of seconds", ["query", "wait"], "float_parsing"
+        ) from None
+    if not value >= 0:  # also refuses nan
+        raise BadRequest("must be at least 0", ["query", "wait"], "greater_than_equal")
+    return wait_seconds(value, None, limits.max_wait)
+
+
+def _idempotency_header(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(
+            f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+            ["header", "Idempotency-Key"],
+            "string_too_long",
+        )
+    return key
+
+
 @router.post(
     "/predict",
     status_code=202,
-    openapi_extra=BODY_SCHEMA,
+    openapi_extra={**BODY_SCHEMA, "parameters": PARAMETERS},
     responses={
         200: {"model": JobPublic, "description": "Finished within the wait (sync mode)"},
         202: {"model": JobAccepted, "description": "Accepted; poll Location"},
@@ -85,33 +143,30 @@ def _check_json(request: Request) -> None:
         **ERROR_RESPONSES,
     },
 )
-async def predict(
-    request: Request,
-    gateway: GatewayDep,
-    principal: PredictScope,
-    wait: Annotated[float | None, Query(ge=0, description="Seconds to wait for the result")] = None,
-    prefer: Annotated[str | None, Header(description="RFC 7240, e.g. wait=5")] = None,
-    idempotency: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
-) -> JSONResponse:
+async def predict(request: Request) -> JSONResponse:
     """Predict one instance or a batch; 202 with a job id, or 200 with the result."""
-    settings = gateway.settings
+    # The hottest route: parameters are read by hand, not through FastAPI's dependency
+    # machinery, which costs more per request than everything below together.
+    gateway: Gateway = request.app.state.gateway
+    limits = gateway.limits
+    principal = gateway.keys.authorize(request.headers.get("x-api-key"), "predict")
     _check_json(request)
+    timeout = _wait_param(request, limits)
+    idempotency = _idempotency_header(request)
     body = await request.body()
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"invalid JSON: {exc}", ["body"], "json_invalid") from None
+    data = load_json(body)
     production = gateway.catalog.require_production()
-    request_id, rows, _ = parse_predict_body(data, production, settings.api.max_instances)
-    if gateway.submitter.queue_depth >= settings.api.max_queue_depth:
+    request_id, rows, _ = parse_predict_body(data, production, limits.max_instances)
+    if gateway.submitter.queue_depth >= limits.max_queue_depth:
         raise TooManyRequests(
             f"the predict queue holds {gateway.submitter.queue_depth} messages "
-            f"(limit {settings.api.max_queue_depth}); retry later",
-            settings.api.retry_after_seconds,
+            f"(limit {limits.max_queue_depth}); retry later",
+            limits.retry_after,
         )
-    timeout = wait_seconds(wait, prefer, settings.api.max_wait_seconds)
+    if gateway.memory_full:  # app/state.py: leave Redis headroom for the workers
+        raise redis.exceptions.OutOfMemoryError("Redis is near maxmemory (OOM headroom)")
     job_id = None
-    key = idempotency or (request_id if settings.api.idempotency_from_request_id else None)
+    key = idempotency or (request_id if limits.idempotency_from_request_id else None)
     if key:
         job_id, replay = await _claim(gateway, principal.fingerprint, key, body)
         if replay:
@@ -124,9 +179,7 @@ async def predict(
             features=production.feature_names,
             request_id=request_id,
             wait=timeout,
-            expires_in=(timeout + settings.api.sync_grace_seconds)
-            if timeout
-            else settings.api.jobs_ttl_seconds,
+            expires_in=timeout + limits.sync_grace if timeout else limits.jobs_ttl,
             job_id=job_id,
         )
     except BaseException:
@@ -143,7 +196,7 @@ async def _claim(gateway, owner: str, key: str, body: bytes) -> tuple[str, bool]
     fingerprint = hashlib.sha256(body).hexdigest()[:32]
     job_id = new_id()
     redis_key = idempotency_key(f"{owner}:{key}")
-    window = gateway.settings.api.idempotency_window_seconds
+    window = gateway.limits.idempotency_window
     if await gateway.redis.set(redis_key, f"{job_id} {fingerprint}", nx=True, ex=window):
         return job_id, False
     existing = await gateway.redis.get(redis_key)
@@ -161,7 +214,7 @@ async def _claim(gateway, owner: str, key: str, body: bytes) -> tuple[str, bool]
 async def _replay(gateway, job_id: str, request_id: str | None, wait: float) -> JSONResponse:
     future = gateway.listener.register(job_id) if wait else None
     try:
-        record = await job_status(gateway.redis, job_id, gateway.settings.api.jobs_ttl_seconds)
+        record = await job_status(gateway.redis, job_id, gateway.limits.jobs_ttl)
     except BaseException:
         gateway.listener.discard(job_id)
         raise

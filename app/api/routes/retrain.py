@@ -61,6 +61,7 @@ async def retrain(gateway: GatewayDep, principal: AdminScope) -> JSONResponse:
     except BaseException:
         await gateway.redis.delete(RETRAIN_LOCK_KEY)
         raise
+    gateway.metrics.train_jobs.inc()
     location = f"/jobs/{job_id}"
     return JSONResponse(
         {"job_id": job_id, "status": "PENDING", "kind": "train", "location": location},

@@ -1,7 +1,8 @@
 """A lock with a lease in Redis: single-flight training that a crash cannot leave stuck.
 
 The holder renews the lease from a thread while it works; if it dies the lease runs out and
-the next caller gets the lock. Only the owner may renew or release it (compare-and-set in Lua).
+the next caller gets the lock. Only the owner may renew or release it: a compare-and-set in
+a WATCH/MULTI transaction (no Lua, so it runs on any Redis and on fakeredis in unit tests).
 """
 
 from __future__ import annotations
@@ -12,26 +13,13 @@ from collections.abc import Iterator
 
 import redis
 
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
 
 class LeaseLock:
     def __init__(self, client: redis.Redis, key: str, owner: str, lease_seconds: float):
         self.client = client
         self.key = key
         self.owner = owner
-        self.lease_ms = int(lease_seconds * 1000)
+        self.lease_ms = max(1, int(lease_seconds * 1000))
 
     def acquire(self) -> bool:
         """Take the lock, or confirm we already hold it (the gateway may have taken it for us)."""
@@ -44,10 +32,23 @@ class LeaseLock:
         return value.decode() if value else None
 
     def renew(self) -> bool:
-        return bool(self.client.eval(_RENEW, 1, self.key, self.owner, self.lease_ms))
+        return self._if_owner(lambda pipe: pipe.pexpire(self.key, self.lease_ms))
 
     def release(self) -> bool:
-        return bool(self.client.eval(_RELEASE, 1, self.key, self.owner))
+        return self._if_owner(lambda pipe: pipe.delete(self.key))
+
+    def _if_owner(self, command) -> bool:
+        """Run ``command`` only while we hold the key; a concurrent change aborts it."""
+        with self.client.pipeline() as pipe:
+            try:
+                pipe.watch(self.key)
+                if pipe.get(self.key) != self.owner.encode():
+                    return False
+                pipe.multi()
+                command(pipe)
+                return bool(pipe.execute()[0])
+            except redis.WatchError:  # the key changed between GET and EXEC: not ours now
+                return False
 
     @contextlib.contextmanager
     def renewing(self) -> Iterator[None]:

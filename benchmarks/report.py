@@ -1,0 +1,143 @@
+"""Targets, the Markdown table and the latency chart of a benchmark run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MAIN_LEVEL = 16  # connections, as in the issue's reference table
+
+
+def _at(results: dict, mode: str) -> dict:
+    points = results["modes"][mode]
+    return points.get(MAIN_LEVEL) or points.get(str(MAIN_LEVEL)) or list(points.values())[-1]
+
+
+def evaluate(results: dict) -> list[dict]:
+    echo, base = _at(results, "echo"), _at(results, "inprocess")
+    sync, asyn = _at(results, "sync"), _at(results, "async")
+    drain, single = results["drain"], results["drain_one_per_message"]
+    drain_ratio = drain["jobs_per_s"] / single["jobs_per_s"] if single["jobs_per_s"] else 0.0
+    return [
+        {
+            "target": "sync throughput >= 2x in-process",
+            "value": f"{sync['rps'] / base['rps']:.2f}x",
+            "met": sync["rps"] >= 2 * base["rps"],
+        },
+        {
+            "target": "sync p50 <= in-process p50",
+            "value": f"{sync['p50_ms']:.2f} ms vs {base['p50_ms']:.2f} ms",
+            "met": sync["p50_ms"] <= base["p50_ms"],
+        },
+        {
+            "target": "sync p99 <= 3x its own p50",
+            "value": f"{sync['p99_ms'] / sync['p50_ms']:.2f}x",
+            "met": sync["p99_ms"] <= 3 * sync["p50_ms"],
+        },
+        {
+            "target": "async submit >= 60% of echo",
+            "value": f"{asyn['rps'] / echo['rps']:.0%}",
+            "met": asyn["rps"] >= 0.6 * echo["rps"],
+        },
+        {
+            "target": "worker drain >= 20x one-task-per-job",
+            "value": f"{drain_ratio:.1f}x ({drain['jobs_per_s']:.0f} jobs/s)",
+            "met": drain_ratio >= 20,
+        },
+        {
+            "target": "batches of 1000 >= 200,000 rows/s",
+            "value": f"{results['batch_1000']['rows_per_s']:,.0f} rows/s",
+            "met": results["batch_1000"]["rows_per_s"] >= 200_000,
+        },
+        {
+            "target": "gateway does not import scikit-learn",
+            "value": f"gateway RSS {results['gateway_peak_rss_mb']} MiB, "
+            f"worker {results['worker_peak_rss_mb']} MiB",
+            "met": not results["gateway_imports_sklearn"],
+        },
+    ]
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = [
+        f"Benchmark of {m['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}; "
+        f"load generator `{results['load_generator']}`, {results['seconds_per_point']} s per "
+        f"point, {MAIN_LEVEL} connections unless noted. Everything (load generator, Redis, "
+        "gateway, one worker process) on the same machine.",
+        "",
+        "| mode | req/s | p50 ms | p99 ms | vs in-process | vs echo |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    echo, base = _at(results, "echo"), _at(results, "inprocess")
+    names = {
+        "echo": "FastAPI echo, no model (ceiling)",
+        "inprocess": "FastAPI predicting in-process (seed's shape)",
+        "sync": "**this service, sync** `POST /predict?wait=`",
+        "async": "**this service, async submit** (202)",
+    }
+    for mode, title in names.items():
+        p = _at(results, mode)
+        lines.append(
+            f"| {title} | {p['rps']:,.0f} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | "
+            f"{p['rps'] / base['rps']:.2f}x | {p['rps'] / echo['rps']:.0%} |"
+        )
+    drain, single = results["drain"], results["drain_one_per_message"]
+    batch = results["batch_1000"]
+    lines += [
+        "",
+        "| other figure | value |",
+        "|---|---:|",
+        f"| worker drain, one worker process, gateway-grouped messages | "
+        f"{drain['jobs_per_s']:,.0f} jobs/s ({drain['jobs']:,} jobs in {drain['messages']:,} "
+        "messages) |",
+        f"| worker drain, one message per job (one-task-per-job baseline) | "
+        f"{single['jobs_per_s']:,.0f} jobs/s |",
+        f"| batch requests of 1,000 instances (4 connections, sync) | "
+        f"{batch['rows_per_s']:,.0f} rows/s, p50 {batch['p50_ms']:.1f} ms |",
+        f"| peak RSS: gateway / worker (main + child) / in-process server | "
+        f"{results['gateway_peak_rss_mb']} / {results['worker_peak_rss_mb']} / "
+        f"{results['inprocess_rss_mb']} MiB |",
+        "",
+        "| target | measured | met |",
+        "|---|---|:-:|",
+    ]
+    for t in results["targets"]:
+        lines.append(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    labels = {
+        "echo": "echo (ceiling)",
+        "inprocess": "in-process predict",
+        "sync": "service, sync",
+        "async": "service, async submit",
+    }
+    for mode, label in labels.items():
+        points = results["modes"][mode]
+        levels = sorted(int(k) for k in points)
+        p50 = [points.get(k, points.get(str(k)))["p50_ms"] for k in levels]
+        ax.plot(levels, p50, marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("concurrent connections")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.set_title("Latency against concurrency")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_reports(results: dict, folder: Path) -> None:
+    (folder / "latest.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    (folder / "latest.md").write_text(markdown(results))
+    chart(results, folder / "latency.png")

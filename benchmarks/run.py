@@ -1,0 +1,270 @@
+"""`make bench`: one run, one machine, every figure of the performance issue.
+
+Starts its own redis-server, a worker (one child process), the gateway and the two
+yardsticks, drives them with a load generator in a separate process, and writes
+benchmarks/results/latest.json, latest.md and latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from benchmarks.load import generator_name, run_load
+from benchmarks.report import evaluate, write_reports
+from scripts import commands
+from tests.integration.procs import ROOT, RedisServer, Service, free_port, service_env, wait_until
+
+RESULTS = ROOT / "benchmarks" / "results"
+KEY = "bench-key"
+SINGLE = {
+    "request_id": "bench",
+    "sepal_length": 5.1,
+    "sepal_width": 3.5,
+    "petal_length": 1.4,
+    "petal_width": 0.2,
+}
+HEADERS = {"Content-Type": "application/json", "X-API-Key": KEY}
+
+
+def batch_body(n: int) -> bytes:
+    rows = [[5.1 + (i % 30) / 10, 3.5, 1.4 + (i % 50) / 10, 0.2 + (i % 20) / 10] for i in range(n)]
+    return json.dumps({"request_id": "bench-batch", "instances": rows}).encode()
+
+
+class Bench:
+    def __init__(self, seconds: float, levels: list[int], drain_jobs: int):
+        self.seconds = seconds
+        self.levels = levels
+        self.drain_jobs = drain_jobs
+        self.work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
+        self.redis = RedisServer(self.work / "redis")
+        self.env = {}
+        self.services: list[Service] = []
+
+    def log(self, text: str) -> None:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def start(self, name: str, args: list[str], **env: str) -> Service:
+        service = Service(name, args, {**self.env, **env}, self.work / "logs").start()
+        self.services.append(service)
+        return service
+
+    def stop(self, service: Service) -> None:
+        service.stop()
+        self.services.remove(service)
+
+    def http_up(self, port: int, service: Service, path: str = "/openapi.json") -> None:
+        def up() -> bool:
+            if not service.alive():
+                raise RuntimeError(f"{service.name} exited:\n{service.output()[-3000:]}")
+            return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200
+
+        wait_until(up, 60, f"{service.name} on port {port}")
+
+    def sweep(self, url: str, body: bytes, label: str) -> dict:
+        points = {}
+        for connections in self.levels:
+            points[connections] = run_load(url, body, HEADERS, connections, self.seconds)
+            p = points[connections]
+            self.log(
+                f"  {label:<10} c={connections:<3} {p['rps']:8.0f} req/s  p50 {p['p50_ms']:6.2f} ms"
+                f"  p99 {p['p99_ms']:7.2f} ms  errors {p['errors']}"
+            )
+        return points
+
+    def drain_queue(self) -> None:
+        client = self.redis.client()
+        wait_until(lambda: client.llen("predict") == 0, 300, "the predict queue to drain")
+
+    # -- the measurements --------------------------------------------------------------
+    def yardstick(self, app: str, **env: str) -> tuple[dict, Service]:
+        port = free_port()
+        args = ["uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        service = self.start(app.split(":")[1], args, **env)
+        self.http_up(port, service)
+        points = self.sweep(f"http://127.0.0.1:{port}/predict", json.dumps(SINGLE).encode(), app)
+        return points, service
+
+    def drain(self, gateway_port: int, batch: int) -> dict:
+        """Queue single-instance jobs with no worker running, then time one worker draining them."""
+        client = self.redis.client()
+        client.flushdb()
+        gateway = self.start(
+            "gateway-drain",
+            commands.gateway("127.0.0.1", gateway_port),
+            MLOPS_BATCHING__MAX_BATCH_SIZE=str(batch),
+        )
+        self.http_up(gateway_port, gateway, "/health")
+        jobs = self.drain_jobs if batch > 1 else max(1000, self.drain_jobs // 10)
+        body = json.dumps(SINGLE).encode()
+        url = f"http://127.0.0.1:{gateway_port}/predict"
+        while sum(1 for _ in client.scan_iter("mlops:job:*", count=5000)) < jobs:
+            run_load(url, body, HEADERS, 64, 2)  # closed loop for 2 s; repeat until enough
+        messages = client.llen("predict")
+        self.stop(gateway)
+        worker = self.start("worker-drain", commands.worker("predict", 1))
+        wait_until(lambda: client.llen("predict") == 0, 600, "the drain")
+        time.sleep(0.5)
+        stamps = []
+        keys = [k for k in client.scan_iter("mlops:job:*", count=5000)]
+        for i in range(0, len(keys), 5000):
+            for raw in client.mget(keys[i : i + 5000]):
+                record = json.loads(raw)
+                if record.get("status") == "SUCCESS":
+                    stamps.append(record["completed_at"])
+        peak = peak_rss(worker)
+        self.stop(worker)
+        stamps.sort()
+        span = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
+        return {
+            "jobs": len(keys),
+            "completed": len(stamps),
+            "messages": messages,
+            "seconds": span,
+            "jobs_per_s": (len(stamps) - 1) / span if span else 0.0,
+            "worker_peak_rss_mb": peak,
+        }
+
+    def run(self) -> dict:
+        self.redis.start()
+        self.env = service_env(
+            self.redis.url,
+            self.work / "artifacts",
+            MLOPS_ENV="production",
+            MLOPS_LOGGING__LEVEL="WARNING",
+            MLOPS_AUTH__API_KEYS=f"@json {json.dumps({KEY: ['predict', 'admin']})}",
+        )
+        trained = subprocess.run(
+            [sys.executable, "-m", "training", "train"],
+            cwd=ROOT, env=self.env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if trained.returncode:
+            raise SystemExit(f"training failed:\n{trained.stderr}")
+        model_dir = self.work / "artifacts" / "iris" / "1"
+        results: dict = {"modes": {}}
+        self.log(f"load generator: {generator_name()}; {self.seconds}s per point")
+
+        echo, service = self.yardstick("benchmarks.yardsticks:echo_app")
+        results["modes"]["echo"] = echo
+        self.stop(service)
+        inproc, service = self.yardstick(
+            "benchmarks.yardsticks:inprocess_app", BENCH_MODEL_DIR=str(model_dir)
+        )
+        results["modes"]["inprocess"] = inproc
+        results["inprocess_rss_mb"] = peak_rss(service)
+        self.stop(service)
+
+        worker = self.start("worker", commands.worker("predict,train", 1))
+        port = free_port()
+        gateway = self.start("gateway", commands.gateway("127.0.0.1", port))
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{base}/ready", timeout=2).status_code == 200, 60, "ready")
+        single = json.dumps(SINGLE).encode()
+        results["modes"]["sync"] = self.sweep(f"{base}/predict?wait=10", single, "sync")
+        results["modes"]["async"] = self.sweep(f"{base}/predict", single, "async")
+        self.drain_queue()
+        batch = run_load(f"{base}/predict?wait=30", batch_body(1000), HEADERS, 4, self.seconds)
+        batch["rows_per_s"] = batch["rps"] * 1000
+        results["batch_1000"] = batch
+        self.log(f"  batch1000  {batch['rows_per_s']:.0f} rows/s  p50 {batch['p50_ms']:.1f} ms")
+        results["gateway_peak_rss_mb"] = peak_rss(gateway)
+        results["gateway_imports_sklearn"] = maps_mention(gateway, "sklearn")
+        results["worker_peak_rss_mb"] = peak_rss(worker)
+        self.stop(gateway)
+        self.stop(worker)
+
+        drain_port = free_port()
+        results["drain"] = self.drain(drain_port, batch=256)
+        results["drain_one_per_message"] = self.drain(drain_port, batch=1)
+        for name in ("drain", "drain_one_per_message"):
+            d = results[name]
+            self.log(f"  {name:<22} {d['jobs_per_s']:8.0f} jobs/s ({d['messages']} messages)")
+        results["machine"] = machine()
+        results["load_generator"] = generator_name()
+        results["seconds_per_point"] = self.seconds
+        results["targets"] = evaluate(results)
+        return results
+
+    def close(self) -> None:
+        for service in list(self.services):
+            service.stop()
+        self.redis.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def process_tree(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    children = [int(p) for p in out.stdout.split()]
+    return [pid] + [q for child in children for q in process_tree(child)]
+
+
+def peak_rss(service: Service) -> float:
+    """Peak resident memory (VmHWM) of the service's process tree, in MiB, summed."""
+    total = 0
+    for pid in process_tree(service.pid):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return round(total / 1024, 1)
+
+
+def maps_mention(service: Service, needle: str) -> bool:
+    for pid in process_tree(service.pid):
+        try:
+            if needle in Path(f"/proc/{pid}/maps").read_text():
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=6.0, help="duration of each load point")
+    parser.add_argument("--levels", default="1,4,16,64", help="connection counts to sweep")
+    parser.add_argument("--drain-jobs", type=int, default=20000)
+    args = parser.parse_args()
+    bench = Bench(args.seconds, [int(x) for x in args.levels.split(",")], args.drain_jobs)
+    try:
+        results = bench.run()
+    finally:
+        bench.close()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    write_reports(results, RESULTS)
+    sys.stdout.write((RESULTS / "latest.md").read_text())
+    if not all(t["met"] for t in results["targets"]):
+        sys.stdout.write("\nsome targets were not met (see above)\n")
+
+
+if __name__ == "__main__":
+    main()

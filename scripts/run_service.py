@@ -1,0 +1,454 @@
+"""`make run`: the whole service on this machine, in the foreground.
+
+1. Redis: the one at ``redis_url`` (MLOPS_REDIS_URL) if it answers, else a private
+   redis-server for this run (free port, its own folder under .run/, no persistence), else
+   stop with how to get Redis.
+2. A first model (``python -m training train``) when the store has no production version.
+3. worker, beat, Flower and the gateway, with the commands of scripts/commands.py (the ones
+   the containers and the integration tests run) and this venv's binaries. Their output is
+   streamed to the terminal, each line prefixed with its name (honcho/foreman style).
+4. Once the gateway's /ready answers 200: the URLs and a curl for /predict. With no API key
+   configured, a key for this run only is generated; likewise Flower's password.
+5. Ctrl-C or SIGTERM stops everything (SIGTERM to each process group, SIGKILL after a
+   timeout; Ctrl-C twice kills at once) and exits 0. A child that dies on its own stops the
+   rest and exits non-zero with its last lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from core.redis import sync_client
+from core.settings import environment, get_settings
+from scripts import commands
+from scripts.supervisor import Child, ChildDied, Console, Interrupted, Supervisor
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the venv's bin folder: uvicorn and celery live here
+RUN_DIR = ROOT / ".run"  # git-ignored
+READY_TIMEOUT = 60.0
+REDIS_PROBE_TIMEOUT = 1.0
+HTTP_OK = 200
+
+SAMPLE_BODY = {
+    "request_id": "integration-test-id",
+    "sepal_length": 5.1,
+    "sepal_width": 3.5,
+    "petal_length": 1.4,
+    "petal_width": 0.2,
+}
+
+INSTALL_REDIS = """\
+make run needs Redis: nothing answers at {url} ({reason})
+and redis-server is not installed, so a private one cannot be started for this run.
+Either install redis-server and run `make run` again:
+  Debian/Ubuntu:  sudo apt-get install redis-server
+  macOS:          brew install redis
+  conda:          conda install -c conda-forge redis-server
+or start a Redis and point MLOPS_REDIS_URL at it:
+  docker run --rm -p 6379:6379 redis:7
+  MLOPS_REDIS_URL=redis://127.0.0.1:6379/0 make run"""
+
+
+class StartupError(Exception):
+    """The service cannot start; the message says why and what to do."""
+
+
+# -- small pure helpers (unit-tested) ---------------------------------------------------------
+
+
+def redact(url: str) -> str:
+    """A Redis URL safe to print: the password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return parts._replace(netloc=f"{user}:***@{host}{port}").geturl()
+
+
+def display_host(host: str) -> str:
+    """Where to point a browser for a server bound to ``host``."""
+    try:
+        unspecified = not host or ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:  # a host name
+        unspecified = False
+    return "127.0.0.1" if unspecified else host
+
+
+def executable(args: list[str], bin_dir: Path = BIN) -> list[str]:
+    """``args`` with the program taken from this venv's bin folder."""
+    program = bin_dir / args[0]
+    if not program.exists():
+        raise StartupError(f"{program} is missing: run `make setup` (or `make run`) first")
+    return [str(program), *args[1:]]
+
+
+@dataclass(frozen=True)
+class AuthPlan:
+    env: dict[str, str]  # for the gateway
+    header: str | None  # the X-API-Key header of the sample curl
+    note: str
+
+
+def auth_plan(settings, make_key: Callable[[], str] = lambda: secrets.token_urlsafe(24)):
+    """The API key the sample curl uses: a configured one, or one generated for this run."""
+    if not settings.auth.enabled:
+        return AuthPlan({}, None, "auth is disabled (auth.enabled = false): no API key needed")
+    if len(settings.auth.api_keys):
+        return AuthPlan(
+            {},
+            "X-API-Key: $YOUR_KEY",
+            "set YOUR_KEY to one of your API keys (auth.api_keys) with the predict scope",
+        )
+    key = make_key()
+    keys = json.dumps({key: ["predict", "admin"]})
+    return AuthPlan(
+        {"MLOPS_AUTH__API_KEYS": f"@json {keys}"},
+        f"X-API-Key: {key}",
+        "no API keys are configured, so this key with the predict and admin scopes was "
+        "generated for this run only",
+    )
+
+
+@dataclass(frozen=True)
+class FlowerPlan:
+    env: dict[str, str]
+    credentials: str
+
+
+def flower_plan(settings, make_password: Callable[[], str] = lambda: secrets.token_urlsafe(12)):
+    """Flower's login: the configured password, or one generated for this run."""
+    user = settings.flower.user
+    if settings.flower.password:
+        return FlowerPlan({}, f"user {user}, password from your settings")
+    password = make_password()
+    return FlowerPlan(
+        {"MLOPS_FLOWER__PASSWORD": password},
+        f"user {user}, password {password}: for this run only",
+    )
+
+
+def curl_command(base_url: str, header: str | None) -> str:
+    """A ready-to-paste synchronous /predict call (``$YOUR_KEY`` stays a shell variable)."""
+    parts = [
+        f"curl -s -X POST '{base_url}/predict?wait=5'",
+        "-H 'Content-Type: application/json'",
+    ]
+    if header is not None:
+        parts.append(f'-H "{header}"' if "$" in header else f"-H '{header}'")
+    parts.append(f"-d '{json.dumps(SAMPLE_BODY)}'")
+    return " ".join(parts)
+
+
+def probe_redis(url: str, timeout: float = REDIS_PROBE_TIMEOUT) -> str | None:
+    """None when Redis at ``url`` answers PING; else why not (nothing listening, timeout).
+
+    A Redis that answers but refuses us (wrong password, ACL) is a setting to fix, not a
+    reason to start another one: that raises :class:`StartupError`.
+    """
+    try:
+        client = sync_client(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    except ValueError as exc:
+        raise StartupError(f"redis_url {redact(url)!r} is not a Redis URL: {exc}") from None
+    try:
+        client.ping()
+        return None
+    except (redis.AuthenticationError, redis.ResponseError) as exc:
+        raise StartupError(
+            f"Redis at {redact(url)} refused the connection: {exc}; "
+            "check the credentials in MLOPS_REDIS_URL"
+        ) from None
+    except (redis.RedisError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+
+
+def port_taken(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_text(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """(status, body) of a GET; (0, b"") when nothing answers."""
+    try:
+        # Only http:// URLs of our own gateway and worker, built in this module.
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310  # nosec B310
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def get_json(url: str, timeout: float = 2.0) -> tuple[int, dict | None]:
+    """(status, JSON body or None) of a GET; (0, None) when nothing answers."""
+    status, body = get_text(url, timeout)
+    try:
+        return status, json.loads(body) if body else None
+    except ValueError:
+        return status, None
+
+
+# -- the steps of `make run` ------------------------------------------------------------------
+
+
+@dataclass
+class Redis:
+    url: str
+    private: Child | None = None
+
+
+def find_or_start_redis(settings, supervisor: Supervisor, run_dir: Path, base_env) -> Redis:
+    url = str(settings.redis_url)
+    reason = probe_redis(url)
+    if reason is None:
+        supervisor.console.say(f"==> using Redis at {redact(url)}")
+        return Redis(url)
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise StartupError(INSTALL_REDIS.format(url=redact(url), reason=reason))
+    supervisor.console.say(
+        f"==> nothing answers at {redact(url)} ({reason}): starting a private redis-server"
+    )
+    folder = run_dir / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):  # another process may take the free port before redis-server binds it
+        port = free_port()
+        args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
+        args += ["--save", "", "--appendonly", "no"]
+        child = supervisor.start(Child("redis", args, base_env), infrastructure=True)
+        private_url = f"redis://127.0.0.1:{port}/0"
+        try:
+            if supervisor.wait_until(lambda u=private_url: probe_redis(u) is None, 15):
+                supervisor.console.say(
+                    f"==> private redis-server (pid {child.pid}) at {private_url}: "
+                    "no persistence, stopped on exit"
+                )
+                return Redis(private_url, child)
+        except ChildDied:
+            pass
+        supervisor.infrastructure.remove(child)
+        child.signal_group(signal.SIGTERM)
+        child.finish()
+    raise StartupError(f"redis-server did not start; its last lines:\n{child.last_lines()}")
+
+
+def ensure_model(settings, supervisor: Supervisor, env: dict[str, str]) -> None:
+    """Train and register a first model when the store has no production version."""
+    from core.store import open_store
+
+    store = open_store(settings)
+    try:
+        version = store.production_version()
+    except Exception as exc:
+        raise StartupError(f"cannot read the model store: {exc}") from None
+    if version is not None:
+        supervisor.console.say(f"==> production model: {store.model_name} v{version}")
+        return
+    supervisor.console.say(
+        f"==> no production model of {store.model_name!r} yet: training a first one"
+    )
+    train = Child("train", [sys.executable, "-m", "training", "train"], env)
+    code = supervisor.run_to_end(train)
+    if code != 0:
+        raise StartupError(
+            f"training the first model failed (exit code {code}); its last lines:\n"
+            f"{train.last_lines()}\n"
+            "Fix the [training] settings, then check with `.venv/bin/python -m training train`."
+        )
+    if store.production_version() is None:
+        raise StartupError("training finished but no version was promoted to production")
+
+
+def check_ports(settings) -> None:
+    for what, host, port, var in (
+        ("gateway", settings.gateway.host, settings.gateway.port, "MLOPS_GATEWAY__PORT"),
+        ("Flower", settings.flower.address, settings.flower.port, "MLOPS_FLOWER__PORT"),
+    ):
+        if port_taken(str(host), int(port)):
+            raise StartupError(
+                f"port {port} on {host} ({what}) is in use: stop what uses it "
+                f"(another `make run`?) or choose another port with {var}=<port>"
+            )
+
+
+def wait_ready(supervisor: Supervisor, base_url: str, timeout: float) -> dict:
+    """The gateway's /ready body once it answers 200; otherwise fail with its reasons."""
+    last: list = [0, None]
+
+    def ready() -> bool:
+        last[:] = get_json(f"{base_url}/ready")
+        return last[0] == HTTP_OK
+
+    if supervisor.wait_until(ready, timeout, interval=0.5):
+        return last[1] or {}
+    status, body = last
+    if status == 0:
+        why = "the gateway does not answer"
+    else:
+        reasons = (body or {}).get("reasons") or [str(body)]
+        why = f"/ready answered {status}: " + "; ".join(reasons)
+    raise StartupError(f"the service was not ready after {timeout:g} s ({why})")
+
+
+def answers(url: str, attempts: int = 3) -> bool:
+    """True when ``url`` answers 200 (a metrics endpoint that another part may not have)."""
+    for _ in range(attempts):
+        status, _ = get_text(url)
+        if status == HTTP_OK:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def metrics_urls(settings, gateway: str) -> list[tuple[str, str]]:
+    """The Prometheus endpoints that answer: the gateway's and the worker node's."""
+    found = []
+    if answers(f"{gateway}/metrics"):
+        found.append(("gateway metrics", f"{gateway}/metrics"))
+    port = int(settings.worker.metrics_port)
+    host = display_host(str(settings.worker.get("metrics_address", "127.0.0.1")))
+    if port > 0 and answers(f"http://{host}:{port}/metrics"):
+        found.append(("worker metrics", f"http://{host}:{port}/metrics"))
+    return found
+
+
+def banner(
+    settings,
+    redis_: Redis,
+    ready: dict,
+    auth: AuthPlan,
+    flower: FlowerPlan,
+    metrics: list[tuple[str, str]],
+) -> str:
+    """What `make run` prints once the service is ready."""
+    gateway = gateway_url(settings)
+    flower_url = f"http://{display_host(settings.flower.address)}:{settings.flower.port}"
+    redis_note = "  (private, stopped on exit)" if redis_.private else ""
+    rows = [
+        ("gateway", gateway),
+        ("API docs", f"{gateway}/docs"),
+        ("Flower", f"{flower_url}  ({flower.credentials})"),
+        *metrics,
+        ("Redis", f"{redact(redis_.url)}{redis_note}"),
+        ("model", f"{ready.get('model_name')} v{ready.get('model_version')}"),
+    ]
+    return "\n".join(
+        [
+            "",
+            f"==> Two MLOps Toolset is ready ({environment(settings)} environment)",
+            *(f"    {label:<16}{value}" for label, value in rows),
+            "",
+            f"Try a prediction ({auth.note}):",
+            "",
+            curl_command(gateway, auth.header),
+            "",
+            "Press Ctrl-C to stop everything.",
+            "",
+        ]
+    )
+
+
+def gateway_url(settings) -> str:
+    return f"http://{display_host(settings.gateway.host)}:{settings.gateway.port}"
+
+
+def serve(settings, supervisor: Supervisor, run_dir: Path, ready_timeout: float) -> None:
+    base_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    redis_ = find_or_start_redis(settings, supervisor, run_dir, base_env)
+    base_env["MLOPS_REDIS_URL"] = redis_.url
+    ensure_model(settings, supervisor, base_env)
+    check_ports(settings)
+    auth, flower = auth_plan(settings), flower_plan(settings)
+    schedule = str(run_dir / "celerybeat-schedule")
+    gateway_args = commands.gateway(settings.gateway.host, settings.gateway.port)
+    for name, args, env in (
+        ("worker", commands.worker(), base_env),
+        ("beat", commands.beat(schedule), base_env),
+        ("flower", commands.flower(), {**base_env, **flower.env}),
+        ("gateway", gateway_args, {**base_env, **auth.env}),
+    ):
+        supervisor.start(Child(name, executable(args), env))
+    gateway = gateway_url(settings)
+    ready = wait_ready(supervisor, gateway, ready_timeout)
+    metrics = metrics_urls(settings, gateway)
+    supervisor.console.say(banner(settings, redis_, ready, auth, flower, metrics))
+    supervisor.serve_forever()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.run_service",
+        description="Run Redis (if needed), a first model, worker, beat, Flower and the gateway.",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=READY_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the gateway's /ready (default {READY_TIMEOUT:g})",
+    )
+    args = parser.parse_args(argv)
+    console = Console()
+    supervisor = Supervisor(console)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, supervisor.on_signal)
+    settings = get_settings()
+    RUN_DIR.mkdir(exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=RUN_DIR))
+    code = 0
+    try:
+        serve(settings, supervisor, run_dir, args.ready_timeout)
+    except Interrupted:
+        pass
+    except ChildDied as exc:
+        console.say(f"\n==> {exc}; its last lines:\n{exc.child.last_lines()}")
+        code = 1
+    except StartupError as exc:
+        console.say(f"\n==> {exc}")
+        code = 1
+    finally:
+        supervisor.shutdown()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    console.say("==> stopped" if code == 0 else "==> stopped (see the message above)")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,600 @@
+"""Fault tests: real redis-server, real worker processes, real HTTP, things broken on purpose.
+
+The guarantees they check are written down in docs/guarantees.md. Stacks are shared where a
+test leaves things healthy (`faulty`, `steady`); tests that leave a mess get their own.
+Short limits everywhere: predict time limit 4 s, visibility timeout 10 s, Redis timeout 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.store import Aliases, LocalStorage, ModelStore
+from tests.integration.faulty_model import HUNG, POISON, SLOW, register_faulty_version
+from tests.integration.procs import ROOT, wait_until
+from tests.integration.stack import ADMIN_KEY, PREDICT_KEY, SEED_BODY, Stack, poll_job
+
+pytestmark = pytest.mark.integration
+
+FAULT_ENV = {
+    "MLOPS_WORKER__PREDICT_TIME_LIMIT": "4",
+    "MLOPS_WORKER__RETRAIN_TIME_LIMIT": "8",
+    "MLOPS_WORKER__VISIBILITY_TIMEOUT": "10",
+    "MLOPS_API__REDIS_TIMEOUT_SECONDS": "1",
+    "MLOPS_WORKER__METRICS_PORT": "0",  # stacks run side by side
+    "PYTHONPATH": str(ROOT),  # the worker unpickles tests.integration.faulty_model
+}
+GOOD_ROW = [5.1, 3.5, 1.4, 0.2]
+TERMINAL = ("SUCCESS", "FAILURE")
+
+
+def row_body(row: list[float], request_id: str = "fault-test") -> dict:
+    return {"request_id": request_id, "instances": [row]}
+
+
+# -- helpers -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """Artifacts trained once for the module: v1 (iris), v2 = v1 wrapped in FaultyClassifier."""
+    builder = Stack(tmp_path_factory.mktemp("template")).start_redis()
+    try:
+        result = builder.train()
+        assert result.returncode == 0, result.stderr
+        register_faulty_version(builder.artifacts)
+    finally:
+        builder.stop()
+    return builder.artifacts
+
+
+def boot(stack: Stack, template: Path, *, worker: bool = True, gateway: bool = True) -> Stack:
+    """Redis, the template's artifacts, a worker (concurrency 1) and the gateway."""
+    stack.start_redis()
+    shutil.copytree(template, stack.artifacts)
+    if worker:
+        stack.start_worker("worker0")
+    if gateway:
+        stack.start_gateway()
+    if worker and gateway:
+        stack.wait_ready()
+    return stack
+
+
+def pool_children(service) -> list[int]:
+    """Pids of the worker's pool processes (children of its main process)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == service.pid:
+            children.append(int(entry.name))
+    return children
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def submit(client: httpx.Client, row: list[float] = GOOD_ROW, **params) -> str:
+    response = client.post("/predict", json=row_body(row), params=params)
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+def wait_started(client: httpx.Client, job_id: str, timeout: float = 20) -> None:
+    wait_until(
+        lambda: client.get(f"/jobs/{job_id}").json()["status"] == "STARTED", timeout, "STARTED"
+    )
+
+
+class LoadLoop:
+    """Async predictions in a background thread while a fault happens; remembers every answer.
+
+    ``accepted`` holds the job ids answered 202; ``statuses`` counts every HTTP status (and
+    "error" for a request that got no answer, which must not happen either).
+    """
+
+    def __init__(self, stack: Stack, interval: float = 0.02):
+        self.stack, self.interval = stack, interval
+        self.accepted: list[str] = []
+        self.statuses: dict[object, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.stack.client() as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post("/predict", json=row_body(GOOD_ROW, "load"))
+                    status: object = response.status_code
+                    if status == 202:
+                        self.accepted.append(response.json()["job_id"])
+                except httpx.HTTPError:
+                    status = "error"
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> LoadLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def assert_all_succeed(stack: Stack, job_ids: list[str], timeout: float = 60) -> None:
+    assert job_ids, "the load loop had no job accepted"
+    with stack.client() as client:
+        for job_id in job_ids:
+            result = poll_job(client, job_id, timeout)
+            assert result["status"] == "SUCCESS", result
+
+
+# -- a shared stack with the faulty model in production ------------------------------------
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory, template):
+    stack = Stack(
+        tmp_path_factory.mktemp("faulty"),
+        **FAULT_ENV,
+        MLOPS_API__SYNC_GRACE_SECONDS="0",
+        MLOPS_WORKER__MAX_RETRIES_ON_CRASH="2",
+    )
+    try:
+        boot(stack, template)
+    except BaseException:
+        stack.stop()
+        raise
+    yield stack
+    stack.stop()
+
+
+def test_killed_child_mid_job_is_redelivered_and_completes(faulty):
+    worker = faulty.services["worker0"]
+    with faulty.client() as client, LoadLoop(faulty) as load:
+        job_id = submit(client, [SLOW, 2.0, 1.4, 0.2])
+        wait_started(client, job_id)
+        (child,) = pool_children(worker)
+        os.kill(child, signal.SIGKILL)
+        result = poll_job(client, job_id, 60)
+    assert result["status"] == "SUCCESS", result
+    assert result["predictions"] == ["setosa"]
+    assert child not in pool_children(worker)
+    assert "WorkerLostError" in worker.output() or "signal 9" in worker.output()
+    assert load.statuses.keys() == {202}, load.statuses
+    assert_all_succeed(faulty, load.accepted)
+
+
+def test_poison_job_ends_in_failure_after_max_retries_on_crash(faulty):
+    with faulty.client() as client:
+        poison = submit(client, [POISON, 3.0, 1.4, 0.2])
+        healthy = submit(client)
+        result = poll_job(client, poison, 90)
+        assert result["status"] == "FAILURE", result
+        assert result["error"]["reason"] == "worker_lost"
+        assert "died 3 times" in result["error"]["message"]  # max_retries_on_crash=2, then stop
+        assert poll_job(client, healthy, 30)["status"] == "SUCCESS"
+        after = client.post("/predict", params={"wait": 20}, json=row_body(GOOD_ROW))
+    assert after.status_code == 200, after.text
+    assert after.json()["status"] == "SUCCESS"
+
+
+def test_hung_task_hits_the_time_limit_and_the_child_is_replaced(faulty):
+    worker = faulty.services["worker0"]
+    (before,) = pool_children(worker)
+    with faulty.client() as client:
+        job_id = submit(client, [HUNG, 3.0, 1.4, 0.2])
+        started = time.monotonic()
+        result = poll_job(client, job_id, 30)
+        elapsed = time.monotonic() - started
+        assert result["status"] == "FAILURE", result
+        assert result["error"]["reason"] == "time_limit"
+        assert elapsed < 4 + 5, elapsed  # the 4 s hard limit plus a margin
+        wait_until(lambda: pool_children(worker) and before not in pool_children(worker), 20, "new")
+        after = client.post("/predict", params={"wait": 20}, json=row_body(GOOD_ROW))
+    assert after.status_code == 200, after.text
+    assert after.json()["status"] == "SUCCESS"
+    assert before not in pool_children(worker)
+
+
+def test_a_sync_job_not_started_before_its_deadline_ends_expired(faulty):
+    with faulty.client() as client:
+        blocker = submit(client, [SLOW, 3.0, 1.4, 0.2])
+        wait_started(client, blocker)
+        response = client.post("/predict", params={"wait": 1}, json=row_body(GOOD_ROW))
+        assert response.status_code == 202, response.text  # not started within the wait
+        result = poll_job(client, response.json()["job_id"], 30)
+        assert poll_job(client, blocker, 30)["status"] == "SUCCESS"
+    assert result["status"] == "FAILURE", result
+    assert result["error"]["reason"] == "expired"
+    assert "deadline" in result["error"]["message"]
+
+
+def test_idempotency_key_gives_one_job_and_refuses_another_body(faulty):
+    key = {"Idempotency-Key": f"order-{time.time_ns()}"}
+    body = row_body(GOOD_ROW, "idem")
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            base_url=faulty.url, headers={"X-API-Key": PREDICT_KEY, **key}, timeout=30
+        ) as client:
+            return await asyncio.gather(*(client.post("/predict", json=body) for _ in range(10)))
+
+    responses = asyncio.run(burst())
+    assert {r.status_code for r in responses} == {202}, [r.text for r in responses]
+    job_ids = {r.json()["job_id"] for r in responses}
+    assert len(job_ids) == 1, job_ids
+    (job_id,) = job_ids
+    with faulty.client() as client:
+        first = poll_job(client, job_id)
+        replay = client.post("/predict", json=body, headers=key, params={"wait": 5})
+        conflict = client.post("/predict", json=row_body([6.0, 3.0, 4.5, 1.5]), headers=key)
+    with faulty.admin() as admin:  # keys are scoped per API key: another client, another job
+        other = admin.post("/predict", json=body, headers=key)
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["job_id"] == job_id
+    assert replay.json()["predictions"] == first["predictions"]
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert conflict.status_code == 409, conflict.text
+    assert "different body" in conflict.json()["detail"]
+    assert other.status_code == 202
+    assert other.json()["job_id"] != job_id
+
+
+def _redis_snapshot(stack: Stack) -> dict:
+    client = stack.redis.client()
+    return {
+        "subscribers": client.pubsub_numsub("mlops:results")[0][1],
+        "channels": sorted(client.pubsub_channels()),
+        "clients": len(client.client_list()),
+        "keys_without_ttl": sorted(k for k in client.scan_iter("*") if client.ttl(k) == -1),
+    }
+
+
+def _sync_requests(stack: Stack, count: int, concurrency: int = 32) -> list[dict]:
+    async def run() -> list[dict]:
+        limit = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(
+            base_url=stack.url, headers={"X-API-Key": PREDICT_KEY}, timeout=30
+        ) as client:
+
+            async def one(i: int) -> dict:
+                async with limit:
+                    response = await client.post(
+                        "/predict", params={"wait": 20}, json=row_body(GOOD_ROW, f"leak-{i}")
+                    )
+                    assert response.status_code == 200, response.text
+                    return response.json()
+
+            return await asyncio.gather(*(one(i) for i in range(count)))
+
+    return asyncio.run(run())
+
+
+def test_a_thousand_jobs_leave_no_subscription_or_connection_behind(faulty):
+    _sync_requests(faulty, 200)  # warm-up: connection pools reach their working size
+    time.sleep(0.5)
+    baseline = _redis_snapshot(faulty)
+    results = _sync_requests(faulty, 1000)
+    assert all(r["status"] == "SUCCESS" for r in results)
+    assert len({r["job_id"] for r in results}) == 1000
+    wait_until(lambda: _redis_snapshot(faulty)["clients"] <= baseline["clients"], 10, "clients")
+    after = _redis_snapshot(faulty)
+    assert after["subscribers"] == baseline["subscribers"] == 1  # one listener per gateway
+    assert after["channels"] == baseline["channels"]
+    assert after["keys_without_ttl"] == baseline["keys_without_ttl"]  # job keys all expire
+
+
+def test_tampered_artifacts_are_refused_and_the_previous_version_keeps_serving(faulty):
+    store = ModelStore(LocalStorage(faulty.artifacts), "iris")
+    serving = store.production_version()
+    meta, data = store.read_artifact(1)
+
+    def tampered_copy() -> int:
+        version = store.register(data, meta).version
+        path = faulty.artifacts / "iris" / str(version) / meta.artifact_file
+        path.write_bytes(path.read_bytes() + b"tampered")
+        return version
+
+    def predicted_version(client) -> int:
+        response = client.post("/predict", params={"wait": 20}, json=row_body(GOOD_ROW))
+        assert response.status_code == 200, response.text
+        return response.json()["model_version"]
+
+    try:
+        with faulty.admin() as admin:
+            refused = admin.post(f"/models/{tampered_copy()}/promote")
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["reason"] == "integrity_check_failed"
+            assert admin.get("/models").json()["production_version"] == serving
+            assert predicted_version(admin) == serving
+
+            # Tampered after promotion: the alias already names it when the worker looks.
+            version = tampered_copy()
+            store.storage.update_aliases(
+                "iris",
+                lambda _raw: Aliases(production=version, history=[serving]).model_dump_json(),
+            )
+            worker = faulty.services["worker0"]
+            wait_until(lambda: f"refusing model iris v{version}" in worker.output(), 10, "refusal")
+            assert predicted_version(admin) == serving
+    finally:
+        store.promote(serving)
+
+
+# -- a shared stack for faults it recovers from ------------------------------------------------
+@pytest.fixture(scope="module")
+def steady(tmp_path_factory, template):
+    stack = Stack(tmp_path_factory.mktemp("steady"), **FAULT_ENV)
+    try:
+        boot(stack, template)
+        ModelStore(LocalStorage(stack.artifacts), "iris").promote(1)  # the well-behaved model
+    except BaseException:
+        stack.stop()
+        raise
+    yield stack
+    stack.stop()
+
+
+def _pool_rss(service) -> int:
+    return rss_kib(service.pid) + sum(rss_kib(pid) for pid in pool_children(service))
+
+
+SOAK_RATE = 200  # requests per second, each a sync prediction (?wait=10) checked for SUCCESS
+SOAK_SECONDS = 60
+SOAK_WARMUP = 10
+
+
+def test_soak_a_minute_at_moderate_rate_without_errors_or_memory_growth(steady):
+    """60 s at ~200 req/s (10 s warm-up, then 50 s measured): no errors, RSS grows < 10 %."""
+    gateway, worker = steady.services["gateway"], steady.services["worker0"]
+    counts = {"ok": 0, "errors": []}
+    memory: dict[str, int] = {}
+
+    async def run() -> None:
+        limit = asyncio.Semaphore(64)  # bounded: a slow service slows the loop, never piles up
+        async with httpx.AsyncClient(
+            base_url=steady.url, headers={"X-API-Key": PREDICT_KEY}, timeout=30
+        ) as client:
+
+            async def one() -> None:
+                try:
+                    response = await client.post(
+                        "/predict", params={"wait": 10}, json=row_body(GOOD_ROW, "soak")
+                    )
+                    if response.status_code == 200 and response.json()["status"] == "SUCCESS":
+                        counts["ok"] += 1
+                    else:
+                        counts["errors"].append(f"{response.status_code} {response.text[:200]}")
+                except httpx.HTTPError as exc:
+                    counts["errors"].append(repr(exc))
+                finally:
+                    limit.release()
+
+            tasks = set()
+            start = time.monotonic()
+            sent = 0
+            while (now := time.monotonic() - start) < SOAK_SECONDS:
+                if "gateway" not in memory and now >= SOAK_WARMUP:
+                    memory["gateway"], memory["worker"] = rss_kib(gateway.pid), _pool_rss(worker)
+                if sent < now * SOAK_RATE:
+                    await limit.acquire()
+                    task = asyncio.create_task(one())
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    sent += 1
+                else:
+                    await asyncio.sleep(1 / SOAK_RATE)
+            await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    total = counts["ok"] + len(counts["errors"])
+    assert counts["errors"] == [], counts["errors"][:5]
+    assert total >= SOAK_SECONDS * SOAK_RATE * 0.5, f"only {total} requests in {SOAK_SECONDS}s"
+    gateway_growth = rss_kib(gateway.pid) / memory["gateway"] - 1
+    worker_growth = _pool_rss(worker) / memory["worker"] - 1
+    assert gateway_growth < 0.10, f"gateway RSS grew {gateway_growth:.1%}"
+    assert worker_growth < 0.10, f"worker RSS grew {worker_growth:.1%}"
+
+
+def test_redis_restart_while_idle_is_503_then_202_and_workers_resume(steady):
+    worker = steady.services["worker0"]
+    with steady.client() as client:
+        steady.redis.stop()
+        for _ in range(3):
+            started = time.monotonic()
+            response = client.post("/predict", json=row_body(GOOD_ROW))
+            assert response.status_code == 503, response.text
+            assert time.monotonic() - started < 3
+            assert response.headers["retry-after"]
+        assert client.get("/jobs/anything").status_code == 503
+        steady.redis.start()
+        wait_until(lambda: client.post("/predict", json=SEED_BODY).status_code == 202, 20, "202")
+        result = poll_job(client, submit(client), 60)
+    assert result["status"] == "SUCCESS", result
+    assert worker.alive()
+    steady.wait_ready()
+
+
+def test_frozen_redis_fails_requests_within_their_deadline_then_recovers(steady):
+    with steady.client() as client:
+        assert client.post("/predict", params={"wait": 10}, json=SEED_BODY).status_code == 200
+        steady.redis.freeze()
+        try:
+            for path, params in (("/predict", {}), ("/predict", {"wait": 5}), ("/jobs/x", None)):
+                started = time.monotonic()
+                if params is None:
+                    response = client.get(path)
+                else:
+                    response = client.post(path, params=params, json=row_body(GOOD_ROW))
+                elapsed = time.monotonic() - started
+                assert response.status_code == 503, response.text
+                assert elapsed < 1 + 2.5, elapsed  # api.redis_timeout_seconds=1 plus a margin
+        finally:
+            steady.redis.thaw()
+        wait_until(
+            lambda: client.post("/predict", params={"wait": 5}, json=SEED_BODY).status_code == 200,
+            30,
+            "recovery after thaw",
+        )
+
+
+def test_redis_out_of_memory_is_503_on_submit_and_loses_nothing(steady):
+    redis_client = steady.redis.client()
+    used = int(redis_client.info("memory")["used_memory"])
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    try:
+        with LoadLoop(steady, interval=0.005) as load:
+            redis_client.config_set("maxmemory", str(used + 512 * 1024))
+            wait_until(lambda: load.statuses.get(503, 0) >= 5, 60, "503 out of memory")
+            with steady.client() as client:
+                refused = client.post("/predict", json=row_body(GOOD_ROW))
+            redis_client.config_set("maxmemory", "0")
+            wait_until(lambda: load.statuses[202] > 0, 10, "accepted")
+            accepted_before = load.statuses[202]
+            wait_until(lambda: load.statuses[202] > accepted_before + 5, 20, "202 after OOM")
+    finally:
+        redis_client.config_set("maxmemory", "0")
+    assert refused.status_code == 503, refused.text
+    assert "out of memory" in refused.json()["detail"]
+    assert refused.headers["retry-after"]
+    assert set(load.statuses) <= {202, 503}, load.statuses
+    assert_all_succeed(steady, load.accepted)
+
+
+def test_skops_artifacts_train_and_serve_end_to_end(steady):
+    trained = steady.train("train", MLOPS_TRAINING__ARTIFACT_FORMAT="skops")
+    assert trained.returncode == 0, trained.stderr
+    store = ModelStore(LocalStorage(steady.artifacts), "iris")
+    version = max(store.versions())
+    assert store.metadata(version).artifact_format == "skops"
+    assert (steady.artifacts / "iris" / str(version) / "model.skops").exists()
+    with steady.admin() as admin:
+        if store.production_version() != version:  # the gate may keep an equal production
+            assert admin.post(f"/models/{version}/promote").status_code == 200
+
+        def served() -> bool:
+            response = admin.post("/predict", params={"wait": 10}, json=SEED_BODY)
+            return response.json().get("model_version") == version
+
+        wait_until(served, 20, f"skops v{version} served")
+        result = admin.post("/predict", params={"wait": 10}, json=SEED_BODY).json()
+    assert result["predictions"] == ["setosa"]
+    assert "refusing" not in steady.services["worker0"].output()
+
+
+# -- faults that need a stack of their own ------------------------------------------------------
+def test_whole_worker_killed_and_restarted_every_accepted_job_completes(tmp_path, template):
+    stack = Stack(tmp_path, **FAULT_ENV)
+    try:
+        boot(stack, template)
+        with stack.client() as client, LoadLoop(stack) as load:
+            slow = submit(client, [SLOW, 2.0, 1.4, 0.2])
+            wait_started(client, slow)
+            queued = [submit(client) for _ in range(5)]
+            stack.services["worker0"].kill()  # SIGKILL to the whole process group
+            time.sleep(1)
+            stack.start_worker("worker0")
+            result = poll_job(client, slow, 60)  # back after the 10 s visibility timeout
+        assert result["status"] == "SUCCESS", result
+        assert set(load.statuses) == {202}, load.statuses
+        assert_all_succeed(stack, [*queued, *load.accepted])
+    finally:
+        stack.stop()
+
+
+@pytest.mark.parametrize("appendonly", [True, False], ids=["appendonly", "no-persistence"])
+def test_redis_restarted_with_jobs_queued(tmp_path, template, appendonly):
+    stack = Stack(tmp_path, appendonly=appendonly, **FAULT_ENV)
+    try:
+        boot(stack, template)
+        stack.services["worker0"].stop()
+        with stack.client() as client:
+            job_ids = [submit(client) for _ in range(10)]
+            assert stack.redis.client().llen("predict") > 0
+            stack.redis.stop()
+            stack.redis.start()
+            stack.start_worker("worker0")
+            wait_until(lambda: client.get("/health").status_code == 200, 10, "gateway")
+            if appendonly:
+                assert_all_succeed(stack, job_ids)
+                return
+            for job_id in job_ids:
+                response = client.get(f"/jobs/{job_id}")
+                assert response.status_code == 404, response.text
+                assert "restart without persistence" in response.json()["detail"]
+            assert poll_job(client, submit(client))["status"] == "SUCCESS"
+    finally:
+        stack.stop()
+
+
+def test_worker_started_before_redis_waits_and_then_consumes(tmp_path, template):
+    stack = Stack(tmp_path, **FAULT_ENV)
+    try:
+        shutil.copytree(template, stack.artifacts)
+        worker = stack.start_worker("worker0", wait=False)
+        time.sleep(4)
+        assert worker.alive(), worker.output()[-3000:]
+        stack.start_redis()
+        stack.wait_for_worker(worker, timeout=60)
+        stack.start_gateway()
+        with stack.client() as client:
+            response = client.post("/predict", params={"wait": 20}, json=SEED_BODY)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "SUCCESS"
+    finally:
+        stack.stop()
+
+
+def test_backpressure_is_429_with_retry_after_and_accepted_jobs_complete(tmp_path, template):
+    stack = Stack(tmp_path, **FAULT_ENV, MLOPS_API__MAX_QUEUE_DEPTH="5")
+    try:
+        boot(stack, template, worker=False)
+        accepted, refused = [], None
+        with stack.client() as client:
+            for _ in range(50):
+                response = client.post("/predict", json=row_body(GOOD_ROW))
+                if response.status_code == 429:
+                    refused = response
+                    break
+                assert response.status_code == 202, response.text
+                accepted.append(response.json()["job_id"])
+            assert refused is not None, "no 429 after 50 requests with max_queue_depth=5"
+            assert 5 <= len(accepted) < 50
+            assert int(refused.headers["retry-after"]) >= 1
+            assert "limit 5" in refused.json()["detail"]
+            stack.start_worker("worker0")
+            assert_all_succeed(stack, accepted)
+            wait_until(
+                lambda: client.post("/predict", json=row_body(GOOD_ROW)).status_code == 202,
+                10,
+                "admission after the queue drained",
+            )
+    finally:
+        stack.stop()
+
+
+def test_gateway_keys_are_never_logged(steady):
+    with steady.client() as client, steady.client("wrong-key-not-to-be-logged") as stranger:
+        client.post("/predict", params={"wait": 5}, json=SEED_BODY)
+        stranger.post("/predict", json=SEED_BODY)
+    with steady.admin() as admin:
+        admin.get("/models")
+    log = steady.services["gateway"].output()
+    for key in (PREDICT_KEY, ADMIN_KEY, "wrong-key-not-to-be-logged"):
+        assert key not in log

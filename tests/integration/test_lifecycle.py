@@ -1,0 +1,345 @@
+"""The model lifecycle against the real thing: redis-server, worker processes, HTTP.
+
+One gateway and one predict-only worker ("server") run for the whole module; each test starts
+the training worker it needs (settings differ per test: margin, data, a slow estimator), so
+the server worker is always one that was running before a promotion and never trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+
+from core.messages import RETRAIN_LOCK_KEY, RETRAIN_TASK, TRAIN_QUEUE, celery_message
+from tests.integration.procs import wait_until
+from tests.integration.stack import SEED_BODY, Stack, poll_job
+
+pytestmark = pytest.mark.integration
+
+SWAP_SECONDS = 2.0
+TRAIN_TIMEOUT = 180
+# Several seconds of fitting (full epochs, no early stop): long enough to watch a run.
+SLOW_ESTIMATOR = {
+    "MLOPS_TRAINING__ESTIMATOR__CLASS_PATH": "sklearn.neural_network.MLPClassifier",
+    "MLOPS_TRAINING__ESTIMATOR__PARAMS": orjson.dumps(
+        {"hidden_layer_sizes": [64], "max_iter": 6000, "tol": 0.0, "n_iter_no_change": 10**6}
+    ).decode(),
+}
+SLOW_ESTIMATOR["MLOPS_TRAINING__ESTIMATOR__PARAMS"] = (
+    "@json " + SLOW_ESTIMATOR["MLOPS_TRAINING__ESTIMATOR__PARAMS"]
+)
+
+
+@pytest.fixture(scope="module")
+def lifecycle(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("lifecycle"))
+    try:
+        stack.start_redis()
+        trained = stack.train()
+        assert trained.returncode == 0, trained.stderr
+        stack.start_worker("server", queues="predict")
+        stack.start_gateway()
+        stack.wait_ready()
+    except BaseException:
+        print(stack.logs_text())  # noqa: T201 - shown by pytest on failure
+        stack.stop()
+        raise
+    yield stack
+    stack.stop()
+
+
+@contextlib.contextmanager
+def train_worker(stack: Stack, name: str, concurrency: int = 1, **env: str) -> Iterator[None]:
+    """A worker on the `train` queue only, with its own settings, for one test."""
+    service = stack.start_worker(name, queues=TRAIN_QUEUE, concurrency=concurrency, **env)
+    try:
+        yield
+    except BaseException:
+        print(stack.logs_text())  # noqa: T201 - shown by pytest on failure
+        raise
+    finally:
+        service.stop()
+
+
+def production(stack: Stack) -> int | None:
+    with stack.client() as client:
+        return client.get("/version").json()["model_version"]
+
+
+def retrain(stack: Stack) -> str:
+    with stack.admin() as admin:
+        response = admin.post("/retrain")
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+def finished(stack: Stack, job_id: str) -> dict:
+    with stack.admin() as admin:
+        return poll_job(admin, job_id, timeout=TRAIN_TIMEOUT)
+
+
+def alias_changed_at(stack: Stack) -> float:
+    return (stack.artifacts / "iris" / "aliases.json").stat().st_mtime
+
+
+def served_versions(stack: Stack) -> set:
+    """The versions the live worker processes report (their heartbeats in mlops:workers)."""
+    with stack.client() as client:
+        return {w["model_version"] for w in client.get("/models").json()["workers"]}
+
+
+def wait_served(stack: Stack, version: int, since: float) -> float:
+    """Seconds from ``since`` until every live worker process serves ``version``."""
+    wait_until(lambda: served_versions(stack) == {version}, 30, f"every worker on v{version}")
+    return time.time() - since
+
+
+class PredictLoop:
+    """Posts ?wait=10 predictions back to back in a thread; records every answer."""
+
+    def __init__(self, stack: Stack):
+        self.stack = stack
+        self.answers: list[tuple[float, int, int | None]] = []  # (sent at, status, version)
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.stack.client() as client:
+            while not self._stop.is_set():
+                sent = time.time()
+                try:
+                    response = client.post("/predict?wait=10", json=SEED_BODY)
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    continue
+                body = response.json()
+                if response.status_code != 200 or body.get("status") != "SUCCESS":
+                    self.errors.append(f"{response.status_code} {response.text[:300]}")
+                self.answers.append((sent, response.status_code, body.get("model_version")))
+
+    def __enter__(self) -> PredictLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def versions(self) -> set:
+        return {version for _, _, version in self.answers}
+
+    def sent_after(self, moment: float) -> list[int | None]:
+        return [version for sent, _, version in self.answers if sent >= moment]
+
+
+def test_retrain_promotes_and_running_worker_serves_it_under_load(lifecycle):
+    old = production(lifecycle)
+    with train_worker(lifecycle, "trainer"), PredictLoop(lifecycle) as loop:
+        wait_until(lambda: len(loop.answers) >= 5, 30, "predictions before the retrain")
+        result = finished(lifecycle, retrain(lifecycle))
+        assert result["status"] == "SUCCESS", result
+        outcome = result["result"]
+        assert outcome["decision"] == "promoted", outcome
+        new = outcome["version"]
+        assert new == old + 1
+        promoted_at = alias_changed_at(lifecycle)
+        assert wait_served(lifecycle, new, promoted_at) < SWAP_SECONDS
+        deadline = promoted_at + SWAP_SECONDS
+        wait_until(lambda: len(loop.sent_after(deadline)) >= 5, 30, "predictions after swap")
+    assert loop.errors == []
+    assert loop.versions() == {old, new}  # only the old or the new version, never another
+    assert set(loop.sent_after(deadline)) == {new}
+    assert production(lifecycle) == new
+
+
+def test_version_everywhere_and_complete_model_card(lifecycle):
+    version = production(lifecycle)
+    with lifecycle.client() as client:
+        answer = client.post("/predict?wait=10", json=SEED_BODY).json()
+        assert answer["model_version"] == version and answer["api_version"]
+        assert client.get("/version").json()["api_version"] == answer["api_version"]
+        ready = client.get("/ready").json()
+        assert {w["model_version"] for w in ready["workers"]} == {version}
+        meta = client.get(f"/models/{version}").json()
+        card = client.get(f"/models/{version}/card")
+    assert card.status_code == 200 and card.headers["content-type"].startswith("text/html")
+    html = card.text
+    for expected in (
+        f"iris v{version}",
+        meta["data_fingerprint"],
+        meta["gate"]["decision"],
+        f"{meta['metrics']['accuracy']:.4f}",
+        meta["sklearn_version"],
+        "<svg",
+        "confusion matrix",
+    ):
+        assert expected in html, expected
+    for name in meta["classes"]:
+        assert name in html
+
+
+def test_rejected_candidate_leaves_production_alone(lifecycle):
+    before = production(lifecycle)
+    with train_worker(lifecycle, "strict", MLOPS_TRAINING__PROMOTION_MARGIN="0.5"):
+        result = finished(lifecycle, retrain(lifecycle))
+    assert result["status"] == "SUCCESS", result
+    outcome = result["result"]
+    assert outcome["decision"] == "rejected" and outcome["promoted"] is False
+    assert outcome["margin"] == 0.5
+    assert isinstance(outcome["candidate"], float) and isinstance(outcome["production"], float)
+    assert outcome["production_version"] == before
+    assert production(lifecycle) == before
+    assert served_versions(lifecycle) == {before}
+    with lifecycle.client() as client:
+        meta = client.get(f"/models/{outcome['version']}").json()
+        card = client.get(f"/models/{outcome['version']}/card").text
+    assert meta["gate"]["decision"] == "rejected" and meta["production"] is False
+    assert "rejected" in card
+
+
+def test_two_retrains_at_once_make_one_run_and_beat_is_skipped(lifecycle):
+    versions_before = len(list((lifecycle.artifacts / "iris").glob("[0-9]*")))
+    with train_worker(lifecycle, "slow", concurrency=2, **SLOW_ESTIMATOR):
+        barrier = threading.Barrier(2)
+        ids: list[str] = []
+
+        def post() -> None:
+            barrier.wait(timeout=10)
+            ids.append(retrain(lifecycle))
+
+        threads = [threading.Thread(target=post) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(ids) == 2 and ids[0] == ids[1], ids
+        job_id = ids[0]
+
+        # Progress: the run is seconds long, so GET /jobs shows it while it fits.
+        seen: list[dict] = []
+
+        def fitting() -> bool:
+            with lifecycle.admin() as admin:
+                body = admin.get(f"/jobs/{job_id}").json()
+            seen.append(body)
+            return body["status"] == "STARTED" and body.get("progress", {}).get("step") == "fitting"
+
+        wait_until(fitting, 60, "the retrain reporting its fitting step", interval=0.02)
+        assert 0 < seen[-1]["progress"]["percent"] < 100
+
+        # A beat-style retrain (same task, sent straight to the train queue) while it runs.
+        beat_id, payload = celery_message(RETRAIN_TASK, [], queue=TRAIN_QUEUE)
+        lifecycle.redis.client().lpush(TRAIN_QUEUE, payload)
+        beat = finished(lifecycle, beat_id)
+        assert beat["status"] == "SUCCESS", beat
+        assert beat["result"]["decision"] == "skipped"
+        assert beat["result"]["running_job_id"] == job_id
+
+        result = finished(lifecycle, job_id)
+    assert result["status"] == "SUCCESS", result
+    assert result["result"]["decision"] in ("promoted", "rejected")
+    assert len(list((lifecycle.artifacts / "iris").glob("[0-9]*"))) == versions_before + 1
+    assert lifecycle.redis.client().get(RETRAIN_LOCK_KEY) is None
+
+
+def test_missing_training_data_fails_the_job_and_changes_nothing(lifecycle):
+    before = production(lifecycle)
+    versions = sorted(p.name for p in (lifecycle.artifacts / "iris").glob("[0-9]*"))
+    with train_worker(
+        lifecycle,
+        "nodata",
+        MLOPS_TRAINING__TRAINER="csv",
+        MLOPS_TRAINING__CSV__PATH="/nonexistent.csv",
+    ):
+        result = finished(lifecycle, retrain(lifecycle))
+    assert result["status"] == "FAILURE", result
+    assert "data file not found" in result["error"]["message"]
+    assert "/nonexistent.csv" in result["error"]["message"]
+    assert production(lifecycle) == before
+    assert sorted(p.name for p in (lifecycle.artifacts / "iris").glob("[0-9]*")) == versions
+    assert lifecycle.redis.client().get(RETRAIN_LOCK_KEY) is None  # the crash freed the lock
+
+
+def test_manual_promote_and_rollback(lifecycle):
+    with lifecycle.client() as client:
+        models = client.get("/models").json()
+    current = models["production_version"]
+    assert models["previous_versions"], models
+    with lifecycle.admin() as admin:
+        missing = admin.post("/models/999999/promote")
+        assert missing.status_code == 404, missing.text
+
+        other = next(v["version"] for v in models["versions"] if v["version"] != current)
+        artifact = lifecycle.artifacts / "iris" / str(other) / "model.joblib"
+        original = artifact.read_bytes()
+        tampered = bytearray(original)
+        tampered[len(tampered) // 2] ^= 0xFF
+        artifact.write_bytes(bytes(tampered))
+        try:
+            refused = admin.post(f"/models/{other}/promote")
+        finally:
+            artifact.write_bytes(original)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["reason"] == "integrity_check_failed"
+        assert "sha256" in str(refused.json()["detail"])
+        assert production(lifecycle) == current
+
+        rolled = admin.post("/models/rollback")
+        assert rolled.status_code == 200, rolled.text
+        previous = rolled.json()["production"]
+        assert previous == models["previous_versions"][-1]
+        assert wait_served(lifecycle, previous, alias_changed_at(lifecycle)) < SWAP_SECONDS
+        with lifecycle.client() as client:
+            answer = client.post("/predict?wait=10", json=SEED_BODY).json()
+        assert answer["model_version"] == previous
+
+        promoted = admin.post(f"/models/{current}/promote")
+        assert promoted.status_code == 200, promoted.text
+        assert wait_served(lifecycle, current, alias_changed_at(lifecycle)) < SWAP_SECONDS
+
+        for _ in range(len(models["versions"]) + 1):
+            last = admin.post("/models/rollback")
+            if last.status_code != 200:
+                break
+        assert last.status_code == 409, last.text
+        assert last.json()["reason"] == "alias_conflict"
+    assert production(lifecycle) == last_production(lifecycle)
+
+
+def last_production(stack: Stack) -> int:
+    """What aliases.json says, read from the file the workers follow."""
+    return orjson.loads((stack.artifacts / "iris" / "aliases.json").read_bytes())["production"]
+
+
+def test_cli_train_takes_the_same_lock(lifecycle):
+    versions = sorted(p.name for p in (lifecycle.artifacts / "iris").glob("[0-9]*"))
+    client = lifecycle.redis.client()
+    client.set(RETRAIN_LOCK_KEY, "job-held-elsewhere", px=60_000)
+    refused = lifecycle.train()
+    assert refused.returncode == 2, refused.stderr
+    assert "training job job-held-elsewhere is already running" in refused.stderr
+    assert sorted(p.name for p in (lifecycle.artifacts / "iris").glob("[0-9]*")) == versions
+
+    with lifecycle.admin() as admin:  # the API joins the run the CLI (here: someone) holds
+        joined = admin.post("/retrain").json()
+    assert joined["job_id"] == "job-held-elsewhere" and joined["deduplicated"] is True
+
+    client.delete(RETRAIN_LOCK_KEY)
+    trained = lifecycle.train()
+    assert trained.returncode == 0, trained.stderr
+    assert client.get(RETRAIN_LOCK_KEY) is None
+    records = [orjson.loads(client.get(k)) for k in client.keys("mlops:job:cli-*")]
+    mine = [r for r in records if r["result"]["version"] == len(versions) + 1]
+    assert [r["status"] for r in mine] == ["SUCCESS"]  # visible to GET /jobs like any run
+    assert all(r["kind"] == "train" and r["requested_by"] == "cli" for r in records)
+
+    unlocked = lifecycle.train(MLOPS_REDIS_URL="redis://127.0.0.1:1/0")
+    assert unlocked.returncode == 0, unlocked.stderr
+    assert "without the single-flight lock" in unlocked.stderr

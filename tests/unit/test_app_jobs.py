@@ -1,0 +1,101 @@
+"""job_status: the gateway's record, the batch marker and Celery's result meta, on fakeredis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import fakeredis
+import orjson
+import pytest
+
+from app.errors import JobNotFound
+from app.services.jobs import job_status
+from core.messages import batch_key, job_key
+
+TTL = 3600
+
+
+def status(entries: dict[str, object], job_id: str = "j1") -> dict:
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis()
+        for key, value in entries.items():
+            await client.set(key, value if isinstance(value, bytes) else orjson.dumps(value))
+        return await job_status(client, job_id, TTL)
+
+    return asyncio.run(scenario())
+
+
+def predict_record(**changes) -> dict:
+    return {"job_id": "j1", "kind": "predict", "status": "PENDING", "task_id": "t1", **changes}
+
+
+def train_record() -> dict:
+    return {"job_id": "j1", "kind": "train", "status": "PENDING"}
+
+
+def meta(status: str, result=None) -> dict:
+    return {"status": status, "result": result, "task_id": "j1"}
+
+
+def test_a_queued_predict_job_is_pending():
+    assert status({job_key("j1"): predict_record()}) == predict_record()
+
+
+def test_a_predict_job_whose_batch_runs_is_started():
+    body = status({job_key("j1"): predict_record(), batch_key("t1"): b"STARTED"})
+    assert body["status"] == "STARTED"
+    assert body["job_id"] == "j1"
+
+
+def test_another_batch_running_does_not_start_this_job():
+    body = status({job_key("j1"): predict_record(), batch_key("t2"): b"STARTED"})
+    assert body["status"] == "PENDING"
+
+
+@pytest.mark.parametrize("final", ["SUCCESS", "FAILURE"])
+def test_a_finished_predict_job_is_its_result(final):
+    result = {"job_id": "j1", "status": final, "predictions": ["setosa"], "model_version": 3}
+    # The batch marker may outlive the batch: a finished result still wins.
+    assert status({job_key("j1"): result, batch_key("t1"): b"STARTED"}) == result
+
+
+def test_a_train_job_without_celery_meta_is_pending():
+    assert status({job_key("j1"): train_record()})["status"] == "PENDING"
+
+
+def test_a_train_job_in_progress_is_started_with_its_progress():
+    progress = {"step": "fit", "percent": 40}
+    body = status(
+        {job_key("j1"): train_record(), "celery-task-meta-j1": meta("PROGRESS", progress)}
+    )
+    assert body["status"] == "STARTED"
+    assert body["progress"] == progress
+    assert body["kind"] == "train"
+
+
+def test_a_succeeded_train_job_carries_the_decision():
+    outcome = {"decision": "promoted", "version": 2}
+    body = status({job_key("j1"): train_record(), "celery-task-meta-j1": meta("SUCCESS", outcome)})
+    assert body["status"] == "SUCCESS"
+    assert body["result"] == outcome
+
+
+def test_a_failed_train_job_explains_the_error():
+    error = {"exc_type": "TrainingError", "exc_message": "no rows"}
+    body = status({job_key("j1"): train_record(), "celery-task-meta-j1": meta("FAILURE", error)})
+    assert body["status"] == "FAILURE"
+    assert body["error"] == {"reason": "task_failed", "message": "TrainingError: no rows"}
+
+
+def test_a_revoked_train_job_is_a_failure():
+    body = status({job_key("j1"): train_record(), "celery-task-meta-j1": meta("REVOKED")})
+    assert body["status"] == "FAILURE"
+    assert body["error"]["reason"] == "revoked"
+
+
+def test_an_unknown_job_is_404_with_why():
+    with pytest.raises(JobNotFound) as info:
+        status({job_key("other"): predict_record(job_id="other")}, job_id="j1")
+    assert info.value.status_code == 404
+    assert "'j1'" in info.value.message
+    assert f"{TTL} s" in info.value.message

@@ -1,0 +1,99 @@
+"""ResultListener._dispatch wakes exactly the futures registered for the published jobs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import fakeredis
+import orjson
+
+from app.services.listener import ResultListener
+
+
+def message(*job_ids: str) -> bytes:
+    return orjson.dumps({"jobs": [{"job_id": j, "status": "SUCCESS", "n": j} for j in job_ids]})
+
+
+def test_dispatch_wakes_exactly_the_registered_jobs():
+    async def scenario():
+        listener = ResultListener(fakeredis.FakeAsyncRedis())
+        futures = {j: listener.register(j) for j in ("a", "b", "c")}
+        listener._dispatch(message("a", "x", "c"))  # "x" waits in another gateway
+        return listener, futures
+
+    listener, futures = asyncio.run(scenario())
+    assert futures["a"].result() == {"job_id": "a", "status": "SUCCESS", "n": "a"}
+    assert futures["c"].result()["n"] == "c"
+    assert not futures["b"].done()
+    assert listener.waiting == 1
+
+
+def test_a_result_wakes_its_waiter_once():
+    async def scenario():
+        listener = ResultListener(fakeredis.FakeAsyncRedis())
+        future = listener.register("a")
+        listener._dispatch(message("a"))
+        listener._dispatch(message("a"))  # a duplicate delivery finds no waiter
+        return listener, future
+
+    listener, future = asyncio.run(scenario())
+    assert future.result()["job_id"] == "a"
+    assert listener.waiting == 0
+
+
+def test_discarded_and_cancelled_waiters_are_skipped():
+    async def scenario():
+        listener = ResultListener(fakeredis.FakeAsyncRedis())
+        gone, cancelled = listener.register("gone"), listener.register("cancelled")
+        listener.discard("gone")
+        cancelled.cancel()
+        listener._dispatch(message("gone", "cancelled"))
+        return listener, gone
+
+    listener, gone = asyncio.run(scenario())
+    assert not gone.done()
+    assert listener.waiting == 0
+
+
+MALFORMED = (
+    b"not json",
+    b"[]",
+    b"null",
+    b'{"no_jobs": 1}',
+    b'{"jobs": 5}',
+    b'{"jobs": [7, null, "a"]}',
+    b'{"jobs": [{"job_id": []}, {"job_id": null}]}',
+)
+
+
+def test_malformed_messages_are_ignored():
+    async def scenario():
+        listener = ResultListener(fakeredis.FakeAsyncRedis())
+        future = listener.register("a")
+        for bad in MALFORMED:
+            listener._dispatch(bad)
+        listener._dispatch(message("a"))
+        return future
+
+    assert asyncio.run(scenario()).result()["job_id"] == "a"
+
+
+def test_the_running_listener_wakes_a_waiter_from_a_publish():
+    async def scenario():
+        server = fakeredis.FakeServer()
+        listener = ResultListener(fakeredis.FakeAsyncRedis(server=server))
+        future = listener.register("a")
+        listener.start()
+        try:
+            publisher = fakeredis.FakeAsyncRedis(server=server)
+            # Publish until the subscription, set up in the background, has seen one.
+            for _ in range(500):
+                await publisher.publish("mlops:results", message("a"))
+                done, _ = await asyncio.wait([future], timeout=0.02)
+                if done:
+                    return future.result()
+            raise AssertionError("the listener never woke the waiter")
+        finally:
+            await listener.stop()
+
+    assert asyncio.run(scenario())["job_id"] == "a"

@@ -1,0 +1,177 @@
+"""parse_predict_body and load_json: every body form the gateway accepts, and each 422."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from app.errors import BadRequest
+from app.services.catalog import Production
+from app.services.rows import MAX_REQUEST_ID, load_json, parse_predict_body
+from core.store import FeatureSpec, ModelMetadata
+
+NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+@pytest.fixture
+def production() -> Production:
+    meta = ModelMetadata(
+        name="iris",
+        version=1,
+        trainer="iris",
+        features=[FeatureSpec(name=n) for n in NAMES],
+        data_fingerprint="x",
+        trained_at="2024-01-01T00:00:00Z",
+        python_version="3.11",
+        sklearn_version="1.5",
+        joblib_version="1.4",
+        artifact_file="model.joblib",
+    )
+    return Production(meta, NAMES, frozenset(NAMES))
+
+
+def rejected(data, production, max_instances=1000) -> BadRequest:
+    with pytest.raises(BadRequest) as info:
+        parse_predict_body(data, production, max_instances)
+    assert info.value.status_code == 422
+    return info.value
+
+
+def test_single_object_in_model_feature_order(production):
+    shuffled = {"petal_width": 0.2, "request_id": "r1", **dict(reversed(ROW.items()))}
+    request_id, rows, is_batch = parse_predict_body(shuffled, production, 10)
+    assert (request_id, rows, is_batch) == ("r1", [[5.1, 3.5, 1.4, 0.2]], False)
+
+
+def test_single_object_without_request_id_and_with_ints(production):
+    body = {"sepal_length": 5, "sepal_width": 3, "petal_length": 1, "petal_width": 0}
+    request_id, rows, _ = parse_predict_body(body, production, 10)
+    assert request_id is None
+    assert rows == [[5.0, 3.0, 1.0, 0.0]]
+    assert all(type(v) is float for v in rows[0])
+
+
+def test_null_request_id_is_not_a_feature(production):
+    assert parse_predict_body({**ROW, "request_id": None}, production, 10)[0] is None
+
+
+def test_batch_of_objects_lists_and_both(production):
+    body = {
+        "request_id": "b",
+        "instances": [ROW, [6.7, 3.0, 5.2, 2.3], {**ROW, "petal_length": 4.5}],
+    }
+    request_id, rows, is_batch = parse_predict_body(body, production, 10)
+    assert request_id == "b" and is_batch
+    assert rows == [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.1, 3.5, 4.5, 0.2]]
+
+
+def test_batch_at_the_maximum_is_accepted(production):
+    _, rows, _ = parse_predict_body({"instances": [ROW] * 3}, production, 3)
+    assert len(rows) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "kind", "words"),
+    [
+        ([ROW], ["body"], "model_attributes_type", "JSON object"),
+        ("text", ["body"], "model_attributes_type", "JSON object"),
+        ({**ROW, "request_id": 7}, ["body", "request_id"], "string_type", "string"),
+        (
+            {**ROW, "request_id": "x" * (MAX_REQUEST_ID + 1)},
+            ["body", "request_id"],
+            "string_type",
+            str(MAX_REQUEST_ID),
+        ),
+        (
+            {k: v for k, v in ROW.items() if k != "petal_width"},
+            ["body", "petal_width"],
+            "missing",
+            "petal_width",
+        ),
+        ({**ROW, "colour": 1.0}, ["body", "colour"], "extra_forbidden", "colour"),
+        ({**ROW, "sepal_length": "5.1"}, ["body", "sepal_length"], "float_type", "str"),
+        ({**ROW, "sepal_length": "١٢"}, ["body", "sepal_length"], "float_type", "str"),
+        ({**ROW, "sepal_length": None}, ["body", "sepal_length"], "float_type", "NoneType"),
+        ({**ROW, "sepal_length": True}, ["body", "sepal_length"], "float_type", "bool"),
+        ({**ROW, "sepal_length": [1.0]}, ["body", "sepal_length"], "float_type", "list"),
+        ({**ROW, "petal_width": math.nan}, ["body", "petal_width"], "finite_number", "finite"),
+        ({**ROW, "petal_width": -math.inf}, ["body", "petal_width"], "finite_number", "finite"),
+        ({**ROW, "petal_width": 10**400}, ["body", "petal_width"], "finite_number", "large"),
+        ({"instances": []}, ["body", "instances"], "too_short", "at least one"),
+        ({"instances": ROW}, ["body", "instances"], "list_type", "list"),
+        ({"instances": [ROW], "colour": 1}, ["body", "colour"], "extra_forbidden", "colour"),
+        ({"instances": [ROW, 5.1]}, ["body", "instances", 1], "type", "object"),
+        (
+            {"instances": [ROW, [5.1, 3.5, 1.4]]},
+            ["body", "instances", 1],
+            "length",
+            "expected 4 values",
+        ),
+        (
+            {"instances": [[5.1, 3.5, "x", 0.2]]},
+            ["body", "instances", 0, 2],
+            "float_type",
+            "number",
+        ),
+        (
+            {"instances": [ROW, {**ROW, "petal_length": math.inf}]},
+            ["body", "instances", 1, "petal_length"],
+            "finite_number",
+            "finite",
+        ),
+        (
+            {"instances": [{"sepal_length": 1.0}]},
+            ["body", "instances", 0, "sepal_width"],
+            "missing",
+            "sepal_width, petal_length, petal_width",
+        ),
+    ],
+)
+def test_each_problem_is_a_422_at_its_field(production, body, loc, kind, words):
+    error = rejected(body, production)
+    assert error.loc == loc
+    assert error.kind == kind
+    assert words in error.message
+
+
+def test_batch_over_the_maximum_names_the_limit(production):
+    error = rejected({"instances": [ROW] * 4}, production, max_instances=3)
+    assert error.loc == ["body", "instances"]
+    assert error.kind == "too_long"
+    assert "at most 3" in error.message and "got 4" in error.message
+
+
+def test_load_json_parses_valid_bodies():
+    assert load_json(b'{"a": [1, 2.5, "x"]}') == {"a": [1, 2.5, "x"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'{"sepal_length": NaN, "sepal_width": 1}', ["body", "sepal_length"]),
+        (b'{"a": 1, "petal_width": 1e999}', ["body", "petal_width"]),
+        (b'{"a": 1, "petal_width": -Infinity}', ["body", "petal_width"]),
+        (b'{"instances": [[1, 2, 3, 1' + b"0" * 400 + b"]]}", ["body", "instances", 0, 3]),
+        (b'{"\\ud800": NaN}', ["body", "?"]),
+    ],
+)
+def test_load_json_names_the_field_of_a_non_finite_number(body, loc):
+    with pytest.raises(BadRequest) as info:
+        load_json(body)
+    assert info.value.loc == loc
+    assert info.value.kind == "finite_number"
+    assert "finite number" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b'{"a": 1,}', b"[" * 5000 + b"]" * 5000, b"\xff\xfe", b'{"a": 1} x'],
+)
+def test_load_json_rejects_malformed_json_at_the_body(body):
+    with pytest.raises(BadRequest) as info:
+        load_json(body)
+    assert info.value.loc == ["body"]
+    assert info.value.kind == "json_invalid"
+    assert info.value.message.startswith("invalid JSON:")

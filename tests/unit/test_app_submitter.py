@@ -1,0 +1,136 @@
+"""JobSubmitter on fakeredis: jobs of one window become ONE Celery message on `predict`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import fakeredis
+import orjson
+import pytest
+import redis.exceptions
+
+from app.services.submitter import JobSubmitter
+from core.messages import PREDICT_QUEUE, PREDICT_TASK, job_key
+
+NEVER_MS = 600_000.0  # a window that never closes by time: only size or drain flushes it
+
+
+def job(job_id: str, rows: int = 1) -> dict:
+    return {
+        "job_id": job_id,
+        "request_id": f"req-{job_id}",
+        "rows": [[float(i), 1.0, 2.0, 3.0] for i in range(rows)],
+        "features": ["a", "b", "c", "d"],
+        "expires_at": None,
+    }
+
+
+def decode(payload: bytes) -> tuple[dict, list[dict]]:
+    envelope = orjson.loads(payload)
+    args, _kwargs, _embed = orjson.loads(base64.b64decode(envelope["body"]))
+    return envelope, args[0]
+
+
+async def queued(client) -> list[tuple[dict, list[dict]]]:
+    """Messages on the predict list, oldest first (LPUSH puts the newest at the head)."""
+    return [decode(p) for p in reversed(await client.lrange(PREDICT_QUEUE, 0, -1))]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+def test_jobs_of_one_window_share_one_message_with_their_own_records(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = JobSubmitter(client, max_rows=100, max_wait_ms=2.0, ttl=60)
+        await asyncio.gather(*(submitter.submit(job(f"j{i}", rows=i + 1)) for i in range(3)))
+        messages = await queued(client)
+        records = [orjson.loads(await client.get(job_key(f"j{i}"))) for i in range(3)]
+        ttl = await client.ttl(job_key("j0"))
+        return submitter, messages, records, ttl
+
+    submitter, messages, records, ttl = run(scenario())
+    assert len(messages) == 1
+    envelope, group = messages[0]
+    task_id = envelope["headers"]["id"]
+    assert envelope["headers"]["task"] == PREDICT_TASK
+    assert envelope["properties"]["delivery_info"]["routing_key"] == PREDICT_QUEUE
+    assert [j["job_id"] for j in group] == ["j0", "j1", "j2"]
+    assert [len(j["rows"]) for j in group] == [1, 2, 3]
+    assert group[2] == job("j2", rows=3)
+    for i, record in enumerate(records):
+        assert record["job_id"] == f"j{i}"
+        assert record["request_id"] == f"req-j{i}"
+        assert record["kind"] == "predict"
+        assert record["status"] == "PENDING"
+        assert record["task_id"] == task_id
+    assert 0 < ttl <= 60
+    assert submitter.queue_depth == 0  # messages ahead of ours
+
+
+def test_a_group_flushes_when_it_reaches_max_rows(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = JobSubmitter(client, max_rows=4, max_wait_ms=NEVER_MS, ttl=60)
+        # The window never closes by time: these return only because 2 + 2 rows fill a group.
+        await asyncio.gather(submitter.submit(job("a", 2)), submitter.submit(job("b", 2)))
+        await submitter.submit(job("big", 5))  # alone over the limit: its own message at once
+        return await queued(client)
+
+    messages = run(scenario())
+    assert [[j["job_id"] for j in group] for _, group in messages] == [["a", "b"], ["big"]]
+    assert messages[0][0]["headers"]["id"] != messages[1][0]["headers"]["id"]
+
+
+def test_the_next_job_after_a_full_group_starts_a_new_one(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = JobSubmitter(client, max_rows=2, max_wait_ms=NEVER_MS, ttl=60)
+        await asyncio.gather(*(submitter.submit(job(f"j{i}")) for i in range(4)))
+        return await queued(client)
+
+    messages = run(scenario())
+    assert [[j["job_id"] for j in group] for _, group in messages] == [["j0", "j1"], ["j2", "j3"]]
+
+
+def test_drain_flushes_what_is_buffered(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = JobSubmitter(client, max_rows=100, max_wait_ms=NEVER_MS, ttl=60)
+        waiting = asyncio.ensure_future(submitter.submit(job("only")))
+        await asyncio.sleep(0)  # the job joins the open group
+        assert await client.llen(PREDICT_QUEUE) == 0
+        await submitter.drain()
+        await waiting
+        return await queued(client)
+
+    messages = run(scenario())
+    assert [[j["job_id"] for j in group] for _, group in messages] == [["only"]]
+
+
+def test_a_redis_error_reaches_every_waiter_and_writes_nothing(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = JobSubmitter(client, max_rows=100, max_wait_ms=2.0, ttl=60)
+        server.connected = False
+        outcomes = await asyncio.gather(
+            *(submitter.submit(job(f"j{i}")) for i in range(3)), return_exceptions=True
+        )
+        server.connected = True
+        keys = await client.keys("*")
+        await submitter.submit(job("after"))  # the submitter recovers with Redis
+        return outcomes, keys, await queued(client)
+
+    outcomes, keys, messages = run(scenario())
+    assert len(outcomes) == 3
+    assert all(isinstance(o, redis.exceptions.ConnectionError) for o in outcomes)
+    assert outcomes[0] is outcomes[1] is outcomes[2]  # one group, one failed write
+    assert keys == []
+    assert [[j["job_id"] for j in group] for _, group in messages] == [["after"]]

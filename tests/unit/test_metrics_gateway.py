@@ -1,0 +1,221 @@
+"""Gateway metrics: the class, the ASGI middleware on the real app, the submitter and waits.
+
+No Redis server: the requests used here are answered before the gateway touches Redis, and
+the submitter runs on fakeredis. The queue-depth gauge is checked in the integration test
+(its watcher also sends INFO, which fakeredis does not know).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import fakeredis
+import httpx
+import pytest
+from fastapi import FastAPI
+from loguru import logger
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.main import create_app
+from app.metrics import GatewayMetrics, RequestMetrics
+from app.services.inference import await_result
+from app.services.listener import ResultListener
+from app.services.submitter import JobSubmitter
+from app.state import Gateway
+from core.settings import get_settings, reset_settings
+
+KEY = "unit-predict-key"
+NEVER_MS = 600_000.0
+
+
+def samples(exposition: bytes | str) -> list[tuple[str, dict, float]]:
+    text = exposition.decode() if isinstance(exposition, bytes) else exposition
+    return [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def value(found, name: str, **labels: str) -> float | None:
+    """The sample named ``name`` with exactly ``labels``, or None if absent."""
+    matches = [v for n, lab, v in found if n == name and lab == labels]
+    assert len(matches) <= 1
+    return matches[0] if matches else None
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+# --- the class --------------------------------------------------------------------------
+
+
+def test_names_follow_prometheus_conventions_and_every_reason_starts_at_zero():
+    found = samples(GatewayMetrics().exposition())
+    names = {name for name, _, _ in found}
+    assert all(name.startswith("mlops_") for name in names)
+    assert not any(name.endswith("_created") for name in names)
+    for reason in ("auth", "validation", "backpressure", "too_large", "unavailable"):
+        assert value(found, "mlops_requests_rejected_total", reason=reason) == 0
+    assert value(found, "mlops_jobs_submitted_total", kind="predict") == 0
+    assert value(found, "mlops_jobs_submitted_total", kind="train") == 0
+    assert value(found, "mlops_sync_wait_timeouts_total") == 0
+
+
+def test_observe_request_counts_by_route_method_status_and_rejection_reason():
+    metrics = GatewayMetrics()
+    metrics.observe_request("/predict", "POST", 200, 0.003)
+    metrics.observe_request("/predict", "POST", 200, 0.004)
+    metrics.observe_request("/predict", "POST", 429, 0.001)
+    metrics.observe_request("/jobs/{job_id}", "GET", 401, 0.001)
+    metrics.observe_request("unmatched", "BREW", 404, 0.001)
+    found = samples(metrics.exposition())
+    requests = "mlops_http_requests_total"
+    assert value(found, requests, route="/predict", method="POST", status="200") == 2
+    assert value(found, requests, route="/predict", method="POST", status="429") == 1
+    assert value(found, requests, route="unmatched", method="OTHER", status="404") == 1
+    assert value(found, "mlops_http_request_duration_seconds_count", route="/predict") == 3
+    assert value(found, "mlops_http_request_duration_seconds_sum", route="/predict") == (
+        pytest.approx(0.008)
+    )
+    assert value(found, "mlops_requests_rejected_total", reason="backpressure") == 1
+    assert value(found, "mlops_requests_rejected_total", reason="auth") == 1
+    # A 404 is an answer, not a refusal.
+    assert sum(v for n, _, v in found if n == "mlops_requests_rejected_total") == 2
+
+
+def test_each_instance_has_its_own_registry():
+    first, second = GatewayMetrics(), GatewayMetrics()
+    first.observe_request("/health", "GET", 200, 0.001)
+    found = samples(second.exposition())
+    assert (
+        value(found, "mlops_http_requests_total", route="/health", method="GET", status="200")
+        is None
+    )
+
+
+# --- the middleware on the real app ------------------------------------------------------
+
+
+@pytest.fixture
+def gateway_app(monkeypatch):
+    """The real app with its Gateway built but not started (no Redis call is made)."""
+    monkeypatch.setenv("MLOPS_AUTH__API_KEYS", f"@json {json.dumps({KEY: ['predict']})}")
+    monkeypatch.setenv("MLOPS_API__MAX_BODY_BYTES", "2048")
+    reset_settings()
+    app = create_app(get_settings())
+    app.state.gateway = Gateway.from_settings(get_settings(), app.state.metrics)
+    return app
+
+
+def test_real_app_counts_route_templates_rejections_and_serves_metrics(gateway_app):
+    async def scenario():
+        transport = httpx.ASGITransport(app=gateway_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            assert (await client.get("/health")).status_code == 200
+            assert (await client.get("/jobs/abc")).status_code == 401
+            assert (await client.get("/jobs/def")).status_code == 401
+            assert (await client.get("/no/such/path")).status_code == 404
+            big = b"[" + b"1," * 2000 + b"1]"
+            headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
+            assert (await client.post("/predict", content=big, headers=headers)).status_code == 413
+            no_model = await client.post("/predict", json={"x": 1}, headers={"X-API-Key": KEY})
+            assert no_model.status_code == 503, no_model.text
+            response = await client.get("/metrics")
+            await gateway_app.state.gateway.redis.aclose()
+            await gateway_app.state.gateway.listener.client.aclose()
+            return response
+
+    response = run(scenario())
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    requests = "mlops_http_requests_total"
+    assert value(found, requests, route="/health", method="GET", status="200") == 1
+    # The template, not the raw path: two job ids, one series.
+    assert value(found, requests, route="/jobs/{job_id}", method="GET", status="401") == 2
+    assert value(found, requests, route="unmatched", method="GET", status="404") == 1
+    # Refused by Content-Length before routing: no route to name.
+    assert value(found, requests, route="unmatched", method="POST", status="413") == 1
+    assert value(found, requests, route="/predict", method="POST", status="503") == 1
+    rejected = "mlops_requests_rejected_total"
+    assert value(found, rejected, reason="auth") == 2
+    assert value(found, rejected, reason="too_large") == 1
+    assert value(found, rejected, reason="unavailable") == 1
+    assert value(found, rejected, reason="validation") == 0
+
+
+def test_a_request_that_raises_is_counted_as_a_500():
+    app = FastAPI()
+    metrics = GatewayMetrics()
+
+    @app.get("/boom/{n}")
+    async def boom(n: int):
+        raise RuntimeError("bug")
+
+    app.add_middleware(RequestMetrics, metrics=metrics)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.get("/boom/1")
+
+    assert run(scenario()).status_code == 500
+    found = samples(metrics.exposition())
+    assert (
+        value(found, "mlops_http_requests_total", route="/boom/{n}", method="GET", status="500")
+        == 1
+    )
+
+
+# --- the submitter and the sync wait -------------------------------------------------------
+
+
+def job(job_id: str) -> dict:
+    return {
+        "job_id": job_id,
+        "request_id": f"req-{job_id}",
+        "rows": [[1.0, 2.0, 3.0, 4.0]],
+        "features": ["a", "b", "c", "d"],
+        "expires_at": None,
+    }
+
+
+def test_submitter_counts_jobs_and_logs_one_line_per_message_with_every_id():
+    lines: list[dict] = []
+    sink = logger.add(lambda message: lines.append(message.record), level="INFO")
+
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        metrics = GatewayMetrics()
+        submitter = JobSubmitter(client, max_rows=3, max_wait_ms=NEVER_MS, ttl=60, metrics=metrics)
+        await asyncio.gather(*(submitter.submit(job(f"j{i}")) for i in range(3)))
+        return metrics
+
+    try:
+        metrics = run(scenario())
+    finally:
+        logger.remove(sink)
+    found = samples(metrics.exposition())
+    assert value(found, "mlops_jobs_submitted_total", kind="predict") == 3
+    queued = [r for r in lines if r["name"] == "app.services.submitter"]
+    assert len(queued) == 1
+    assert queued[0]["extra"]["job_id"] == "j0,j1,j2"
+    assert queued[0]["extra"]["request_id"] == "req-j0,req-j1,req-j2"
+
+
+def test_a_sync_wait_that_ends_without_a_result_is_counted():
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        metrics = GatewayMetrics()
+        submitter = JobSubmitter(client, max_rows=1, max_wait_ms=1, ttl=60, metrics=metrics)
+        listener = ResultListener(client)
+        future = listener.register("never-answered")
+        result = await await_result(submitter, listener, "never-answered", future, 0.01)
+        return result, metrics
+
+    result, metrics = run(scenario())
+    assert result is None
+    assert value(samples(metrics.exposition()), "mlops_sync_wait_timeouts_total") == 1

@@ -1,0 +1,342 @@
+"""`make run` (scripts/run_service.py, scripts/supervisor.py) without starting the service.
+
+The whole run against real processes is in tests/integration/test_run_service.py.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import shlex
+import socket
+import sys
+import threading
+
+import fakeredis
+import pytest
+import redis
+
+from app.auth import KeyRing
+from core.settings import get_settings, reset_settings
+from scripts import run_service
+from scripts.run_service import (
+    SAMPLE_BODY,
+    AuthPlan,
+    FlowerPlan,
+    Redis,
+    StartupError,
+    auth_plan,
+    banner,
+    curl_command,
+    display_host,
+    executable,
+    find_or_start_redis,
+    flower_plan,
+    port_taken,
+    probe_redis,
+    redact,
+    wait_ready,
+)
+from scripts.supervisor import Child, ChildDied, Console, Interrupted, Supervisor, pump
+
+
+def fresh_settings(monkeypatch, **env: str):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+    return get_settings()
+
+
+def quiet_supervisor() -> tuple[Supervisor, io.StringIO]:
+    out = io.StringIO()
+    return Supervisor(Console(out)), out
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- URLs and commands --------------------------------------------------------------------------
+
+
+def test_redact_hides_only_the_password():
+    assert redact("redis://:s3cret@cache:6380/1") == "redis://:***@cache:6380/1"
+    assert redact("rediss://app:s3cret@cache/0") == "rediss://app:***@cache/0"
+    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_display_host_points_wildcard_binds_at_localhost():
+    assert display_host("0.0.0.0") == "127.0.0.1"  # noqa: S104
+    assert display_host("::") == "127.0.0.1"
+    assert display_host("[::]") == "127.0.0.1"
+    assert display_host("10.1.2.3") == "10.1.2.3"
+    assert display_host("gateway.internal") == "gateway.internal"
+
+
+def test_executable_takes_the_program_from_the_venv(tmp_path):
+    (tmp_path / "celery").write_text("")
+    assert executable(["celery", "-A", "workers"], tmp_path) == [
+        str(tmp_path / "celery"),
+        "-A",
+        "workers",
+    ]
+    with pytest.raises(StartupError, match="make setup"):
+        executable(["uvicorn", "app.main:app"], tmp_path)
+
+
+def parse_curl(line: str) -> tuple[str, dict[str, str], dict]:
+    args = shlex.split(line)
+    assert args[:4] == ["curl", "-s", "-X", "POST"]
+    headers = dict(args[i + 1].split(": ", 1) for i, arg in enumerate(args) if arg == "-H")
+    body = json.loads(args[args.index("-d") + 1])
+    return args[4], headers, body
+
+
+def test_curl_is_a_sync_predict_call_with_the_sample_body():
+    url, headers, body = parse_curl(curl_command("http://127.0.0.1:8000", "X-API-Key: abc-_1"))
+    assert url == "http://127.0.0.1:8000/predict?wait=5"
+    assert headers == {"Content-Type": "application/json", "X-API-Key": "abc-_1"}
+    assert body == SAMPLE_BODY
+
+
+def test_curl_leaves_the_key_placeholder_to_the_shell():
+    line = curl_command("http://h:1", "X-API-Key: $YOUR_KEY")
+    assert '-H "X-API-Key: $YOUR_KEY"' in line  # double quotes: the shell expands it
+
+
+def test_curl_without_auth_sends_no_key():
+    _, headers, _ = parse_curl(curl_command("http://h:1", None))
+    assert "X-API-Key" not in headers
+
+
+# -- API key and Flower password ---------------------------------------------------------------
+
+
+def test_without_keys_a_run_key_is_generated_that_the_gateway_accepts(monkeypatch):
+    settings = fresh_settings(monkeypatch, MLOPS_AUTH__API_KEYS="@json {}")
+    plan = auth_plan(settings, make_key=lambda: "generated-key")
+    assert plan.header == "X-API-Key: generated-key"
+    assert "this run only" in plan.note
+    # The gateway reads the variable through dynaconf like any other setting.
+    gateway_settings = fresh_settings(monkeypatch, **plan.env)
+    ring = KeyRing(gateway_settings.auth.api_keys, enabled=True)
+    assert ring.authorize("generated-key", "predict").allows("admin")
+
+
+def test_generated_keys_differ_between_runs(monkeypatch):
+    settings = fresh_settings(monkeypatch, MLOPS_AUTH__API_KEYS="@json {}")
+    assert auth_plan(settings).header != auth_plan(settings).header
+
+
+def test_configured_keys_are_never_printed(monkeypatch):
+    settings = fresh_settings(
+        monkeypatch, MLOPS_AUTH__API_KEYS='@json {"real-secret": ["predict"]}'
+    )
+    plan = auth_plan(settings)
+    assert plan.env == {}
+    assert plan.header == "X-API-Key: $YOUR_KEY"
+    assert "real-secret" not in plan.note
+
+
+def test_disabled_auth_needs_no_key(monkeypatch):
+    plan = auth_plan(fresh_settings(monkeypatch, MLOPS_AUTH__ENABLED="false"))
+    assert plan.header is None
+    assert plan.env == {}
+
+
+def test_empty_flower_password_gets_one_for_this_run_that_flower_uses(monkeypatch):
+    settings = fresh_settings(monkeypatch, MLOPS_FLOWER__PASSWORD="")
+    plan = flower_plan(settings, make_password=lambda: "pw-for-run")
+    assert plan.env == {"MLOPS_FLOWER__PASSWORD": "pw-for-run"}
+    assert "pw-for-run" in plan.credentials
+    sys.modules.pop("flowerconfig", None)
+    fresh_settings(monkeypatch, **plan.env)  # MLOPS_ENV=testing: a password is required
+    import flowerconfig
+
+    assert flowerconfig.basic_auth == [f"{settings.flower.user}:pw-for-run"]
+    sys.modules.pop("flowerconfig", None)
+
+
+def test_configured_flower_password_is_kept_and_not_printed(monkeypatch):
+    plan = flower_plan(fresh_settings(monkeypatch, MLOPS_FLOWER__PASSWORD="mine"))
+    assert plan.env == {}
+    assert "mine" not in plan.credentials
+
+
+# -- Redis --------------------------------------------------------------------------------------
+
+
+def test_probe_answers_none_when_redis_pongs(monkeypatch):
+    monkeypatch.setattr(run_service, "sync_client", lambda url, **kw: fakeredis.FakeRedis())
+    assert probe_redis("redis://fake:6379/0") is None
+
+
+def test_probe_says_why_when_nothing_listens():
+    reason = probe_redis(f"redis://127.0.0.1:{unused_port()}/0", timeout=2)
+    assert reason is not None
+    assert "Connection" in reason
+
+
+class RefusingRedis:
+    def ping(self):
+        raise redis.AuthenticationError("invalid username-password pair")
+
+    def close(self):
+        pass
+
+
+def test_a_redis_that_refuses_our_password_is_an_error_not_a_reason_to_start_another(
+    monkeypatch,
+):
+    monkeypatch.setattr(run_service, "sync_client", lambda url, **kw: RefusingRedis())
+    with pytest.raises(StartupError, match="refused") as info:
+        probe_redis("redis://app:hunter2@cache:6379/0")
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_url_that_is_not_redis_is_an_error():
+    with pytest.raises(StartupError, match="not a Redis URL"):
+        probe_redis("http://example.com")
+
+
+def test_no_redis_and_no_redis_server_says_how_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.setattr(run_service, "probe_redis", lambda url: "Connection refused")
+    monkeypatch.setattr(run_service.shutil, "which", lambda name: None)
+    supervisor, _ = quiet_supervisor()
+    settings = fresh_settings(monkeypatch, MLOPS_REDIS_URL="redis://:pw@127.0.0.1:9/0")
+    with pytest.raises(StartupError) as info:
+        find_or_start_redis(settings, supervisor, tmp_path, {})
+    message = str(info.value)
+    assert "apt-get install redis-server" in message
+    assert "brew install redis" in message
+    assert "MLOPS_REDIS_URL" in message
+    assert ":pw@" not in message
+    assert supervisor.infrastructure == []
+
+
+def test_a_redis_that_answers_is_used_as_is(monkeypatch, tmp_path):
+    monkeypatch.setattr(run_service, "probe_redis", lambda url: None)
+    supervisor, out = quiet_supervisor()
+    settings = fresh_settings(monkeypatch, MLOPS_REDIS_URL="redis://127.0.0.1:6399/2")
+    found = find_or_start_redis(settings, supervisor, tmp_path, {})
+    assert found == Redis("redis://127.0.0.1:6399/2")
+    assert supervisor.infrastructure == []
+    assert "using Redis at redis://127.0.0.1:6399/2" in out.getvalue()
+
+
+def test_port_taken():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        assert port_taken("127.0.0.1", sock.getsockname()[1])
+    assert not port_taken("127.0.0.1", unused_port())
+
+
+# -- readiness and the banner ------------------------------------------------------------------
+
+
+def test_not_ready_reports_the_gateways_reasons(monkeypatch):
+    body = {"status": "not ready", "reasons": ["no live worker consumes the 'predict' queue"]}
+    monkeypatch.setattr(run_service, "get_json", lambda url: (503, body))
+    supervisor, _ = quiet_supervisor()
+    with pytest.raises(StartupError, match="no live worker consumes"):
+        wait_ready(supervisor, "http://127.0.0.1:1", timeout=0)
+
+
+def test_a_silent_gateway_is_reported_as_such(monkeypatch):
+    monkeypatch.setattr(run_service, "get_json", lambda url: (0, None))
+    supervisor, _ = quiet_supervisor()
+    with pytest.raises(StartupError, match="does not answer"):
+        wait_ready(supervisor, "http://127.0.0.1:1", timeout=0)
+
+
+def test_banner_lists_the_urls_and_a_curl_line(monkeypatch):
+    settings = fresh_settings(monkeypatch, MLOPS_GATEWAY__PORT="8123", MLOPS_FLOWER__PORT="5123")
+    text = banner(
+        settings,
+        Redis("redis://:pw@127.0.0.1:7000/0", private=None),
+        {"model_name": "iris", "model_version": 3},
+        AuthPlan({}, "X-API-Key: k", "note"),
+        FlowerPlan({}, "user admin, password x"),
+        [("worker metrics", "http://127.0.0.1:9808/metrics")],
+    )
+    assert "http://127.0.0.1:8123/docs" in text
+    assert "http://127.0.0.1:5123" in text
+    assert "http://127.0.0.1:9808/metrics" in text
+    assert "iris v3" in text
+    assert ":pw@" not in text
+    curl_lines = [line for line in text.splitlines() if line.startswith("curl ")]
+    assert len(curl_lines) == 1
+    assert parse_curl(curl_lines[0])[0] == "http://127.0.0.1:8123/predict?wait=5"
+
+
+# -- the supervisor -----------------------------------------------------------------------------
+
+
+def test_pump_prefixes_each_line_and_keeps_the_last_ones():
+    out = io.StringIO()
+    tail = collections.deque(maxlen=2)
+    pump(io.BytesIO(b"one\ntwo\r\nthr\xffee\n"), "worker", Console(out), tail)
+    lines = out.getvalue().splitlines()
+    assert lines == ["worker   | one", "worker   | two", "worker   | thr\ufffdee"]
+    assert list(tail) == ["two", "thr\ufffdee"]
+
+
+def test_console_lines_from_threads_never_interleave():
+    out = io.StringIO()
+    console = Console(out)
+
+    def write(name: str) -> None:
+        for i in range(200):
+            console.line(name, f"{name}-{i}")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in ("a", "b", "c")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 600
+    for line in lines:
+        name, text = line.split(" | ")
+        assert text.startswith(name.strip() + "-")
+
+
+def test_a_signal_interrupts_any_wait_and_a_second_one_forces():
+    supervisor, out = quiet_supervisor()
+    supervisor.on_signal(2, None)
+    with pytest.raises(Interrupted):
+        supervisor.wait_until(lambda: False, None)
+    assert "stopping" in out.getvalue()
+    assert not supervisor.forced.is_set()
+    supervisor.on_signal(15, None)
+    assert supervisor.forced.is_set()
+
+
+def test_a_child_that_exits_is_reported_with_its_last_lines():
+    supervisor, _ = quiet_supervisor()
+    code = "print('about to fail', flush=True); raise SystemExit(3)"
+    child = supervisor.start(Child("flaky", [sys.executable, "-c", code], {}))
+    try:
+        with pytest.raises(ChildDied) as info:
+            supervisor.wait_until(lambda: False, 60)
+    finally:
+        supervisor.shutdown()
+    assert info.value.child is child
+    assert child.returncode() == 3
+    assert "exit code 3" in str(info.value)
+    assert "about to fail" in child.last_lines()
+
+
+def test_shutdown_stops_a_running_child_and_its_group():
+    supervisor, out = quiet_supervisor()
+    code = "import time; print('up', flush=True); time.sleep(120)"
+    child = supervisor.start(Child("sleeper", [sys.executable, "-c", code], {}))
+    assert supervisor.wait_until(lambda: "up" in child.last_lines(), 60)
+    supervisor.shutdown(timeout=30)
+    assert not child.running()
+    assert child.returncode() != 0  # ended by SIGTERM
+    assert "stopping sleeper" in out.getvalue()

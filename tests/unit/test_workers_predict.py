@@ -1,0 +1,151 @@
+"""workers/predict.py predict_jobs: one scikit-learn call per batch, results per job."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from core.settings import get_settings
+from core.store import open_store
+from core.versions import API_VERSION
+from training.pipeline import run_training
+from training.serialization import load_model
+from workers.model_cache import LoadedModel
+from workers.predict import predict_jobs
+
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+VIRGINICA = [6.9, 3.1, 5.4, 2.1]
+VERSICOLOR = [5.9, 2.8, 4.3, 1.3]
+
+
+class CountingEstimator:
+    """Wraps the fitted pipeline and records every call the worker makes to it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls: list[tuple[str, int]] = []
+
+    def predict(self, X):
+        self.calls.append(("predict", len(X)))
+        return self.inner.predict(X)
+
+    def predict_proba(self, X):
+        self.calls.append(("predict_proba", len(X)))
+        return self.inner.predict_proba(X)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLOPS_ENV", "testing")
+        mp.setenv("MLOPS_ARTIFACTS_DIR", str(tmp_path_factory.mktemp("predict") / "artifacts"))
+        from core.settings import reset_settings
+
+        reset_settings()
+        settings = get_settings()
+        version = run_training(settings).version
+        metadata, estimator = load_model(open_store(settings), version, settings)
+        reset_settings()
+    return metadata, estimator
+
+
+@pytest.fixture
+def model(fitted):
+    metadata, estimator = fitted
+    return LoadedModel("iris", metadata.version, CountingEstimator(estimator), metadata, 0.0)
+
+
+def job(job_id: str, rows, features=None, **extra) -> dict:
+    return {
+        "job_id": job_id,
+        "request_id": f"r-{job_id}",
+        "rows": rows,
+        "features": features,
+        **extra,
+    }
+
+
+def alone(model: LoadedModel, rows) -> list:
+    return model.estimator.inner.predict(np.asarray(rows, dtype=float)).tolist()
+
+
+def test_one_sklearn_call_for_many_jobs(model):
+    jobs = [job(str(i), [SETOSA, VIRGINICA][: 1 + i % 2] + [VERSICOLOR] * i) for i in range(6)]
+    results = predict_jobs(model, jobs)
+    total = sum(len(j["rows"]) for j in jobs)
+    assert model.estimator.calls == [("predict", total), ("predict_proba", total)]
+    assert [r["job_id"] for r in results] == [j["job_id"] for j in jobs]
+    for result, sent in zip(results, jobs, strict=True):
+        assert result["status"] == "SUCCESS"
+        assert result["predictions"] == alone(model, sent["rows"])
+        assert len(result["probabilities"]) == len(sent["rows"])
+        assert all(math.isclose(sum(p), 1.0, abs_tol=1e-4) for p in result["probabilities"])
+        assert result["classes"] == model.metadata.classes
+        assert result["request_id"] == sent["request_id"]
+        assert result["model_version"] == model.version and result["model_name"] == "iris"
+        assert result["api_version"] == API_VERSION
+
+
+def test_reordered_features_are_mapped_to_the_models_order(model):
+    names = model.feature_names
+    reordered = list(reversed(names))
+    results = predict_jobs(
+        model,
+        [
+            job("plain", [SETOSA, VIRGINICA], names),
+            job("reversed", [list(reversed(SETOSA)), list(reversed(VIRGINICA))], reordered),
+        ],
+    )
+    assert results[0]["predictions"] == results[1]["predictions"] == ["setosa", "virginica"]
+    assert results[0]["probabilities"] == results[1]["probabilities"]
+    assert model.estimator.calls[0] == ("predict", 4)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        job("bad", [[1.0, 2.0, 3.0]]),  # too few columns
+        job("bad", [SETOSA], ["a", "b", "c", "d"]),  # unknown feature names
+        job("bad", [["x", "y", "z", "w"]]),  # not numbers
+        job("bad", [SETOSA, [1.0, 2.0]]),  # ragged
+        job("bad", []),  # no rows
+    ],
+)
+def test_schema_mismatch_fails_alone(model, bad):
+    results = predict_jobs(model, [job("a", [SETOSA]), bad, job("b", [VIRGINICA])])
+    assert [r["status"] for r in results] == ["SUCCESS", "FAILURE", "SUCCESS"]
+    assert results[1]["error"]["reason"] == "schema_mismatch"
+    assert results[1]["model_version"] == model.version
+    assert model.estimator.calls[0] == ("predict", 2)  # the others still share one call
+
+
+def test_failing_batch_falls_back_per_job(model):
+    """NaN passes the schema check but scikit-learn refuses it: only that job fails."""
+    jobs = [job("a", [SETOSA]), job("nan", [[math.nan, 1.0, 1.0, 1.0]]), job("b", [VIRGINICA])]
+    results = predict_jobs(model, jobs)
+    assert [r["status"] for r in results] == ["SUCCESS", "FAILURE", "SUCCESS"]
+    assert results[1]["error"]["reason"] == "prediction_error"
+    assert "NaN" in results[1]["error"]["message"]
+    assert results[0]["predictions"] == ["setosa"] and results[2]["predictions"] == ["virginica"]
+    predicts = [n for name, n in model.estimator.calls if name == "predict"]
+    assert predicts == [3, 1, 1, 1]  # the batch once, then each job alone
+
+
+def test_estimator_without_probabilities(fitted):
+    metadata, estimator = fitted
+
+    class LabelsOnly:
+        def predict(self, X):
+            return estimator.predict(X)
+
+    model = LoadedModel("iris", metadata.version, LabelsOnly(), metadata, 0.0)
+    result = predict_jobs(model, [job("a", [SETOSA])])[0]
+    assert result["predictions"] == ["setosa"]
+    assert "probabilities" not in result and "classes" not in result
+
+
+def test_no_jobs_no_call(model):
+    assert predict_jobs(model, []) == []
+    assert model.estimator.calls == []

@@ -1,0 +1,71 @@
+"""workers/schedule.py: the beat schedule comes from settings and can be switched off."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from core.messages import RETRAIN_TASK, TRAIN_QUEUE
+from core.settings import ROOT, SettingsError, get_settings, reset_settings
+from workers.schedule import RETRAIN_ENTRY, beat_schedule
+
+
+def settings_with(monkeypatch, **env: str):
+    for key, value in env.items():
+        monkeypatch.setenv(f"MLOPS_SCHEDULE__{key}", value)
+    reset_settings()
+    return get_settings()
+
+
+def test_entry_from_settings(monkeypatch):
+    settings = settings_with(monkeypatch, RETRAIN_ENABLED="true", RETRAIN_CRON="15 4 1-7 */2 mon")
+    entry = beat_schedule(settings)[RETRAIN_ENTRY]
+    assert entry["task"] == RETRAIN_TASK
+    assert entry["options"] == {"queue": TRAIN_QUEUE}
+    cron = entry["schedule"]
+    assert cron.minute == {15}
+    assert cron.hour == {4}
+    assert cron.day_of_month == set(range(1, 8))
+    assert cron.month_of_year == {1, 3, 5, 7, 9, 11}
+    assert cron.day_of_week == {1}
+
+
+def test_default_cron_is_daily_at_three(monkeypatch):
+    settings = settings_with(monkeypatch, RETRAIN_ENABLED="true")
+    cron = beat_schedule(settings)[RETRAIN_ENTRY]["schedule"]
+    assert (cron.minute, cron.hour) == ({0}, {3})
+    assert cron.day_of_week == set(range(7)) and len(cron.day_of_month) == 31
+
+
+def test_switched_off(monkeypatch):
+    assert beat_schedule(settings_with(monkeypatch, RETRAIN_ENABLED="false")) == {}
+
+
+@pytest.mark.parametrize("cron", ["61 * * * *", "0 25 * * *", "0 3 * * funday"])
+def test_bad_cron_stops_with_the_setting_named(monkeypatch, cron):
+    settings = settings_with(monkeypatch, RETRAIN_ENABLED="true", RETRAIN_CRON=cron)
+    with pytest.raises(SettingsError, match=r"schedule\.retrain_cron"):
+        beat_schedule(settings)
+
+
+def app_schedule(enabled: str) -> str:
+    """`import workers` in a fresh process, as `celery -A workers beat` does."""
+    code = "import sys, workers; sys.stdout.write(repr(sorted(workers.app.conf.beat_schedule)))"
+    env = {"MLOPS_ENV": "testing", "MLOPS_SCHEDULE__RETRAIN_ENABLED": enabled, "PATH": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_celery_app_schedule_follows_the_environment():
+    assert app_schedule("true") == repr([RETRAIN_ENTRY])
+    assert app_schedule("false") == "[]"

@@ -1,0 +1,246 @@
+"""The workers' Prometheus metrics, correct under Celery's prefork pool.
+
+Tasks run in child processes, but one port per node must answer Prometheus. So
+prometheus-client runs in multiprocess mode: each child writes its values to memory-mapped
+files in one folder per worker node, and the main process serves their sum on
+``worker.metrics_port``. prometheus-client chooses file or memory storage when it is first
+imported, from ``PROMETHEUS_MULTIPROC_DIR``: this module therefore imports it only inside
+functions, and :func:`prepare_multiprocess` runs in the main process before the pool forks.
+
+Recording happens once per batch, never per job. :class:`WorkerMetrics` owns its registry,
+so tests build a fresh one and nothing is registered globally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from workers.model_cache import LoadedModel
+
+RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "skipped")
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The folder this node's processes write to, once prepare_multiprocess ran (main process).
+MULTIPROC = {"dir": None}
+
+
+class WorkerMetrics:
+    """Every metric a worker process records, in its own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.predictions = Counter(
+            "mlops_predictions_total",
+            "Predict jobs answered, by status (success or failure).",
+            ("status",),
+            registry=r,
+        )
+        self.batches = Counter(
+            "mlops_batches_total", "Predict messages (batches of jobs) run.", registry=r
+        )
+        self.batch_size = Histogram(
+            "mlops_batch_size",
+            "Predict jobs per batch, i.e. per scikit-learn call.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "mlops_inference_duration_seconds",
+            "Time to predict one batch (all its jobs in one scikit-learn call).",
+            buckets=INFERENCE_BUCKETS,
+            registry=r,
+        )
+        self.model_load_duration = Histogram(
+            "mlops_model_load_duration_seconds",
+            "Time to load and verify one model version from the store.",
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+        # One series per live process (pid label): sum by (version) counts the processes
+        # serving each version, and a dead child's series disappears.
+        self.model_info = Gauge(
+            "mlops_model_info",
+            "1 for the model version this worker process serves.",
+            ("model", "version"),
+            multiprocess_mode="liveall",
+            registry=r,
+        )
+        self.model_metric = Gauge(
+            "mlops_model_metric",
+            "Evaluation metrics of the served production model, from its metadata.",
+            ("metric",),
+            multiprocess_mode="livemostrecent",
+            registry=r,
+        )
+        self.retrains = Counter(
+            "mlops_retrains_total",
+            "Retrain runs finished, by outcome (promoted, rejected, failed, skipped).",
+            ("outcome",),
+            registry=r,
+        )
+        self._succeeded = self.predictions.labels("success")
+        self._failed = self.predictions.labels("failure")
+        self._retrains = {outcome: self.retrains.labels(outcome) for outcome in RETRAIN_OUTCOMES}
+        self._served: tuple[str, str] | None = None
+
+    def batch_done(self, jobs: int, failed: int, inference_seconds: float | None = None) -> None:
+        """One predict message finished: ``jobs`` answered, ``failed`` of them with an error."""
+        self.batches.inc()
+        self.batch_size.observe(jobs)
+        if jobs > failed:
+            self._succeeded.inc(jobs - failed)
+        if failed:
+            self._failed.inc(failed)
+        if inference_seconds is not None:
+            self.inference_duration.observe(inference_seconds)
+
+    def model_loaded(self, model: LoadedModel) -> None:
+        self.model_load_duration.observe(model.load_seconds)
+
+    def model_served(self, model: LoadedModel | None) -> None:
+        """The process now serves ``model`` (None: no production version)."""
+        served = (model.name, str(model.version)) if model is not None else None
+        if self._served is not None and self._served != served:
+            # Set to 0, not removed: a removed child's value stays in the multiprocess file.
+            self.model_info.labels(*self._served).set(0)
+        self._served = served
+        if model is None:
+            return
+        self.model_info.labels(*served).set(1)
+        for name, value in model.metadata.metrics.items():
+            self.model_metric.labels(name).set(value)
+
+    def count_retrain(self, run: Callable[[], dict]) -> dict:
+        """Run a retrain and count its outcome: its ``decision``, or ``failed`` if it raised."""
+        try:
+            result = run()
+        except Exception:
+            self.retrain_finished("failed")
+            raise
+        self.retrain_finished(str(result.get("decision")))
+        return result
+
+    def retrain_finished(self, outcome: str) -> None:
+        counter = self._retrains.get(outcome)
+        if counter is None:
+            counter = self._retrains["failed"]
+            logger.warning("unknown retrain outcome {!r}: counted as failed", outcome)
+        counter.inc()
+
+
+@functools.cache
+def worker_metrics() -> WorkerMetrics:
+    """This process's metrics, built on first use (after the fork in a prefork child)."""
+    return WorkerMetrics()
+
+
+# --- the node's exposition, in the worker's main process ----------------------------------
+
+
+def metrics_dir(settings, node: str) -> Path:
+    """``worker.metrics_dir``, or one folder per worker node under the system temp dir."""
+    if settings.worker.metrics_dir:
+        return Path(settings.worker.metrics_dir)
+    safe_node = re.sub(r"[^A-Za-z0-9@._-]", "_", node) or "worker"
+    return Path(tempfile.gettempdir()) / "mlops-worker-metrics" / safe_node
+
+
+def prepare_multiprocess(settings, node: str) -> Path | None:
+    """Main process, before the pool forks: wipe the node's folder and turn multiprocess on.
+
+    Nothing to do when the metrics port is 0: children then keep their values in memory.
+    """
+    if not settings.worker.metrics_port:
+        return None
+    path = metrics_dir(settings, node)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # a previous run's counters would be added to ours
+        stale.unlink(missing_ok=True)
+    # prometheus-client reads this variable itself, at import; it is not a setting of ours,
+    # and the prefork children inherit it with the rest of the environment.
+    os.environ[MULTIPROC_ENV] = str(path)
+    if "prometheus_client" in sys.modules:  # imported too early: switch its storage now
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()
+    MULTIPROC["dir"] = path
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def node_registry(path: Path) -> CollectorRegistry:
+    """A registry that sums the node's process files, forgetting processes that died.
+
+    A child killed by SIGKILL or the OOM killer never runs its shutdown signal, so dead pids'
+    live gauges are swept at each scrape as well.
+    """
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+    class LiveProcessesCollector(MultiProcessCollector):
+        def collect(self):
+            for file in Path(path).glob("gauge_live*_*.db"):
+                with contextlib.suppress(ValueError):
+                    pid = int(file.stem.rsplit("_", 1)[1])
+                    if not _pid_alive(pid):
+                        mark_process_dead(pid, str(path))
+            return super().collect()
+
+    registry = CollectorRegistry()
+    LiveProcessesCollector(registry, path=str(path))
+    return registry
+
+
+def start_metrics_server(settings):
+    """Serve the node's metrics on ``worker.metrics_address:metrics_port``; None if off or taken.
+
+    A taken port is logged, not fatal: a worker that predicts without metrics beats no worker.
+    """
+    port, address = settings.worker.metrics_port, settings.worker.metrics_address
+    path = MULTIPROC["dir"]
+    if not port or path is None:
+        return None
+    from prometheus_client import start_http_server
+
+    try:
+        server, _thread = start_http_server(port, addr=address, registry=node_registry(path))
+    except OSError as exc:
+        logger.error("worker metrics not served: cannot listen on {}:{}: {}", address, port, exc)
+        return None
+    logger.info("worker metrics on http://{}:{}/metrics", address, port)
+    return server
+
+
+def mark_child_dead(pid: int) -> None:
+    """A pool child exits: drop its live gauges (its counters stay in the node's sums)."""
+    if MULTIPROC["dir"] is not None:  # set in the main process before the fork
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid, str(MULTIPROC["dir"]))
