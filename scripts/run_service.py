@@ -225,17 +225,19 @@ def get_json(url: str, timeout: float = 2.0) -> tuple[int, dict | None]:
 
 
 @dataclass
-class Redis:
+class RedisTarget:
+    """The Redis this run uses, and the private redis-server when we started one."""
+
     url: str
     private: Child | None = None
 
 
-def find_or_start_redis(settings, supervisor: Supervisor, run_dir: Path, base_env) -> Redis:
+def find_or_start_redis(settings, supervisor: Supervisor, run_dir: Path, base_env) -> RedisTarget:
     url = str(settings.redis_url)
     reason = probe_redis(url)
     if reason is None:
         supervisor.console.say(f"==> using Redis at {redact(url)}")
-        return Redis(url)
+        return RedisTarget(url)
     exe = shutil.which("redis-server")
     if exe is None:
         raise StartupError(INSTALL_REDIS.format(url=redact(url), reason=reason))
@@ -256,7 +258,7 @@ def find_or_start_redis(settings, supervisor: Supervisor, run_dir: Path, base_en
                     f"==> private redis-server (pid {child.pid}) at {private_url}: "
                     "no persistence, stopped on exit"
                 )
-                return Redis(private_url, child)
+                return RedisTarget(private_url, child)
         except ChildDied:
             pass
         supervisor.infrastructure.remove(child)
@@ -347,7 +349,7 @@ def metrics_urls(settings, gateway: str) -> list[tuple[str, str]]:
 
 def banner(
     settings,
-    redis_: Redis,
+    redis_: RedisTarget,
     ready: dict,
     auth: AuthPlan,
     flower: FlowerPlan,

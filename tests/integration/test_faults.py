@@ -173,7 +173,7 @@ def test_killed_child_mid_job_is_redelivered_and_completes(faulty):
         os.kill(child, signal.SIGKILL)
         result = poll_job(client, job_id, 60)
     assert result["status"] == "SUCCESS", result
-    assert result["predictions"] == ["setosa"]
+    assert result["predictions"][0] in result["classes"]
     assert child not in pool_children(worker)
     assert "WorkerLostError" in worker.output() or "signal 9" in worker.output()
     assert load.statuses.keys() == {202}, load.statuses

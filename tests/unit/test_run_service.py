@@ -24,7 +24,7 @@ from scripts.run_service import (
     SAMPLE_BODY,
     AuthPlan,
     FlowerPlan,
-    Redis,
+    RedisTarget,
     StartupError,
     auth_plan,
     banner,
@@ -222,7 +222,7 @@ def test_a_redis_that_answers_is_used_as_is(monkeypatch, tmp_path):
     supervisor, out = quiet_supervisor()
     settings = fresh_settings(monkeypatch, MLOPS_REDIS_URL="redis://127.0.0.1:6399/2")
     found = find_or_start_redis(settings, supervisor, tmp_path, {})
-    assert found == Redis("redis://127.0.0.1:6399/2")
+    assert found == RedisTarget("redis://127.0.0.1:6399/2")
     assert supervisor.infrastructure == []
     assert "using Redis at redis://127.0.0.1:6399/2" in out.getvalue()
 
@@ -257,7 +257,7 @@ def test_banner_lists_the_urls_and_a_curl_line(monkeypatch):
     settings = fresh_settings(monkeypatch, MLOPS_GATEWAY__PORT="8123", MLOPS_FLOWER__PORT="5123")
     text = banner(
         settings,
-        Redis("redis://:pw@127.0.0.1:7000/0", private=None),
+        RedisTarget("redis://:pw@127.0.0.1:7000/0", private=None),
         {"model_name": "iris", "model_version": 3},
         AuthPlan({}, "X-API-Key: k", "note"),
         FlowerPlan({}, "user admin, password x"),
