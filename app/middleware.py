@@ -29,7 +29,8 @@ class BodySizeLimit:
                     too_large = False
                 if too_large:
                     return await self._reject(send)
-                break
+                # The server delivers exactly Content-Length bytes: nothing left to count.
+                return await self.app(scope, receive, send)
         received = 0
         started = False
 

@@ -52,11 +52,15 @@ def setup_logging(settings, component: str) -> None:
     else:
         logger.configure(extra={"component": component, "ids": ""}, patcher=_ids)
         logger.add(sys.stderr, level=level, format=TEXT_FORMAT, backtrace=False, diagnose=False)
-    logging.basicConfig(handlers=[InterceptHandler()], level=0, force=True)
+    # Standard-library loggers drop records below our level themselves: a record that loguru
+    # would discard still costs a frame walk in InterceptHandler (Celery logs per task).
+    std_level = logging.getLevelNamesMapping().get(level, logging.INFO)
+    logging.basicConfig(handlers=[InterceptHandler()], level=std_level, force=True)
     for name in ("uvicorn", "uvicorn.error", "celery", "kombu", "fastapi"):
         std = logging.getLogger(name)
         std.handlers = [InterceptHandler()]
         std.propagate = False
+        std.setLevel(std_level)
     # uvicorn logs each request when this logger has handlers; that costs ~5 % of a request,
     # so access lines are on only at DEBUG (the gateway's metrics count every request).
     access = logging.getLogger("uvicorn.access")

@@ -58,6 +58,7 @@ def celery_message(
     task_id: str | None = None,
     expires_in: float | None = None,
     kwargs: dict[str, Any] | None = None,
+    ignore_result: bool = False,
 ) -> tuple[str, bytes]:
     """Return ``(task_id, payload)``: a Celery protocol-2 message for ``LPUSH <queue>``."""
     task_id = task_id or new_id()
@@ -88,7 +89,8 @@ def celery_message(
             "argsrepr": f"<{len(args[0]) if args and isinstance(args[0], list) else 1} job(s)>",
             "kwargsrepr": "{}",
             "origin": _ORIGIN,
-            "ignore_result": False,
+            # Celery lets this header override the task's own ignore_result.
+            "ignore_result": ignore_result,
             "replaced_task_nesting": 0,
             "stamped_headers": None,
             "stamps": {},

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
+import sklearn
 
 from core.versions import API_VERSION
 from workers.model_cache import LoadedModel
@@ -43,13 +44,39 @@ def _columns(model: LoadedModel, features: list[str] | None) -> list[int] | None
     return [position[name] for name in expected]
 
 
+# Classifiers whose predict() is the class of highest predict_proba(), so one pass through
+# the pipeline gives both (tests/unit/test_workers_predict_argmax.py checks each on data).
+PREDICT_IS_ARGMAX_PROBA = frozenset(
+    {
+        "DecisionTreeClassifier",
+        "ExtraTreesClassifier",
+        "GaussianNB",
+        "GradientBoostingClassifier",
+        "KNeighborsClassifier",
+        "LogisticRegression",
+        "RandomForestClassifier",
+    }
+)
+
+
+def predict_is_argmax_proba(estimator) -> bool:
+    final = estimator[-1] if hasattr(estimator, "steps") else estimator
+    return type(final).__name__ in PREDICT_IS_ARGMAX_PROBA and hasattr(final, "classes_")
+
+
 def _predict(model: LoadedModel, matrix: np.ndarray) -> tuple[list, list | None]:
     estimator = model.estimator
-    predictions = estimator.predict(matrix).tolist()
-    probabilities = None
-    if hasattr(estimator, "predict_proba"):
-        probabilities = np.round(estimator.predict_proba(matrix), 6).tolist()
-    return predictions, probabilities
+    # The gateway already refused non-finite numbers; scikit-learn's own input checks cost
+    # more than a small batch's prediction.
+    with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        if not hasattr(estimator, "predict_proba"):
+            return estimator.predict(matrix).tolist(), None
+        probabilities = estimator.predict_proba(matrix)
+        if predict_is_argmax_proba(estimator):
+            predictions = estimator.classes_.take(probabilities.argmax(axis=1)).tolist()
+        else:
+            predictions = estimator.predict(matrix).tolist()
+    return predictions, np.round(probabilities, 6).tolist()
 
 
 def _success(job: dict, model: LoadedModel, predictions: list, probabilities: list | None) -> dict:

@@ -70,6 +70,7 @@ def register_tasks(app: Celery, settings) -> None:
             task_id=self.request.id,
             ttl=rt.settings.api.jobs_ttl_seconds,
             max_attempts=rt.settings.worker.max_retries_on_crash,
+            redelivered=bool((self.request.delivery_info or {}).get("redelivered")),
             metrics=worker_metrics(),
         )
         # One line per message (not per job: that would cost more than the prediction),

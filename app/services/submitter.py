@@ -78,7 +78,10 @@ class JobSubmitter:
         task.add_done_callback(self._writes.discard)
 
     async def _write(self, group: list[dict], done: asyncio.Future) -> None:
-        task_id, payload = celery_message(PREDICT_TASK, [group], queue=PREDICT_QUEUE)
+        # Results go to each job's own key (workers/jobs.py), not to Celery's result backend.
+        task_id, payload = celery_message(
+            PREDICT_TASK, [group], queue=PREDICT_QUEUE, ignore_result=True
+        )
         now = time.time()
         try:
             async with self.client.pipeline(transaction=True) as pipe:

@@ -13,7 +13,7 @@ from core.settings import get_settings
 from core.store import open_store
 from training.pipeline import run_training
 from training.serialization import load_model
-from workers.jobs import run_message
+from workers.jobs import STARTED_MARK_ROWS, run_message
 from workers.model_cache import ModelCache
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -53,8 +53,16 @@ def job(job_id: str, rows=None, **extra) -> dict:
     return {"job_id": job_id, "request_id": None, "rows": rows or [SETOSA], **extra}
 
 
-def run(client, cache, jobs, task_id="task-1", max_attempts=3) -> dict:
-    return run_message(client, cache, jobs, task_id=task_id, ttl=TTL, max_attempts=max_attempts)
+def run(client, cache, jobs, task_id="task-1", max_attempts=3, redelivered=False) -> dict:
+    return run_message(
+        client,
+        cache,
+        jobs,
+        task_id=task_id,
+        ttl=TTL,
+        max_attempts=max_attempts,
+        redelivered=redelivered,
+    )
 
 
 def stored(client, job_id: str) -> dict:
@@ -75,7 +83,16 @@ def test_results_under_job_keys_and_one_publish_per_batch(client, results):
     messages = results()
     assert len(messages) == 1
     assert [r["job_id"] for r in messages[0]] == [j["job_id"] for j in jobs]
+    # a small message finishes within a millisecond: no round trip to mark it STARTED
+    assert client.get(batch_key("task-1")) is None
+
+
+def test_a_large_message_is_marked_started(client, results):
+    cache = make_cache(trained=True)
+    jobs = [job("big", rows=[SETOSA] * STARTED_MARK_ROWS)]
+    assert run(client, cache, jobs)["attempt"] == 1
     assert client.get(batch_key("task-1")) == b"STARTED"
+    assert len(stored(client, "big")["predictions"]) == STARTED_MARK_ROWS
 
 
 def test_expired_jobs_fail_with_reason_expired(client, results):
@@ -105,7 +122,7 @@ def test_redelivery_runs_jobs_one_at_a_time_skipping_answered_ones(client, resul
     answered = {"job_id": "done", "status": "SUCCESS", "predictions": ["kept"]}
     client.set(job_key("done"), orjson.dumps(answered), ex=TTL)
     client.set("mlops:attempts:task-1", 1)  # a worker died on this message once already
-    summary = run(client, cache, jobs)
+    summary = run(client, cache, jobs, redelivered=True)
     assert summary["attempt"] == 2
     assert stored(client, "done")["predictions"] == ["kept"]  # not recomputed
     assert stored(client, "crashy")["status"] == "SUCCESS"
@@ -118,7 +135,7 @@ def test_job_over_max_attempts_ends_in_failure(client, results):
     cache = make_cache(trained=True)
     client.set("mlops:attempts:task-1", 3)
     client.set("mlops:attempts:killer", 3)  # running at each of the three crashes
-    summary = run(client, cache, [job("killer"), job("other")], max_attempts=3)
+    summary = run(client, cache, [job("killer"), job("other")], max_attempts=3, redelivered=True)
     assert summary["failed"] == 1
     killer = stored(client, "killer")
     assert killer["status"] == "FAILURE" and killer["error"]["reason"] == "worker_lost"
@@ -127,8 +144,11 @@ def test_job_over_max_attempts_ends_in_failure(client, results):
     assert len(results()) == 2
 
 
-def test_each_delivery_counts_an_attempt(client):
+def test_each_redelivery_counts_an_attempt(client):
     cache = make_cache(trained=True)
     assert run(client, cache, [job("a")], task_id="t")["attempt"] == 1
-    assert run(client, cache, [job("a")], task_id="t")["attempt"] == 2
+    assert run(client, cache, [job("a")], task_id="t", redelivered=True)["attempt"] == 2
+    assert int(client.get("mlops:attempts:t")) == 1  # redeliveries are counted in Redis
+    assert run(client, cache, [job("a")], task_id="t", redelivered=True)["attempt"] == 2
+    assert int(client.get("mlops:attempts:t")) == 2
     assert 0 < client.ttl("mlops:attempts:t") <= TTL

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 
 import redis.exceptions
 from fastapi import APIRouter, Request
 
-from app.errors import BadRequest, IdempotencyConflict, TooManyRequests, UnsupportedMediaType
+from app.errors import (
+    BadRequest,
+    IdempotencyConflict,
+    JobNotFound,
+    TooManyRequests,
+    UnsupportedMediaType,
+)
 from app.responses import JSONResponse
 from app.schemas import (
     ERROR_RESPONSES,
@@ -211,10 +218,25 @@ async def _claim(gateway, owner: str, key: str, body: bytes) -> tuple[str, bool]
     return existing_id, True
 
 
+async def _claimed_record(gateway, job_id: str, patience: float = 2.0) -> dict:
+    """The record of a claimed job. A concurrent first request may still be writing it (the
+    claim comes first), so wait a little; a record that never appears is a 409, not a 404."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        try:
+            return await job_status(gateway.redis, job_id, gateway.limits.jobs_ttl)
+        except JobNotFound:
+            if asyncio.get_running_loop().time() > deadline:
+                raise IdempotencyConflict(
+                    "a request with this Idempotency-Key is still being processed; retry"
+                ) from None
+            await asyncio.sleep(0.02)
+
+
 async def _replay(gateway, job_id: str, request_id: str | None, wait: float) -> JSONResponse:
     future = gateway.listener.register(job_id) if wait else None
     try:
-        record = await job_status(gateway.redis, job_id, gateway.limits.jobs_ttl)
+        record = await _claimed_record(gateway, job_id)
     except BaseException:
         gateway.listener.discard(job_id)
         raise
