@@ -13,3 +13,9 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class RawJSONResponse(Response):
+    """A body that already is JSON (a worker's result, as stored in Redis): sent unchanged."""
+
+    media_type = "application/json"

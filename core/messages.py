@@ -23,13 +23,34 @@ PREDICT_TASK = "mlops.predict_batch"
 RETRAIN_TASK = "mlops.retrain"
 
 RESULTS_CHANNEL = "mlops:results"
-"""Pub/sub channel: one message per finished batch, ``{"jobs": [result, ...]}``."""
+"""Pub/sub channel: one message per finished batch (see :func:`pack_results`)."""
 
 RETRAIN_LOCK_KEY = "mlops:lock:retrain"
 WORKERS_KEY = "mlops:workers"
 """Hash: worker process id -> JSON heartbeat (queues, served model version, time)."""
 
 _ORIGIN = f"gateway{os.getpid()}@{socket.gethostname()}"
+
+
+def pack_results(results: list[tuple[str, bytes]]) -> bytes:
+    """A batch's results message: the JSON list of job ids, then each result, one per line.
+
+    Every gateway process receives every message; framing the results lets it parse the
+    first line only and hand the raw result bytes of the jobs it waits for straight to
+    their responses (orjson never writes a newline).
+    """
+    ids = orjson.dumps([job_id for job_id, _ in results])
+    return b"\n".join([ids, *(raw for _, raw in results)])
+
+
+def unpack_results(data: bytes) -> tuple[list, list[bytes]]:
+    """``(job_ids, raw_results)`` of a results message; raises ValueError if malformed."""
+    head, _, rest = data.partition(b"\n")
+    ids = orjson.loads(head)
+    lines = rest.split(b"\n") if rest else []
+    if not isinstance(ids, list) or len(ids) != len(lines):
+        raise ValueError("malformed results message")
+    return ids, lines
 
 
 def job_key(job_id: str) -> str:

@@ -16,7 +16,7 @@ import orjson
 import redis
 
 from core.errors import NoProductionModel
-from core.messages import RESULTS_CHANNEL, batch_key, job_key
+from core.messages import RESULTS_CHANNEL, batch_key, job_key, pack_results
 from workers.model_cache import ModelCache
 from workers.predict import expired, failure, predict_jobs
 
@@ -35,10 +35,11 @@ def publish(client: redis.Redis, results: list[dict], ttl: int) -> None:
     """Store each job's result under its job key and wake the gateways, in one round trip."""
     if not results:
         return
+    encoded = [(result["job_id"], orjson.dumps(result)) for result in results]
     pipe = client.pipeline(transaction=False)
-    for result in results:
-        pipe.set(job_key(result["job_id"]), orjson.dumps(result), ex=ttl)
-    pipe.publish(RESULTS_CHANNEL, orjson.dumps({"jobs": results}))
+    for job_id, raw in encoded:
+        pipe.set(job_key(job_id), raw, ex=ttl)
+    pipe.publish(RESULTS_CHANNEL, pack_results(encoded))
     pipe.execute()
 
 

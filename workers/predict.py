@@ -66,8 +66,10 @@ def predict_is_argmax_proba(estimator) -> bool:
 
 def _predict(model: LoadedModel, matrix: np.ndarray) -> tuple[list, list | None]:
     estimator = model.estimator
-    # The gateway already refused non-finite numbers; scikit-learn's own input checks cost
-    # more than a small batch's prediction.
+    # scikit-learn's own input checks cost more than a small batch's prediction; the one
+    # that matters (messages may come from other producers) is done here, vectorised.
+    if not np.isfinite(matrix).all():
+        raise ValueError("Input contains NaN or infinity")
     with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
         if not hasattr(estimator, "predict_proba"):
             return estimator.predict(matrix).tolist(), None

@@ -18,7 +18,7 @@ from core.messages import job_key, new_id
 class Outcome:
     job_id: str
     request_id: str | None
-    result: dict | None  # None: not finished before the deadline (answer 202)
+    result: bytes | None  # the result's JSON; None: not finished in time (answer 202)
 
 
 async def submit_and_wait(
@@ -53,7 +53,8 @@ async def submit_and_wait(
     )
 
 
-async def await_result(submitter, listener, job_id: str, future, wait: float) -> dict | None:
+async def await_result(submitter, listener, job_id: str, future, wait: float) -> bytes | None:
+    """The job's result as the worker encoded it (JSON bytes), or None if not done in time."""
     try:
         async with asyncio.timeout(wait):
             return await future
@@ -61,8 +62,7 @@ async def await_result(submitter, listener, job_id: str, future, wait: float) ->
         listener.discard(job_id)
         # A result published while the listener was reconnecting is still in its record.
         raw = await submitter.client.get(job_key(job_id))
-        record = orjson.loads(raw) if raw else None
-        if record and record.get("status") in FINISHED:
-            return record
+        if raw and orjson.loads(raw).get("status") in FINISHED:
+            return raw
         submitter.metrics.sync_wait_timeouts.inc()
         return None

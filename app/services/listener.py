@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import orjson
 import redis.asyncio as aioredis
 from loguru import logger
 
-from core.messages import RESULTS_CHANNEL
+from core.messages import RESULTS_CHANNEL, unpack_results
 
 
 class ResultListener:
@@ -70,19 +69,15 @@ class ResultListener:
                     await pubsub.aclose()
 
     def _dispatch(self, data: bytes) -> None:
+        """Hand each awaited job its raw result bytes; results nobody here awaits stay unparsed."""
         if not self._waiters:
             return
         try:
-            results = orjson.loads(data)["jobs"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            results = None
-        if not isinstance(results, list):  # a bad message must not break the subscription
+            job_ids, raw_results = unpack_results(data)
+        except ValueError:  # includes orjson.JSONDecodeError; must not break the subscription
             logger.warning("ignoring a malformed results message")
             return
-        for result in results:
-            job_id = result.get("job_id") if isinstance(result, dict) else None
-            if not isinstance(job_id, str):
-                continue
-            future = self._waiters.pop(job_id, None)
+        for job_id, raw in zip(job_ids, raw_results, strict=True):
+            future = self._waiters.pop(job_id, None) if isinstance(job_id, str) else None
             if future is not None and not future.done():
-                future.set_result(result)
+                future.set_result(raw)

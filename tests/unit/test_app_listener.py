@@ -8,10 +8,15 @@ import fakeredis
 import orjson
 
 from app.services.listener import ResultListener
+from core.messages import pack_results
+
+
+def result(job_id: str) -> bytes:
+    return orjson.dumps({"job_id": job_id, "status": "SUCCESS", "n": job_id})
 
 
 def message(*job_ids: str) -> bytes:
-    return orjson.dumps({"jobs": [{"job_id": j, "status": "SUCCESS", "n": j} for j in job_ids]})
+    return pack_results([(j, result(j)) for j in job_ids])
 
 
 def test_dispatch_wakes_exactly_the_registered_jobs():
@@ -22,8 +27,8 @@ def test_dispatch_wakes_exactly_the_registered_jobs():
         return listener, futures
 
     listener, futures = asyncio.run(scenario())
-    assert futures["a"].result() == {"job_id": "a", "status": "SUCCESS", "n": "a"}
-    assert futures["c"].result()["n"] == "c"
+    assert futures["a"].result() == result("a")  # the worker's bytes, unparsed
+    assert orjson.loads(futures["c"].result())["n"] == "c"
     assert not futures["b"].done()
     assert listener.waiting == 1
 
@@ -37,7 +42,7 @@ def test_a_result_wakes_its_waiter_once():
         return listener, future
 
     listener, future = asyncio.run(scenario())
-    assert future.result()["job_id"] == "a"
+    assert orjson.loads(future.result())["job_id"] == "a"
     assert listener.waiting == 0
 
 
@@ -57,12 +62,12 @@ def test_discarded_and_cancelled_waiters_are_skipped():
 
 MALFORMED = (
     b"not json",
-    b"[]",
     b"null",
-    b'{"no_jobs": 1}',
     b'{"jobs": 5}',
-    b'{"jobs": [7, null, "a"]}',
-    b'{"jobs": [{"job_id": []}, {"job_id": null}]}',
+    b'["a"]',  # one id, no result line
+    b'["a", "b"]\n{}',  # two ids, one result line
+    b'[7, null, ["a"]]\n1\n2\n3',  # ids that are not strings
+    b"\n\n",
 )
 
 
@@ -75,7 +80,7 @@ def test_malformed_messages_are_ignored():
         listener._dispatch(message("a"))
         return future
 
-    assert asyncio.run(scenario()).result()["job_id"] == "a"
+    assert orjson.loads(asyncio.run(scenario()).result())["job_id"] == "a"
 
 
 def test_the_running_listener_wakes_a_waiter_from_a_publish():
@@ -96,4 +101,4 @@ def test_the_running_listener_wakes_a_waiter_from_a_publish():
         finally:
             await listener.stop()
 
-    assert asyncio.run(scenario())["job_id"] == "a"
+    assert orjson.loads(asyncio.run(scenario()))["job_id"] == "a"

@@ -8,7 +8,7 @@ import fakeredis
 import orjson
 import pytest
 
-from core.messages import RESULTS_CHANNEL, batch_key, job_key
+from core.messages import RESULTS_CHANNEL, batch_key, job_key, unpack_results
 from core.settings import get_settings
 from core.store import open_store
 from training.pipeline import run_training
@@ -35,7 +35,10 @@ def results(client):
     def published() -> list[list[dict]]:
         out = []
         while (message := pubsub.get_message(timeout=0.05)) is not None:
-            out.append(orjson.loads(message["data"])["jobs"])
+            job_ids, raw_results = unpack_results(message["data"])
+            decoded = [orjson.loads(raw) for raw in raw_results]
+            assert [r["job_id"] for r in decoded] == job_ids
+            out.append(decoded)
         return out
 
     return published

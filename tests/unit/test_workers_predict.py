@@ -75,7 +75,8 @@ def test_one_sklearn_call_for_many_jobs(model):
     jobs = [job(str(i), [SETOSA, VIRGINICA][: 1 + i % 2] + [VERSICOLOR] * i) for i in range(6)]
     results = predict_jobs(model, jobs)
     total = sum(len(j["rows"]) for j in jobs)
-    assert model.estimator.calls == [("predict", total), ("predict_proba", total)]
+    # one pass: predict_proba, then predict (the wrapper hides which classifier it is)
+    assert model.estimator.calls == [("predict_proba", total), ("predict", total)]
     assert [r["job_id"] for r in results] == [j["job_id"] for j in jobs]
     for result, sent in zip(results, jobs, strict=True):
         assert result["status"] == "SUCCESS"
@@ -100,7 +101,7 @@ def test_reordered_features_are_mapped_to_the_models_order(model):
     )
     assert results[0]["predictions"] == results[1]["predictions"] == ["setosa", "virginica"]
     assert results[0]["probabilities"] == results[1]["probabilities"]
-    assert model.estimator.calls[0] == ("predict", 4)
+    assert model.estimator.calls[0] == ("predict_proba", 4)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +119,7 @@ def test_schema_mismatch_fails_alone(model, bad):
     assert [r["status"] for r in results] == ["SUCCESS", "FAILURE", "SUCCESS"]
     assert results[1]["error"]["reason"] == "schema_mismatch"
     assert results[1]["model_version"] == model.version
-    assert model.estimator.calls[0] == ("predict", 2)  # the others still share one call
+    assert model.estimator.calls[0] == ("predict_proba", 2)  # the others still share one call
 
 
 def test_failing_batch_falls_back_per_job(model):
@@ -130,7 +131,7 @@ def test_failing_batch_falls_back_per_job(model):
     assert "NaN" in results[1]["error"]["message"]
     assert results[0]["predictions"] == ["setosa"] and results[2]["predictions"] == ["virginica"]
     predicts = [n for name, n in model.estimator.calls if name == "predict"]
-    assert predicts == [3, 1, 1, 1]  # the batch once, then each job alone
+    assert predicts == [1, 1]  # the batch was refused before scikit-learn; the good jobs alone
 
 
 def test_estimator_without_probabilities(fitted):

@@ -61,7 +61,23 @@ async def get_model(gateway: GatewayDep, _: PredictScope, version: int = Version
     )
 
 
-@router.get("/{version}/card", response_class=HTMLResponse, responses={**NOT_FOUND})
+def _as_json(responses: dict) -> dict:
+    """Errors are JSON on the HTML route too; FastAPI would document them as text/html."""
+    schema = {"$ref": "#/components/schemas/ErrorPublic"}
+    return {
+        code: {
+            "description": spec["description"],
+            "content": {"application/json": {"schema": schema}},
+        }
+        for code, spec in responses.items()
+    }
+
+
+@router.get(
+    "/{version}/card",
+    response_class=HTMLResponse,
+    responses=_as_json({**NOT_FOUND, **ERROR_RESPONSES}),
+)
 async def get_card(gateway: GatewayDep, _: PredictScope, version: int = Version) -> HTMLResponse:
     """The model card: metadata, metrics, gate decision and confusion matrix, as HTML."""
     data = await gateway.catalog.call(gateway.catalog.store.read_file, version, "card.html")

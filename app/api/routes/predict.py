@@ -16,7 +16,7 @@ from app.errors import (
     TooManyRequests,
     UnsupportedMediaType,
 )
-from app.responses import JSONResponse
+from app.responses import JSONResponse, RawJSONResponse
 from app.schemas import (
     ERROR_RESPONSES,
     ErrorPublic,
@@ -194,7 +194,7 @@ async def predict(request: Request) -> JSONResponse:
             await gateway.redis.delete(idempotency_key(f"{principal.fingerprint}:{key}"))
         raise
     if outcome.result is not None:
-        return JSONResponse(outcome.result)
+        return RawJSONResponse(outcome.result)
     return accepted(outcome.job_id, request_id)
 
 
@@ -246,7 +246,7 @@ async def _replay(gateway, job_id: str, request_id: str | None, wait: float) -> 
     if future is not None:
         result = await await_result(gateway.submitter, gateway.listener, job_id, future, wait)
         if result is not None:
-            return JSONResponse(result, headers={"Idempotent-Replayed": "true"})
+            return RawJSONResponse(result, headers={"Idempotent-Replayed": "true"})
     response = accepted(job_id, request_id, deduplicated=True)
     response.headers["Idempotent-Replayed"] = "true"
     return response
