@@ -9,6 +9,7 @@ from loguru import logger
 
 from core.logging import setup_logging
 from core.settings import get_settings
+from workers import fastjson
 from workers import metrics as metrics_module
 from workers import runtime as runtime_module
 from workers.config import celery_config
@@ -18,6 +19,7 @@ from workers.tasks import register_tasks
 
 def create_app(settings=None) -> Celery:
     settings = settings or get_settings()
+    fastjson.install()
     app = Celery("workers")
     app.conf.update(celery_config(settings))
     app.conf.beat_schedule = beat_schedule(settings)
