@@ -2,7 +2,7 @@
 
 The guarantees they check are written down in docs/guarantees.md. Stacks are shared where a
 test leaves things healthy (`faulty`, `steady`); tests that leave a mess get their own.
-Short limits everywhere: predict time limit 4 s, visibility timeout 10 s, Redis timeout 1 s.
+Short limits everywhere: predict time limit 8 s, visibility timeout 12 s, Redis timeout 1 s.
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from core.store import Aliases, LocalStorage, ModelStore
 from tests.integration.faulty_model import HUNG, POISON, SLOW, register_faulty_version
 from tests.integration.procs import ROOT, wait_until
 from tests.integration.stack import ADMIN_KEY, PREDICT_KEY, SEED_BODY, Stack, poll_job
+from workers.jobs import STARTED_MARK_ROWS
 
 pytestmark = pytest.mark.integration
 
 FAULT_ENV = {
-    "MLOPS_WORKER__PREDICT_TIME_LIMIT": "4",
-    "MLOPS_WORKER__RETRAIN_TIME_LIMIT": "8",
-    "MLOPS_WORKER__VISIBILITY_TIMEOUT": "10",
+    "MLOPS_WORKER__PREDICT_TIME_LIMIT": "8",  # a fresh pool child loads the model in ~2 s
+    "MLOPS_WORKER__RETRAIN_TIME_LIMIT": "10",
+    "MLOPS_WORKER__VISIBILITY_TIMEOUT": "12",
     "MLOPS_API__REDIS_TIMEOUT_SECONDS": "1",
     "MLOPS_WORKER__METRICS_PORT": "0",  # stacks run side by side
     "PYTHONPATH": str(ROOT),  # the worker unpickles tests.integration.faulty_model
@@ -96,10 +97,27 @@ def submit(client: httpx.Client, row: list[float] = GOOD_ROW, **params) -> str:
     return response.json()["job_id"]
 
 
-def wait_started(client: httpx.Client, job_id: str, timeout: float = 20) -> None:
-    wait_until(
-        lambda: client.get(f"/jobs/{job_id}").json()["status"] == "STARTED", timeout, "STARTED"
-    )
+def submit_slow(client: httpx.Client, seconds: float) -> str:
+    """A job that sleeps in the model; 256 rows, so the worker marks it STARTED (small
+    messages finish too fast for that round trip to be worth it, workers/jobs.py)."""
+    rows = [[SLOW, seconds, 1.4, 0.2]] + [GOOD_ROW] * (STARTED_MARK_ROWS - 1)
+    response = client.post("/predict", json={"request_id": "slow", "instances": rows})
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+def wait_started(client: httpx.Client, job_id: str, timeout: float = 30) -> None:
+    seen = {}
+
+    def started() -> bool:
+        seen.update(client.get(f"/jobs/{job_id}").json())
+        assert seen["status"] not in TERMINAL, f"finished before it was seen running: {seen}"
+        return seen["status"] == "STARTED"
+
+    try:
+        wait_until(started, timeout, "STARTED")
+    except TimeoutError:
+        raise TimeoutError(f"job {job_id} not STARTED after {timeout}s: {seen}") from None
 
 
 class LoadLoop:
@@ -138,6 +156,18 @@ class LoadLoop:
         self._thread.join(15)
 
 
+def poll_through_outage(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:
+    """poll_job, but a 503 (Redis not back yet for this connection) means: ask again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(f"/jobs/{job_id}")
+        assert response.status_code in (200, 503), response.text
+        if response.status_code == 200 and response.json()["status"] in TERMINAL:
+            return response.json()
+        time.sleep(0.05)
+    raise TimeoutError(f"job {job_id} not finished after {timeout}s")
+
+
 def assert_all_succeed(stack: Stack, job_ids: list[str], timeout: float = 60) -> None:
     assert job_ids, "the load loop had no job accepted"
     with stack.client() as client:
@@ -167,8 +197,9 @@ def faulty(tmp_path_factory, template):
 def test_killed_child_mid_job_is_redelivered_and_completes(faulty):
     worker = faulty.services["worker0"]
     with faulty.client() as client, LoadLoop(faulty) as load:
-        job_id = submit(client, [SLOW, 2.0, 1.4, 0.2])
+        job_id = submit_slow(client, 2.0)
         wait_started(client, job_id)
+        wait_until(lambda: len(pool_children(worker)) == 1, 20, "a pool child")
         (child,) = pool_children(worker)
         os.kill(child, signal.SIGKILL)
         result = poll_job(client, job_id, 60)
@@ -196,6 +227,7 @@ def test_poison_job_ends_in_failure_after_max_retries_on_crash(faulty):
 
 def test_hung_task_hits_the_time_limit_and_the_child_is_replaced(faulty):
     worker = faulty.services["worker0"]
+    wait_until(lambda: len(pool_children(worker)) == 1, 20, "a pool child")
     (before,) = pool_children(worker)
     with faulty.client() as client:
         job_id = submit(client, [HUNG, 3.0, 1.4, 0.2])
@@ -204,7 +236,7 @@ def test_hung_task_hits_the_time_limit_and_the_child_is_replaced(faulty):
         elapsed = time.monotonic() - started
         assert result["status"] == "FAILURE", result
         assert result["error"]["reason"] == "time_limit"
-        assert elapsed < 4 + 5, elapsed  # the 4 s hard limit plus a margin
+        assert elapsed < 8 + 5, elapsed  # the 8 s hard limit plus a margin
         wait_until(lambda: pool_children(worker) and before not in pool_children(worker), 20, "new")
         after = client.post("/predict", params={"wait": 20}, json=row_body(GOOD_ROW))
     assert after.status_code == 200, after.text
@@ -214,7 +246,7 @@ def test_hung_task_hits_the_time_limit_and_the_child_is_replaced(faulty):
 
 def test_a_sync_job_not_started_before_its_deadline_ends_expired(faulty):
     with faulty.client() as client:
-        blocker = submit(client, [SLOW, 3.0, 1.4, 0.2])
+        blocker = submit_slow(client, 3.0)
         wait_started(client, blocker)
         response = client.post("/predict", params={"wait": 1}, json=row_body(GOOD_ROW))
         assert response.status_code == 202, response.text  # not started within the wait
@@ -235,8 +267,8 @@ def test_idempotency_key_gives_one_job_and_refuses_another_body(faulty):
         ) as client:
             return await asyncio.gather(*(client.post("/predict", json=body) for _ in range(10)))
 
-    responses = asyncio.run(burst())
-    assert {r.status_code for r in responses} == {202}, [r.text for r in responses]
+    responses = asyncio.run(burst())  # 200: the job finished before that request came in
+    assert {r.status_code for r in responses} <= {200, 202}, [r.text for r in responses]
     job_ids = {r.json()["job_id"] for r in responses}
     assert len(job_ids) == 1, job_ids
     (job_id,) = job_ids
@@ -256,8 +288,8 @@ def test_idempotency_key_gives_one_job_and_refuses_another_body(faulty):
     assert other.json()["job_id"] != job_id
 
 
-def _redis_snapshot(stack: Stack) -> dict:
-    client = stack.redis.client()
+def _redis_snapshot(client) -> dict:
+    """Redis as clients see it; ``client`` is the one connection the test itself uses."""
     return {
         "subscribers": client.pubsub_numsub("mlops:results")[0][1],
         "channels": sorted(client.pubsub_channels()),
@@ -286,15 +318,22 @@ def _sync_requests(stack: Stack, count: int, concurrency: int = 32) -> list[dict
     return asyncio.run(run())
 
 
+POOL_SLACK = 3
+
+
 def test_a_thousand_jobs_leave_no_subscription_or_connection_behind(faulty):
     _sync_requests(faulty, 200)  # warm-up: connection pools reach their working size
     time.sleep(0.5)
-    baseline = _redis_snapshot(faulty)
+    observer = faulty.redis.client()
+    baseline = _redis_snapshot(observer)
     results = _sync_requests(faulty, 1000)
     assert all(r["status"] == "SUCCESS" for r in results)
     assert len({r["job_id"] for r in results}) == 1000
-    wait_until(lambda: _redis_snapshot(faulty)["clients"] <= baseline["clients"], 10, "clients")
-    after = _redis_snapshot(faulty)
+    # A leak grows with the jobs (1,000 here); a pool that meets a new peak of concurrency
+    # (a worker child's heartbeat thread and its task both writing) adds one or two, once.
+    limit = baseline["clients"] + POOL_SLACK
+    wait_until(lambda: _redis_snapshot(observer)["clients"] <= limit, 10, "clients")
+    after = _redis_snapshot(observer)
     assert after["subscribers"] == baseline["subscribers"] == 1  # one listener per gateway
     assert after["channels"] == baseline["channels"]
     assert after["keys_without_ttl"] == baseline["keys_without_ttl"]  # job keys all expire
@@ -328,7 +367,9 @@ def test_tampered_artifacts_are_refused_and_the_previous_version_keeps_serving(f
             version = tampered_copy()
             store.storage.update_aliases(
                 "iris",
-                lambda _raw: Aliases(production=version, history=[serving]).model_dump_json(),
+                lambda _raw: (
+                    Aliases(production=version, history=[serving]).model_dump_json().encode()
+                ),
             )
             worker = faulty.services["worker0"]
             wait_until(lambda: f"refusing model iris v{version}" in worker.output(), 10, "refusal")
@@ -360,6 +401,7 @@ SOAK_SECONDS = 60
 SOAK_WARMUP = 10
 
 
+@pytest.mark.soak
 def test_soak_a_minute_at_moderate_rate_without_errors_or_memory_growth(steady):
     """60 s at ~200 req/s (10 s warm-up, then 50 s measured): no errors, RSS grows < 10 %."""
     gateway, worker = steady.services["gateway"], steady.services["worker0"]
@@ -425,7 +467,7 @@ def test_redis_restart_while_idle_is_503_then_202_and_workers_resume(steady):
         assert client.get("/jobs/anything").status_code == 503
         steady.redis.start()
         wait_until(lambda: client.post("/predict", json=SEED_BODY).status_code == 202, 20, "202")
-        result = poll_job(client, submit(client), 60)
+        result = poll_through_outage(client, submit(client))
     assert result["status"] == "SUCCESS", result
     assert worker.alive()
     steady.wait_ready()
@@ -504,7 +546,7 @@ def test_whole_worker_killed_and_restarted_every_accepted_job_completes(tmp_path
     try:
         boot(stack, template)
         with stack.client() as client, LoadLoop(stack) as load:
-            slow = submit(client, [SLOW, 2.0, 1.4, 0.2])
+            slow = submit_slow(client, 2.0)
             wait_started(client, slow)
             queued = [submit(client) for _ in range(5)]
             stack.services["worker0"].kill()  # SIGKILL to the whole process group
