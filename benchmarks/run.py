@@ -74,9 +74,12 @@ class Bench:
         wait_until(up, 60, f"{service.name} on port {port}")
 
     def sweep(self, url: str, body: bytes, label: str) -> dict:
+        run_load(url, body, HEADERS, max(self.levels), 2)  # warm-up, not reported
+        self.drain_queue()
         points = {}
         for connections in self.levels:
             points[connections] = run_load(url, body, HEADERS, connections, self.seconds)
+            self.drain_queue()  # an async point leaves work queued: not the next point's
             p = points[connections]
             self.log(
                 f"  {label:<10} c={connections:<3} {p['rps']:8.0f} req/s  p50 {p['p50_ms']:6.2f} ms"
