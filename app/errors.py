@@ -76,6 +76,12 @@ async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
     text = str(exc)
     if "OOM" in text or "maxmemory" in text:
         detail = "Redis is out of memory; nothing was queued, retry later"
+    elif isinstance(exc, redis.exceptions.TimeoutError):
+        # The command may have reached Redis before the answer was lost: it may have run.
+        detail = (
+            "Redis did not answer in time; a request that queues work may or may not have "
+            "been queued: retry it with the same Idempotency-Key"
+        )
     else:
         detail = f"Redis is unavailable ({type(exc).__name__}); nothing was queued, retry later"
     logger.warning("503: {}", text)

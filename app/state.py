@@ -115,11 +115,16 @@ class Gateway:
                     pipe.llen(PREDICT_QUEUE)
                     pipe.llen(TRAIN_QUEUE)
                     pipe.info("memory")
-                    predict, train, memory = await pipe.execute()
-                self.submitter.queue_depth = int(predict)
-                self.memory_full = _nearly_full(memory)
-                self.metrics.set_queue_depth(PREDICT_QUEUE, int(predict))
-                self.metrics.set_queue_depth(TRAIN_QUEUE, int(train))
+                    # Each reply on its own: a Redis that refuses INFO (an ACL without
+                    # @dangerous, some managed services) must not switch off backpressure.
+                    predict, train, memory = await pipe.execute(raise_on_error=False)
+                if not isinstance(predict, Exception):
+                    self.submitter.queue_depth = int(predict)
+                    self.metrics.set_queue_depth(PREDICT_QUEUE, int(predict))
+                if not isinstance(train, Exception):
+                    self.metrics.set_queue_depth(TRAIN_QUEUE, int(train))
+                if isinstance(memory, dict):
+                    self.memory_full = _nearly_full(memory)
             await asyncio.sleep(0.25)
 
     async def stop(self) -> None:

@@ -486,6 +486,7 @@ def test_frozen_redis_fails_requests_within_their_deadline_then_recovers(steady)
                     response = client.post(path, params=params, json=row_body(GOOD_ROW))
                 elapsed = time.monotonic() - started
                 assert response.status_code == 503, response.text
+                assert "did not answer in time" in response.json()["detail"]
                 assert elapsed < 1 + 2.5, elapsed  # api.redis_timeout_seconds=1 plus a margin
         finally:
             steady.redis.thaw()
