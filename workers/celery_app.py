@@ -71,7 +71,7 @@ def _start_inline_pool(sender, **_kwargs) -> None:
     The sender is the worker's Consumer (not the WorkController), so ask its pool instance.
     """
     pool = getattr(sender, "pool", None)
-    if type(pool).__module__.split(".")[-1] in ("solo", "threads"):
+    if type(pool).__module__.split(".")[-1] in ("solo", "thread"):  # celery.concurrency.*
         _start_child()
 
 
