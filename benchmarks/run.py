@@ -23,7 +23,15 @@ import httpx
 from benchmarks.load import generator_name, run_load
 from benchmarks.report import evaluate, write_reports
 from scripts import commands
-from tests.integration.procs import ROOT, RedisServer, Service, free_port, service_env, wait_until
+from tests.integration.procs import (
+    ROOT,
+    RedisServer,
+    Service,
+    free_port,
+    process_table,
+    service_env,
+    wait_until,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 KEY = "bench-key"
@@ -208,8 +216,7 @@ class Bench:
 
 
 def process_tree(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    children = [int(p) for p in out.stdout.split()]
+    children = [child for child, fields in process_table() if int(fields[1]) == pid]
     return [pid] + [q for child in children for q in process_tree(child)]
 
 

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
@@ -22,6 +22,21 @@ INSTALL_HINT = (
     "Install it: `sudo apt-get install redis-server` (Debian/Ubuntu), "
     "`brew install redis` (macOS), or `conda install -c conda-forge redis-server`."
 )
+
+
+def process_table() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, fields)`` for every process, fields of /proc/<pid>/stat after "pid (comm)".
+
+    ``fields[0]`` is the state, ``fields[1]`` the parent pid, ``fields[2]`` the process group.
+    """
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        yield int(entry.name), stat[stat.rindex(")") + 2 :].split()
 
 
 def free_port() -> int:

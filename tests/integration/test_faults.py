@@ -20,7 +20,7 @@ import pytest
 
 from core.store import Aliases, LocalStorage, ModelStore
 from tests.integration.faulty_model import HUNG, POISON, SLOW, register_faulty_version
-from tests.integration.procs import ROOT, wait_until
+from tests.integration.procs import ROOT, process_table, wait_until
 from tests.integration.stack import ADMIN_KEY, PREDICT_KEY, SEED_BODY, Stack, poll_job
 from workers.jobs import STARTED_MARK_ROWS
 
@@ -71,17 +71,7 @@ def boot(stack: Stack, template: Path, *, worker: bool = True, gateway: bool = T
 
 def pool_children(service) -> list[int]:
     """Pids of the worker's pool processes (children of its main process)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == service.pid:
-            children.append(int(entry.name))
-    return children
+    return [pid for pid, fields in process_table() if int(fields[1]) == service.pid]
 
 
 def rss_kib(pid: int) -> int:

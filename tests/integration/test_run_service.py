@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.procs import ROOT, free_port, wait_until
+from tests.integration.procs import ROOT, free_port, process_table, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -86,19 +86,11 @@ class RunService:
 
 def live_in_group(pgid: int) -> list[int]:
     """Processes of process group ``pgid`` that are not zombies (Linux /proc)."""
-    live = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state not in ("Z", "X"):
-            live.append(int(entry.name))
-    return live
+    return [
+        pid
+        for pid, fields in process_table()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X")
+    ]
 
 
 def make_run_env(tmp_path: Path, **extra: str) -> dict[str, str]:
