@@ -46,6 +46,7 @@ def create_app(settings=None) -> FastAPI:
     for module in (predict, jobs, models, retrain, system):
         app.include_router(module.router)
     app.include_router(metrics_router)
+    app.router.routes[:0] = predict.plain_routes  # in front of the documented route
     app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost
     return app

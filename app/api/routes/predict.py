@@ -9,6 +9,7 @@ import re
 import redis.exceptions
 from fastapi import APIRouter, Request
 
+from app.api.plain_route import PlainRoute
 from app.errors import (
     BadRequest,
     IdempotencyConflict,
@@ -196,6 +197,10 @@ async def predict(request: Request) -> JSONResponse:
     if outcome.result is not None:
         return RawJSONResponse(outcome.result)
     return accepted(outcome.job_id, request_id)
+
+
+# Requests are served here; the FastAPI route above documents them (app/api/plain_route.py).
+plain_routes = [PlainRoute("/predict", predict, methods=["POST"])]
 
 
 async def _claim(gateway, owner: str, key: str, body: bytes) -> tuple[str, bool]:
