@@ -36,6 +36,11 @@ class TooManyRequests(MLOpsError):
         self.retry_after = retry_after
 
 
+class PayloadTooLarge(MLOpsError):
+    status_code = 413
+    reason = "too_large"
+
+
 class UnsupportedMediaType(MLOpsError):
     status_code = 415
     reason = "unsupported_media_type"

@@ -10,7 +10,6 @@ from app.api.routes import jobs, models, predict, retrain, system
 from app.errors import install_error_handlers
 from app.metrics import GatewayMetrics, RequestMetrics
 from app.metrics import router as metrics_router
-from app.middleware import BodySizeLimit
 from app.state import Gateway
 from core.logging import setup_logging
 from core.settings import get_settings
@@ -47,7 +46,6 @@ def create_app(settings=None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(metrics_router)
     app.router.routes[:0] = predict.plain_routes  # in front of the documented route
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost
     return app
 

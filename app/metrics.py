@@ -29,7 +29,7 @@ from prometheus_client.utils import floatToGoString
 # The *_created series double the exposition and nothing here reads them.
 disable_created_metrics()
 
-UNMATCHED = "unmatched"  # no route matched (404), or rejected before routing (413 by header)
+UNMATCHED = "unmatched"  # no route matched (404)
 OTHER_METHOD = "OTHER"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 # Requests refused before any work was queued, by the status the error handlers give them.

@@ -27,6 +27,7 @@ class Limits:
     """
 
     max_instances: int
+    max_body_bytes: int
     max_queue_depth: int
     retry_after: int
     max_wait: float
@@ -40,6 +41,7 @@ class Limits:
         api = settings.api
         return cls(
             max_instances=int(api.max_instances),
+            max_body_bytes=int(api.max_body_bytes),
             max_queue_depth=int(api.max_queue_depth),
             retry_after=int(api.retry_after_seconds),
             max_wait=float(api.max_wait_seconds),

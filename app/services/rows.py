@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from app.errors import BadRequest
+from app.errors import BadRequest, PayloadTooLarge
 from app.services.catalog import Production
 
 MAX_REQUEST_ID = 200
@@ -60,6 +60,26 @@ def _row_from_list(values: list, production: Production, loc: list) -> list[floa
             "length",
         )
     return [_number(v, [*loc, i]) for i, v in enumerate(values)]
+
+
+async def read_body(request, max_bytes: int) -> bytes:
+    """The request body, or a 413 once it passes ``max_bytes`` (declared or streamed).
+
+    Only routes that read a body need the limit, so it lives here rather than in a
+    middleware every request would cross.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+    if declared is not None:  # the server delivers exactly Content-Length bytes
+        return await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"request body larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def load_json(body: bytes) -> Any:

@@ -137,8 +137,8 @@ def test_real_app_counts_route_templates_rejections_and_serves_metrics(gateway_a
     # The template, not the raw path: two job ids, one series.
     assert value(found, requests, route="/jobs/{job_id}", method="GET", status="401") == 2
     assert value(found, requests, route="unmatched", method="GET", status="404") == 1
-    # Refused by Content-Length before routing: no route to name.
-    assert value(found, requests, route="unmatched", method="POST", status="413") == 1
+    # Refused by the predict route's body limit (app/services/rows.py read_body).
+    assert value(found, requests, route="/predict", method="POST", status="413") == 1
     assert value(found, requests, route="/predict", method="POST", status="503") == 1
     rejected = "mlops_requests_rejected_total"
     assert value(found, rejected, reason="auth") == 2

@@ -28,7 +28,7 @@ from app.schemas import (
 )
 from app.services.inference import await_result, submit_and_wait
 from app.services.jobs import FINISHED, job_status
-from app.services.rows import load_json, parse_predict_body
+from app.services.rows import load_json, parse_predict_body, read_body
 from app.state import Gateway
 from core.messages import idempotency_key, new_id
 
@@ -161,7 +161,7 @@ async def predict(request: Request) -> JSONResponse:
     _check_json(request)
     timeout = _wait_param(request, limits)
     idempotency = _idempotency_header(request)
-    body = await request.body()
+    body = await read_body(request, limits.max_body_bytes)
     data = load_json(body)
     production = gateway.catalog.require_production()
     request_id, rows, _ = parse_predict_body(data, production, limits.max_instances)
