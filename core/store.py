@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import uuid
@@ -328,6 +327,3 @@ def open_store(settings) -> ModelStore:
 
     return ModelStore(LocalStorage(resolve_path(settings.artifacts_dir)), settings.model_name)
 
-
-def to_json(data: Any) -> bytes:
-    return json.dumps(data, indent=2, sort_keys=True, default=str).encode()
