@@ -326,4 +326,3 @@ def open_store(settings) -> ModelStore:
     from core.settings import resolve_path
 
     return ModelStore(LocalStorage(resolve_path(settings.artifacts_dir)), settings.model_name)
-
