@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from tests.integration.procs import INSTALL_HINT
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, run_stack
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,15 +19,7 @@ def _require_redis_server():
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """One running service (Redis, 1 worker, gateway) shared by the tests of a module."""
-    running = Stack(tmp_path_factory.mktemp("stack"))
-    try:
-        running.start()
-    except BaseException:
-        print(running.logs_text())  # noqa: T201 - shown by pytest on failure
-        running.stop()
-        raise
-    yield running
-    running.stop()
+    yield from run_stack(Stack(tmp_path_factory.mktemp("stack")), Stack.start)
 
 
 @pytest.fixture

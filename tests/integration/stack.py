@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -137,6 +138,18 @@ class Stack:
 
     def logs_text(self) -> str:
         return "\n".join(f"--- {n}\n{s.output()[-4000:]}" for n, s in self.services.items())
+
+
+def run_stack(stack: Stack, start: Callable[[Stack], object]) -> Iterator[Stack]:
+    """Body of a stack fixture: start it (showing its logs if that fails), yield, stop it."""
+    try:
+        start(stack)
+    except BaseException:
+        print(stack.logs_text())  # noqa: T201 - shown by pytest on failure
+        stack.stop()
+        raise
+    yield stack
+    stack.stop()
 
 
 def poll_job(client: httpx.Client, job_id: str, timeout: float = 30) -> dict:

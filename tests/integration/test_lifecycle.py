@@ -18,7 +18,7 @@ import pytest
 
 from core.messages import RETRAIN_LOCK_KEY, RETRAIN_TASK, TRAIN_QUEUE, celery_message
 from tests.integration.procs import wait_until
-from tests.integration.stack import SEED_BODY, Stack, poll_job
+from tests.integration.stack import SEED_BODY, Stack, poll_job, run_stack
 
 pytestmark = pytest.mark.integration
 
@@ -38,20 +38,15 @@ SLOW_ESTIMATOR["MLOPS_TRAINING__ESTIMATOR__PARAMS"] = (
 
 @pytest.fixture(scope="module")
 def lifecycle(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("lifecycle"))
-    try:
+    def start(stack: Stack) -> None:
         stack.start_redis()
         trained = stack.train()
         assert trained.returncode == 0, trained.stderr
         stack.start_worker("server", queues="predict")
         stack.start_gateway()
         stack.wait_ready()
-    except BaseException:
-        print(stack.logs_text())  # noqa: T201 - shown by pytest on failure
-        stack.stop()
-        raise
-    yield stack
-    stack.stop()
+
+    yield from run_stack(Stack(tmp_path_factory.mktemp("lifecycle")), start)
 
 
 @contextlib.contextmanager
