@@ -11,6 +11,7 @@ from app.errors import install_error_handlers
 from app.metrics import GatewayMetrics, RequestMetrics
 from app.metrics import router as metrics_router
 from app.state import Gateway
+from core.heap import freeze_startup_heap
 from core.logging import setup_logging
 from core.settings import get_settings
 from core.versions import API_VERSION
@@ -26,6 +27,7 @@ def create_app(settings=None) -> FastAPI:
         gateway = Gateway.from_settings(settings, metrics)
         app.state.gateway = gateway
         await gateway.start()
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -7,6 +7,7 @@ import os
 from celery import Celery, signals
 from loguru import logger
 
+from core.heap import freeze_startup_heap
 from core.logging import setup_logging
 from core.settings import get_settings
 from workers import fastjson
@@ -56,12 +57,18 @@ def _start_child(**_kwargs) -> None:
     except Exception as exc:  # Redis not up yet: the heartbeat thread keeps trying
         logger.warning("first heartbeat failed: {}", exc)
     rt.start_heartbeat()
+    freeze_startup_heap()  # with the model loaded
 
 
 @signals.worker_ready.connect
 def _serve_metrics(**_kwargs) -> None:
     """The main process answers Prometheus for the whole node (all pool children)."""
     metrics_module.start_metrics_server(get_settings())
+
+
+@signals.worker_ready.connect
+def _freeze_main_heap(**_kwargs) -> None:
+    freeze_startup_heap()  # core/heap.py; children freeze theirs in _start_child
 
 
 @signals.worker_ready.connect
