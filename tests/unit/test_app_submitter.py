@@ -10,7 +10,7 @@ import orjson
 import pytest
 import redis.exceptions
 
-from app.services.submitter import JobSubmitter
+from app.services.submitter import BACKLOG, JobSubmitter
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, job_key
 
 NEVER_MS = 600_000.0  # a window that never closes by time: only size or drain flushes it
@@ -134,3 +134,78 @@ def test_a_redis_error_reaches_every_waiter_and_writes_nothing(server):
     assert outcomes[0] is outcomes[1] is outcomes[2]  # one group, one failed write
     assert keys == []
     assert [[j["job_id"] for j in group] for _, group in messages] == [["after"]]
+
+
+async def _stream(submitter, count: int, every: float) -> None:
+    """``count`` jobs, one every ``every`` seconds, each awaited in its own task."""
+    pending = []
+    for i in range(count):
+        pending.append(asyncio.ensure_future(submitter.submit(job(f"s{i}"))))
+        await asyncio.sleep(every)
+    await asyncio.gather(*pending)
+
+
+def _groups(messages) -> list[list[str]]:
+    return [[j["job_id"] for j in group] for _, group in messages]
+
+
+def test_when_workers_are_behind_a_group_stays_open_while_jobs_keep_coming(server):
+    # max_wait 200 ms (quiet gap 50 ms): 30 jobs 10 ms apart span 290 ms, longer than
+    # max_wait, yet form one message because none of the gaps is quiet.
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = JobSubmitter(
+            client, max_rows=1000, max_wait_ms=200.0, backlog_wait_ms=NEVER_MS, ttl=60
+        )
+        submitter.queue_depth = BACKLOG + 1
+        await _stream(submitter, 30, 0.01)
+        return await queued(client)
+
+    assert _groups(run(scenario())) == [[f"s{i}" for i in range(30)]]
+
+
+def test_when_workers_are_behind_a_group_closes_once_jobs_stop(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = JobSubmitter(
+            client, max_rows=1000, max_wait_ms=200.0, backlog_wait_ms=NEVER_MS, ttl=60
+        )
+        submitter.queue_depth = BACKLOG + 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await _stream(submitter, 3, 0.01)
+        return await queued(client), loop.time() - started
+
+    messages, elapsed = run(scenario())
+    assert _groups(messages) == [["s0", "s1", "s2"]]
+    # Closed at max_wait (nothing has joined for the quiet gap by then), not at backlog_wait.
+    assert elapsed < 5.0
+
+
+def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = JobSubmitter(
+            client, max_rows=1000, max_wait_ms=200.0, backlog_wait_ms=300.0, ttl=60
+        )
+        submitter.queue_depth = BACKLOG + 1
+        await _stream(submitter, 60, 0.01)  # 600 ms of jobs, 10 ms apart
+        return await queued(client)
+
+    groups = _groups(run(scenario()))
+    assert len(groups) >= 2
+    assert [j for group in groups for j in group] == [f"s{i}" for i in range(60)]
+
+
+def test_when_workers_keep_up_a_group_closes_at_max_wait(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = JobSubmitter(
+            client, max_rows=1000, max_wait_ms=200.0, backlog_wait_ms=NEVER_MS, ttl=60
+        )
+        await _stream(submitter, 30, 0.01)  # 290 ms of jobs: more than one window
+        return await queued(client)
+
+    groups = _groups(run(scenario()))
+    assert len(groups) >= 2
+    assert [j for group in groups for j in group] == [f"s{i}" for i in range(30)]
