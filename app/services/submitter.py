@@ -31,7 +31,6 @@ end
 return redis.call('LPUSH', KEYS[1], ARGV[2])
 """
 BACKLOG = 1  # predict messages queued beyond this mean the workers are behind
-QUIET_SHARE = 0.25  # when behind, a group closes once no job joined for this share of max_wait
 
 
 class JobSubmitter:
@@ -55,27 +54,26 @@ class JobSubmitter:
         self._group: list[dict] = []
         self._rows = 0
         self._done: asyncio.Future | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._opened = self._last_join = 0.0  # loop times: the group's first and last job
+        self._timer: asyncio.Handle | None = None
         self._behind = False  # the open group was started while workers were behind
+        self._closes_at = 0.0  # loop time after which a lingering group closes regardless
+        self._seen = 0  # jobs in the group at the last look: did the last loop turn add one?
         self._writes: set[asyncio.Task] = set()
         self._enqueue = client.register_script(ENQUEUE)
 
     async def submit(self, job: dict) -> None:
         """Queue one job; return once its message is in Redis (raise if Redis refused it)."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
         if self._done is None:
+            loop = asyncio.get_running_loop()
             self._done = loop.create_future()
-            self._opened = now
             # Messages already waiting mean the workers are behind: a job would wait in the
             # queue anyway, so the group may stay open longer (up to backlog_wait) to make
             # fewer, larger messages, which are cheaper to run. One waiting message is
             # normal: it waits for the one each worker is running.
             self._behind = self.queue_depth > BACKLOG
-            self._timer = loop.call_at(now + self.max_wait, self._on_timer)
+            self._closes_at = loop.time() + self.backlog_wait
+            self._timer = loop.call_later(self.max_wait, self._on_timer)
         done = self._done
-        self._last_join = now
         logger.debug("predict job queued", job_id=job["job_id"], request_id=job.get("request_id"))
         self._group.append(job)
         self._rows += len(job["rows"])
@@ -84,20 +82,22 @@ class JobSubmitter:
         await asyncio.shield(done)
 
     def _on_timer(self) -> None:
-        """Close the group after max_wait; when behind, only once jobs stop arriving.
+        """Close the group after max_wait; when behind, once a turn of the loop brings no job.
 
         Holding a group a fixed backlog_wait made every client that sends one request at a
         time wait that long even after all of them had joined (async submits at 16
-        connections: about 4,200 req/s). Closing after a short quiet gap still gathers all
-        that a busy stream sends, up to backlog_wait (5,100 req/s; drain unchanged).
+        connections: about 4,200 req/s). Lingering only while each turn of the event loop
+        (each read of the sockets) adds a job still gathers all that a busy stream sends,
+        up to backlog_wait, and closes as soon as the stream pauses.
         """
-        if self._behind:
-            quiet = self._last_join + self.max_wait * QUIET_SHARE
-            close_at = min(quiet, self._opened + self.backlog_wait)
-            loop = asyncio.get_running_loop()
-            if loop.time() < close_at:
-                self._timer = loop.call_at(close_at, self._on_timer)
-                return
+        if not self._behind:
+            self._flush()
+            return
+        loop = asyncio.get_running_loop()
+        if len(self._group) != self._seen and loop.time() < self._closes_at:
+            self._seen = len(self._group)
+            self._timer = loop.call_soon(self._on_timer)  # runs after the next socket poll
+            return
         self._flush()
 
     def _flush(self) -> None:
@@ -105,6 +105,7 @@ class JobSubmitter:
             self._timer.cancel()
         group, done = self._group, self._done
         self._group, self._rows, self._done, self._timer = [], 0, None, None
+        self._seen = 0
         if not group or done is None:
             return
         task = asyncio.get_running_loop().create_task(self._write(group, done))

@@ -136,8 +136,8 @@ def test_a_redis_error_reaches_every_waiter_and_writes_nothing(server):
     assert [[j["job_id"] for j in group] for _, group in messages] == [["after"]]
 
 
-async def _stream(submitter, count: int, every: float) -> None:
-    """``count`` jobs, one every ``every`` seconds, each awaited in its own task."""
+async def _stream(submitter, count: int, every: float = 0.0) -> None:
+    """``count`` jobs, one per ``every`` seconds (0: one per turn of the event loop)."""
     pending = []
     for i in range(count):
         pending.append(asyncio.ensure_future(submitter.submit(job(f"s{i}"))))
@@ -149,63 +149,66 @@ def _groups(messages) -> list[list[str]]:
     return [[j["job_id"] for j in group] for _, group in messages]
 
 
-def test_when_workers_are_behind_a_group_stays_open_while_jobs_keep_coming(server):
-    # max_wait 200 ms (quiet gap 50 ms): 30 jobs 10 ms apart span 290 ms, longer than
-    # max_wait, yet form one message because none of the gaps is quiet.
+def _behind(server, max_wait_ms: float, backlog_wait_ms: float) -> JobSubmitter:
+    submitter = JobSubmitter(
+        fakeredis.FakeAsyncRedis(server=server),
+        max_rows=1000,
+        max_wait_ms=max_wait_ms,
+        backlog_wait_ms=backlog_wait_ms,
+        ttl=60,
+    )
+    submitter.queue_depth = BACKLOG + 1  # messages already waiting: the workers are behind
+    return submitter
+
+
+def test_when_workers_are_behind_a_group_stays_open_while_every_loop_turn_adds_a_job(server):
+    async def scenario():
+        submitter = _behind(server, max_wait_ms=0.0, backlog_wait_ms=NEVER_MS)
+        await _stream(submitter, 50)
+        return await queued(submitter.client)
+
+    assert _groups(run(scenario())) == [[f"s{i}" for i in range(50)]]
+
+
+def test_when_workers_keep_up_the_same_stream_is_cut_at_max_wait(server):
     async def scenario():
         client = fakeredis.FakeAsyncRedis(server=server)
         submitter = JobSubmitter(
-            client, max_rows=1000, max_wait_ms=200.0, backlog_wait_ms=NEVER_MS, ttl=60
+            client, max_rows=1000, max_wait_ms=0.0, backlog_wait_ms=NEVER_MS, ttl=60
         )
-        submitter.queue_depth = BACKLOG + 1
-        await _stream(submitter, 30, 0.01)
+        await _stream(submitter, 50)
         return await queued(client)
 
-    assert _groups(run(scenario())) == [[f"s{i}" for i in range(30)]]
+    groups = _groups(run(scenario()))
+    assert len(groups) > 1
+    # Every job once; the concurrent writes of several groups may reach Redis in any order.
+    assert sorted(j for group in groups for j in group) == sorted(f"s{i}" for i in range(50))
 
 
-def test_when_workers_are_behind_a_group_closes_once_jobs_stop(server):
+def test_when_workers_are_behind_a_group_closes_once_a_loop_turn_brings_no_job(server):
+    # Jobs 10 ms apart: after max_wait (0) the group closes at the first quiet turn, long
+    # before backlog_wait, so each job goes alone.
     async def scenario():
-        client = fakeredis.FakeAsyncRedis(server=server)
-        submitter = JobSubmitter(
-            client, max_rows=1000, max_wait_ms=200.0, backlog_wait_ms=NEVER_MS, ttl=60
-        )
-        submitter.queue_depth = BACKLOG + 1
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await _stream(submitter, 3, 0.01)
-        return await queued(client), loop.time() - started
+        submitter = _behind(server, max_wait_ms=0.0, backlog_wait_ms=NEVER_MS)
+        submitter.queue_depth = 10**6  # stays behind after each write too
+        await _stream(submitter, 3, every=0.01)
+        return await queued(submitter.client)
 
-    messages, elapsed = run(scenario())
-    assert _groups(messages) == [["s0", "s1", "s2"]]
-    # Closed at max_wait (nothing has joined for the quiet gap by then), not at backlog_wait.
-    assert elapsed < 5.0
+    assert _groups(run(scenario())) == [["s0"], ["s1"], ["s2"]]
 
 
 def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(server):
     async def scenario():
-        client = fakeredis.FakeAsyncRedis(server=server)
-        submitter = JobSubmitter(
-            client, max_rows=1000, max_wait_ms=200.0, backlog_wait_ms=300.0, ttl=60
-        )
-        submitter.queue_depth = BACKLOG + 1
-        await _stream(submitter, 60, 0.01)  # 600 ms of jobs, 10 ms apart
-        return await queued(client)
+        submitter = _behind(server, max_wait_ms=0.0, backlog_wait_ms=20.0)
+        loop = asyncio.get_running_loop()
+        pending, deadline = [], loop.time() + 0.2
+        while loop.time() < deadline:  # a job every loop turn for 200 ms
+            pending.append(asyncio.ensure_future(submitter.submit(job(f"s{len(pending)}"))))
+            await asyncio.sleep(0)
+        await asyncio.gather(*pending)
+        return await queued(submitter.client), len(pending)
 
-    groups = _groups(run(scenario()))
-    assert len(groups) >= 2
-    assert [j for group in groups for j in group] == [f"s{i}" for i in range(60)]
-
-
-def test_when_workers_keep_up_a_group_closes_at_max_wait(server):
-    async def scenario():
-        client = fakeredis.FakeAsyncRedis(server=server)
-        submitter = JobSubmitter(
-            client, max_rows=1000, max_wait_ms=200.0, backlog_wait_ms=NEVER_MS, ttl=60
-        )
-        await _stream(submitter, 30, 0.01)  # 290 ms of jobs: more than one window
-        return await queued(client)
-
-    groups = _groups(run(scenario()))
-    assert len(groups) >= 2
-    assert [j for group in groups for j in group] == [f"s{i}" for i in range(30)]
+    messages, count = run(scenario())
+    groups = _groups(messages)
+    assert len(groups) >= 2  # 200 ms of jobs, groups capped at 20 ms
+    assert sorted(j for group in groups for j in group) == sorted(f"s{i}" for i in range(count))
