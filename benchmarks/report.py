@@ -60,11 +60,13 @@ def evaluate(results: dict) -> list[dict]:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
+    pool = results.get("worker_concurrency", 1)
     lines = [
         f"Benchmark of {m['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}; "
         f"load generator `{results['load_generator']}`, {results['seconds_per_point']} s per "
         f"point, {MAIN_LEVEL} connections unless noted. Everything (load generator, Redis, "
-        "gateway, one worker process) on the same machine.",
+        f"gateway, one worker with {pool} pool process(es), as shipped) on the same machine; "
+        "the drain runs one pool process.",
         "",
         "| mode | req/s | p50 ms | p99 ms | vs in-process | vs echo |",
         "|---|---:|---:|---:|---:|---:|",
@@ -88,14 +90,14 @@ def markdown(results: dict) -> str:
         "",
         "| other figure | value |",
         "|---|---:|",
-        f"| worker drain, one worker process, gateway-grouped messages | "
+        f"| worker drain, one pool process, gateway-grouped messages | "
         f"{drain['jobs_per_s']:,.0f} jobs/s ({drain['jobs']:,} jobs in {drain['messages']:,} "
         "messages) |",
         f"| worker drain, one message per job (one-task-per-job baseline) | "
         f"{single['jobs_per_s']:,.0f} jobs/s |",
         f"| batch requests of 1,000 instances (4 connections, sync) | "
         f"{batch['rows_per_s']:,.0f} rows/s, p50 {batch['p50_ms']:.1f} ms |",
-        f"| peak RSS: gateway / worker (main + child) / in-process server | "
+        f"| peak RSS: gateway / worker (main + {pool} pool) / in-process server | "
         f"{results['gateway_peak_rss_mb']} / {results['worker_peak_rss_mb']} / "
         f"{results['inprocess_rss_mb']} MiB |",
         "",

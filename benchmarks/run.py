@@ -1,7 +1,7 @@
 """`make bench`: one run, one machine, every figure of the performance issue.
 
-Starts its own redis-server, a worker (one child process), the gateway and the two
-yardsticks, drives them with a load generator in a separate process, and writes
+Starts its own redis-server, a worker (as shipped: worker.concurrency pool processes), the
+gateway and the two yardsticks, drives them with a load generator in a separate process, and writes
 benchmarks/results/latest.json, latest.md and latency.png.
 """
 
@@ -22,6 +22,7 @@ import httpx
 
 from benchmarks.load import generator_name, run_load
 from benchmarks.report import evaluate, write_reports
+from core.settings import get_settings
 from scripts import commands
 from tests.integration.procs import (
     ROOT,
@@ -177,7 +178,10 @@ class Bench:
         results["inprocess_rss_mb"] = peak_rss(service)
         self.stop(service)
 
-        worker = self.start("worker", commands.worker("predict,train", 1))
+        # The worker as shipped (worker.concurrency pool processes); the drain below is
+        # measured per pool process, as its target is.
+        concurrency = get_settings().worker.concurrency
+        worker = self.start("worker", commands.worker("predict,train", concurrency))
         port = free_port()
         gateway = self.start("gateway", commands.gateway("127.0.0.1", port))
         base = f"http://127.0.0.1:{port}"
@@ -202,6 +206,7 @@ class Bench:
         for name in ("drain", "drain_one_per_message"):
             d = results[name]
             self.log(f"  {name:<22} {d['jobs_per_s']:8.0f} jobs/s ({d['messages']} messages)")
+        results["worker_concurrency"] = concurrency
         results["machine"] = machine()
         results["load_generator"] = generator_name()
         results["seconds_per_point"] = self.seconds
