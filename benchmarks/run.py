@@ -1,8 +1,8 @@
 """`make bench`: one run, one machine, every figure of the performance issue.
 
 Starts its own redis-server, a worker (as shipped: worker.concurrency pool processes), the
-gateway and the two yardsticks, drives them with a load generator in a separate process, and writes
-benchmarks/results/latest.json, latest.md and latency.png.
+gateway and the two yardsticks, drives them with a load generator in a separate process,
+and writes benchmarks/results/latest.json, latest.md and latency.png.
 """
 
 from __future__ import annotations
