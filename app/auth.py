@@ -17,14 +17,22 @@ SCOPES = ("predict", "admin")
 
 @dataclass(frozen=True)
 class Principal:
+    """An authenticated API key: ``fingerprint`` (8 hex) for logs, ``owner`` (32 hex of the
+    key's sha256) for the jobs it creates and the idempotency keys it uses."""
+
     fingerprint: str
     scopes: frozenset[str]
+    owner: str = ""
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
 
+    def may_read(self, owner: str | None) -> bool:
+        """A job is read by the key that created it, and by ``admin`` keys."""
+        return "admin" in self.scopes or (owner is not None and owner == self.owner)
 
-ANONYMOUS = Principal("auth-disabled", frozenset(SCOPES))
+
+ANONYMOUS = Principal("auth-disabled", frozenset(SCOPES), "auth-disabled")
 
 
 def _digest(key: str) -> bytes:
@@ -62,7 +70,8 @@ class KeyRing:
                 found = scopes
         if found is None:
             raise AuthError("invalid API key")
-        return Principal(digest.hex()[:8], found)
+        hexdigest = digest.hex()
+        return Principal(hexdigest[:8], found, hexdigest[:32])
 
     def authorize(self, key: str | None, scope: str) -> Principal:
         principal = self.authenticate(key)

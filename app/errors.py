@@ -51,6 +51,30 @@ class IdempotencyConflict(MLOpsError):
     reason = "idempotency_key_reused"
 
 
+class OutcomeUnknown(MLOpsError):
+    """Redis may have applied the write whose answer was lost: say which job it would be."""
+
+    status_code = 503
+    reason = "outcome_unknown"
+
+    def __init__(self, job_id: str, cause: Exception):
+        super().__init__(
+            f"Redis did not confirm the write ({type(cause).__name__}): job {job_id} may or may "
+            f"not have been queued. GET /jobs/{job_id} tells (404: it was not); a retry with "
+            "the same Idempotency-Key returns this job if it was queued"
+        )
+        self.job_id = job_id
+
+
+def never_ran(exc: redis.exceptions.RedisError) -> bool:
+    """True when Redis certainly did not run the command: it refused it (out of memory,
+    loading), or no connection could be made. A timeout or a connection lost after the
+    command was sent leaves the outcome unknown."""
+    if isinstance(exc, redis.exceptions.ResponseError | redis.exceptions.BusyLoadingError):
+        return True
+    return "connecting to" in str(exc)  # redis-py's message for a failed connect
+
+
 class AuthError(MLOpsError):
     status_code = 401
     reason = "unauthenticated"
@@ -66,29 +90,33 @@ async def _domain_error(_request: Request, exc: MLOpsError) -> JSONResponse:
         detail = [{"loc": exc.loc, "msg": exc.message, "type": exc.kind}]
         return JSONResponse({"detail": detail, "reason": exc.reason}, status_code=422)
     headers = {}
+    body = {"detail": exc.message, "reason": exc.reason}
     if isinstance(exc, TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, AuthError):
         headers["WWW-Authenticate"] = "ApiKey"
-    return JSONResponse(
-        {"detail": exc.message, "reason": exc.reason},
-        status_code=exc.status_code,
-        headers=headers,
-    )
+    if isinstance(exc, OutcomeUnknown):
+        headers["Retry-After"] = "1"
+        body["job_id"] = exc.job_id
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
     text = str(exc)
     if "OOM" in text or "maxmemory" in text:
         detail = "Redis is out of memory; nothing was queued, retry later"
-    elif isinstance(exc, redis.exceptions.TimeoutError):
-        # The command may have reached Redis before the answer was lost: it may have run.
-        detail = (
-            "Redis did not answer in time; a request that queues work may or may not have "
-            "been queued: retry it with the same Idempotency-Key"
-        )
-    else:
+    elif never_ran(exc):
         detail = f"Redis is unavailable ({type(exc).__name__}); nothing was queued, retry later"
+    else:
+        # The command may have reached Redis before the answer was lost: it may have run.
+        if isinstance(exc, redis.exceptions.TimeoutError):
+            what = "did not answer in time"
+        else:
+            what = f"dropped the connection ({type(exc).__name__})"
+        detail = (
+            f"Redis {what}; a request that queues work may or may not have been queued: "
+            "retry it with the same Idempotency-Key"
+        )
     logger.warning("503: {}", text)
     return JSONResponse(
         {"detail": detail, "reason": "redis_unavailable"},

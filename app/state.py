@@ -11,9 +11,11 @@ from loguru import logger
 
 from app.auth import KeyRing
 from app.metrics import GatewayMetrics
+from app.services.admission import Admission
 from app.services.catalog import ModelCatalog
 from app.services.listener import ResultListener
 from app.services.submitter import JobSubmitter
+from app.services.workers import WorkerView
 from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
 from core.redis import async_client
 from core.store import open_store
@@ -52,14 +54,7 @@ class Limits:
         )
 
 
-MEMORY_ADMISSION_LIMIT = 0.9
-"""New predict jobs get 503 above this share of Redis maxmemory: the rest is headroom for the
-workers, which must still record deliveries and write results (at 100 % Redis refuses them)."""
-
-
-def _nearly_full(memory: dict) -> bool:
-    limit = int(memory.get("maxmemory") or 0)
-    return limit > 0 and int(memory.get("used_memory") or 0) >= MEMORY_ADMISSION_LIMIT * limit
+WORKERS_EVERY = 4  # watcher turns (0.25 s) between two reads of the worker heartbeats
 
 
 @dataclass
@@ -71,8 +66,9 @@ class Gateway:
     catalog: ModelCatalog
     keys: KeyRing
     limits: Limits
+    admission: Admission
+    workers: WorkerView = field(default_factory=WorkerView)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
-    memory_full: bool = False  # Redis used_memory over MEMORY_ADMISSION_LIMIT of maxmemory
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
@@ -81,15 +77,24 @@ class Gateway:
         timeout = settings.api.redis_timeout_seconds
         client = async_client(settings.redis_url, socket_timeout=timeout)
         listener_client = async_client(settings.redis_url, socket_timeout=None)
+        admission = Admission(
+            max_queue_depth=settings.api.max_queue_depth,
+            max_queue_bytes=settings.api.max_queue_bytes,
+            memory_backpressure=settings.api.memory_backpressure,
+            retry_after=settings.api.retry_after_seconds,
+        )
         return cls(
             settings=settings,
             redis=client,
+            admission=admission,
             submitter=JobSubmitter(
                 client,
+                admission=admission,
                 max_rows=settings.batching.max_batch_size,
                 max_wait_ms=settings.batching.max_wait_ms,
                 backlog_wait_ms=settings.batching.backlog_wait_ms,
                 ttl=settings.api.jobs_ttl_seconds,
+                idempotency_window=settings.api.idempotency_window_seconds,
                 metrics=metrics,
             ),
             listener=ResultListener(listener_client),
@@ -110,24 +115,36 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self._watch_queue(), name="queue-depth"))
 
     async def _watch_queue(self) -> None:
-        """Keep the queue depths fresh for admission control and metrics even when idle."""
+        """Keep admission's readings, the queue metrics and the worker view fresh, idle or not."""
+        turn = 0
+        heartbeat = self.settings.worker.heartbeat_seconds
         while True:
             with contextlib.suppress(Exception):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.llen(PREDICT_QUEUE)
-                    pipe.llen(TRAIN_QUEUE)
-                    pipe.info("memory")
-                    # Each reply on its own: a Redis that refuses INFO (an ACL without
-                    # @dangerous, some managed services) must not switch off backpressure.
-                    predict, train, memory = await pipe.execute(raise_on_error=False)
-                if not isinstance(predict, Exception):
-                    self.submitter.queue_depth = int(predict)
-                    self.metrics.set_queue_depth(PREDICT_QUEUE, int(predict))
-                if not isinstance(train, Exception):
-                    self.metrics.set_queue_depth(TRAIN_QUEUE, int(train))
-                if isinstance(memory, dict):
-                    self.memory_full = _nearly_full(memory)
+                await self._read_queues()
+            if turn % WORKERS_EVERY == 0:
+                with contextlib.suppress(Exception):
+                    await self.workers.refresh(self.redis, heartbeat)
+            turn += 1
             await asyncio.sleep(0.25)
+
+    async def _read_queues(self) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(PREDICT_QUEUE)
+            pipe.llen(TRAIN_QUEUE)
+            pipe.memory_usage(PREDICT_QUEUE)
+            pipe.info("memory")
+            # Each reply on its own: a Redis that refuses INFO or MEMORY (an ACL without
+            # @dangerous, some managed services) must not switch off the other checks.
+            predict, train, size, memory = await pipe.execute(raise_on_error=False)
+        if not isinstance(predict, Exception):
+            self.admission.queue_depth = int(predict)
+            self.metrics.set_queue_depth(PREDICT_QUEUE, int(predict))
+        if not isinstance(train, Exception):
+            self.metrics.set_queue_depth(TRAIN_QUEUE, int(train))
+        if not isinstance(size, Exception):
+            self.admission.queue_bytes = int(size or 0)  # None: the queue is empty
+        if isinstance(memory, dict):
+            self.admission.observe_memory(memory)
 
     async def stop(self) -> None:
         await self.submitter.drain()

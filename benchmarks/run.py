@@ -181,7 +181,7 @@ class Bench:
         # The worker as shipped (worker.concurrency pool processes); the drain below is
         # measured per pool process, as its target is.
         concurrency = get_settings().worker.concurrency
-        worker = self.start("worker", commands.worker("predict,train", concurrency))
+        worker = self.start("worker", commands.worker(concurrency=concurrency))
         port = free_port()
         gateway = self.start("gateway", commands.gateway("127.0.0.1", port))
         base = f"http://127.0.0.1:{port}"

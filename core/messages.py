@@ -25,7 +25,6 @@ RETRAIN_TASK = "mlops.retrain"
 RESULTS_CHANNEL = "mlops:results"
 """Pub/sub channel: one message per finished batch (see :func:`pack_results`)."""
 
-RETRAIN_LOCK_KEY = "mlops:lock:retrain"
 WORKERS_KEY = "mlops:workers"
 """Hash: worker process id -> JSON heartbeat (queues, served model version, time)."""
 
@@ -61,6 +60,11 @@ def job_key(job_id: str) -> str:
 def batch_key(task_id: str) -> str:
     """Redis key set while the Celery task carrying a group of predict jobs runs."""
     return f"mlops:batch:{task_id}"
+
+
+def attempts_key(ident: str) -> str:
+    """Redis key counting the deliveries of a message or job: crash-loop protection."""
+    return f"mlops:attempts:{ident}"
 
 
 def idempotency_key(key: str) -> str:

@@ -59,6 +59,8 @@ VALIDATORS = [
     Validator("api.max_wait_seconds", must_exist=True, is_type_of=(int, float), gt=0),
     Validator("api.jobs_ttl_seconds", must_exist=True, is_type_of=int, gt=0),
     Validator("api.max_queue_depth", must_exist=True, is_type_of=int, gte=1),
+    Validator("api.max_queue_bytes", must_exist=True, is_type_of=int, gte=1024),
+    Validator("api.memory_backpressure", must_exist=True, is_type_of=(int, float), gt=0, lt=0.9),
     Validator("api.sync_grace_seconds", must_exist=True, is_type_of=(int, float), gte=0),
     Validator("api.redis_timeout_seconds", must_exist=True, is_type_of=(int, float), gt=0),
     Validator("api.retry_after_seconds", must_exist=True, is_type_of=int, gte=1),
@@ -114,6 +116,12 @@ def load_settings() -> Dynaconf:
         raise SettingsError(
             "invalid settings: worker.visibility_timeout must be longer than every task time "
             f"limit ({max(limits)}s), or running tasks are delivered twice"
+        )
+    if settings.api.idempotency_window_seconds > settings.api.jobs_ttl_seconds:
+        raise SettingsError(
+            "invalid settings: api.idempotency_window_seconds "
+            f"({settings.api.idempotency_window_seconds}) must not exceed api.jobs_ttl_seconds "
+            f"({settings.api.jobs_ttl_seconds}): a replay must find the job its key names"
         )
     if settings.current_env.lower() not in _ENVIRONMENTS:
         raise SettingsError(

@@ -21,13 +21,16 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import AliasConflict, IntegrityError, ModelNotFound, NoProductionModel
 
+ANY_PRODUCTION = object()  # promote() without a compare-and-set on the current production
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 MAX_VERSION_RACE = 1000
@@ -46,6 +49,15 @@ class GateDecision(BaseModel):
     production: float | None = None
     production_version: int | None = None
     margin: float = 0.0
+
+
+class AuditEntry(BaseModel):
+    """Who changed what about a version, and when (also logged as an ``audit:`` line)."""
+
+    at: str
+    action: str  # "registered" | "promoted" | "rolled back to"
+    by: str
+    detail: str = ""
 
 
 class ModelMetadata(BaseModel):
@@ -72,6 +84,7 @@ class ModelMetadata(BaseModel):
     artifact_sha256: str = ""
     gate: GateDecision | None = None
     confusion_matrix: list[list[int]] | None = None
+    audit: list[AuditEntry] = Field(default_factory=list)
 
     @property
     def feature_names(self) -> list[str]:
@@ -286,22 +299,39 @@ class ModelStore:
 
         return Aliases.model_validate_json(self.storage.update_aliases(self.model_name, apply))
 
-    def promote(self, version: int) -> Aliases:
-        """Make ``version`` production; the old production goes on the rollback history."""
+    def promote(
+        self, version: int, *, actor: str = "unknown", expected: object = ANY_PRODUCTION
+    ) -> Aliases:
+        """Make ``version`` production; the old production goes on the rollback history.
+
+        ``expected``: promote only if production is still this version (None: no production),
+        checked under the aliases lock; otherwise AliasConflict. A training run passes the
+        version it was gated against, so it never overwrites a manual promote or rollback
+        made while it ran.
+        """
         if version not in self.versions():
             raise ModelNotFound(f"model {self.model_name!r} has no version {version}")
         self.verify(version)
 
         def change(aliases: Aliases) -> Aliases:
+            if expected is not ANY_PRODUCTION and aliases.production != expected:
+                raise AliasConflict(
+                    f"production of {self.model_name!r} changed from {_v(expected)} to "
+                    f"{_v(aliases.production)} meanwhile; not promoting v{version} over it"
+                )
             history = list(aliases.history)
             if aliases.production is not None and aliases.production != version:
                 history.append(aliases.production)
             return Aliases(production=version, history=history)
 
-        return self._change_aliases(change)
+        before = self.production_version()
+        aliases = self._change_aliases(change)
+        self.audit(version, "promoted", actor, f"production {_v(before)} -> v{version}")
+        return aliases
 
-    def rollback(self) -> Aliases:
+    def rollback(self, *, actor: str = "unknown") -> Aliases:
         """Go back to the previous production version (skipping any that fail verification)."""
+        before = self.production_version()
 
         def change(aliases: Aliases) -> Aliases:
             history = list(aliases.history)
@@ -318,7 +348,27 @@ class ModelStore:
                 f"model {self.model_name!r} has no previous production version to roll back to"
             )
 
-        return self._change_aliases(change)
+        aliases = self._change_aliases(change)
+        detail = f"production {_v(before)} -> v{aliases.production}"
+        self.audit(aliases.production, "rolled back to", actor, detail)
+        return aliases
+
+    def audit(self, version: int, action: str, actor: str, detail: str = "") -> None:
+        """Record who did what to ``version``: an ``audit:`` log line and an entry in its
+        metadata (best effort there: the change itself has already happened)."""
+        logger.bind(audit=True).info(
+            "audit: {} {} {} v{} ({})", actor, action, self.model_name, version, detail
+        )
+        entry = AuditEntry(at=datetime.now(UTC).isoformat(), action=action, by=actor, detail=detail)
+        try:
+            meta = self.metadata(version)
+            self.update_metadata(version, audit=[*meta.audit, entry])
+        except (OSError, ModelNotFound) as exc:
+            logger.warning("could not record the audit entry in v{}: {}", version, exc)
+
+
+def _v(version: object) -> str:
+    return "none" if version is None else f"v{version}"
 
 
 def open_store(settings) -> ModelStore:

@@ -11,8 +11,11 @@ def gateway(host: str, port: int) -> list[str]:
     return ["uvicorn", "app.main:app", "--host", host, "--port", str(port), "--no-access-log"]
 
 
-def worker(queues: str = "predict,train", concurrency: int | None = None) -> list[str]:
-    args = ["celery", "-A", "workers", "worker", "-Q", queues, "--loglevel", "INFO"]
+def worker(queues: str | None = None, concurrency: int | None = None) -> list[str]:
+    """Every queue unless ``queues`` ("predict", "train") specialises the node."""
+    args = ["celery", "-A", "workers", "worker", "--loglevel", "INFO"]
+    if queues is not None:
+        args += ["-Q", queues]
     if concurrency is not None:
         args += ["--concurrency", str(concurrency)]
     return args

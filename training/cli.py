@@ -7,6 +7,8 @@ the production alias are left as they were.
 from __future__ import annotations
 
 import argparse
+import getpass
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -27,8 +29,8 @@ def cmd_train(args, settings, store) -> None:
     from training.pipeline import run_training
     from training.single_flight import single_flight
 
-    with single_flight(settings) as result:
-        outcome = run_training(settings, store, trainer=args.trainer)
+    with single_flight(settings) as (result, lease):
+        outcome = run_training(settings, store, trainer=args.trainer, lease=lease, actor=_actor())
         result.update(outcome.to_dict())
     _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
 
@@ -52,13 +54,13 @@ def cmd_list(args, settings, store) -> None:
 
 def cmd_promote(args, settings, store) -> None:
     before = store.production_version()
-    aliases = store.promote(args.version)
+    aliases = store.promote(args.version, actor=_actor())
     _out(f"{store.model_name} production: v{aliases.production} (was {_v(before)})")
 
 
 def cmd_rollback(args, settings, store) -> None:
     before = store.production_version()
-    aliases = store.rollback()
+    aliases = store.rollback(actor=_actor())
     _out(f"{store.model_name} production: v{aliases.production} (was {_v(before)})")
 
 
@@ -68,6 +70,15 @@ def cmd_card(args, settings, store) -> None:
     write_card(store, args.version)
     path = card_path(store, args.version)
     _out(str(path) if path else f"card.html of v{args.version} written")
+
+
+def _actor() -> str:
+    """Who runs this command, for the audit trail."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = "unknown"
+    return f"cli ({user}@{socket.gethostname()})"
 
 
 def _v(version: int | None) -> str:

@@ -17,8 +17,9 @@ import numpy as np
 import sklearn
 from loguru import logger
 
-from core.errors import TrainingError
-from core.store import FeatureSpec, ModelMetadata, ModelStore, open_store
+from core.errors import AliasConflict, TrainingError
+from core.single_flight import RunLease
+from core.store import FeatureSpec, GateDecision, ModelMetadata, ModelStore, open_store
 from training.base import Trainer
 from training.cards import write_card
 from training.data import Dataset, Split
@@ -120,14 +121,22 @@ def run_training(
     progress: Progress | None = None,
     *,
     trainer: str | None = None,
+    lease: RunLease | None = None,
+    actor: str = "unknown",
 ) -> TrainingOutcome:
-    """Train the configured (or named) trainer, register it, gate it, maybe promote it."""
+    """Train the configured (or named) trainer, register it, gate it, maybe promote it.
+
+    ``lease``: the run's single-flight lease; a run that lost it registers its version but
+    does not promote it. Promotion is a compare-and-set on the production version this run
+    started from, so a manual promote or rollback made meanwhile is never overwritten.
+    """
     store = store or open_store(settings)
     cfg = settings.training
     fmt = str(cfg.artifact_format)
     metric = str(cfg.metric)
     trainer_name = trainer or str(cfg.trainer)
     model = get_trainer(trainer_name).from_settings(settings)
+    started_from = store.production_version()
     logger.debug("training {} with trainer {!r}", store.model_name, trainer_name)
 
     _report(progress, "loading data")
@@ -142,17 +151,14 @@ def run_training(
     _report(progress, "saving")
     artifact = save_artifact(model, fmt, split.X_test)
     meta = store.register(artifact, build_metadata(store.model_name, model, data, split, fmt))
+    store.audit(meta.version, "registered", actor, f"trainer {trainer_name}")
     logger.info(
         "registered {} v{} ({} {:.4f})", meta.name, meta.version, metric, meta.metrics[metric]
     )
 
     _report(progress, "gating")
-    production_version = store.production_version()
-    production = store.metadata(production_version) if production_version is not None else None
-    decision = decide(meta, production, metric, float(cfg.promotion_margin))
+    decision = _gate(store, meta, started_from, lease, metric, float(cfg.promotion_margin), actor)
     store.update_metadata(meta.version, gate=decision)
-    if decision.decision == "promoted":
-        store.promote(meta.version)
     logger.info("gate {} v{}: {}", decision.decision, meta.version, decision.reason)
     try:
         write_card(store, meta.version)
@@ -173,3 +179,24 @@ def run_training(
         reason=decision.reason,
         metrics=dict(meta.metrics),
     )
+
+
+def _gate(store, meta, started_from, lease, metric: str, margin: float, actor: str):
+    """The gate's decision on ``meta``; promote it when it passes and nothing changed meanwhile."""
+    current = store.production_version()
+    production = store.metadata(current) if current is not None else None
+    decision = decide(meta, production, metric, margin)
+    if decision.decision != "promoted":
+        return decision
+    if lease is not None and not lease.held:
+        return _refused(decision, "this run lost its single-flight lease; not promoting")
+    try:
+        store.promote(meta.version, actor=actor, expected=started_from)
+    except AliasConflict as exc:
+        return _refused(decision, f"{exc.message} (changed while this run trained)")
+    return decision
+
+
+def _refused(decision: GateDecision, reason: str) -> GateDecision:
+    logger.warning("not promoting: {}", reason)
+    return decision.model_copy(update={"decision": "rejected", "reason": reason})

@@ -1,7 +1,8 @@
-"""The CLI's side of single-flight training: the same Redis lease lock as beat and the API.
+"""The CLI's side of single-flight training (core/single_flight.py): the lock beat, the API and
+the workers use.
 
-``python -m training train`` takes ``mlops:lock:retrain`` when Redis answers, so it never
-trains at the same moment as a retrain job; it also records itself as a ``train`` job, so a
+``python -m training train`` takes the lock's lease when Redis answers, so it never trains at
+the same moment as a retrain job; it also records itself as a ``train`` job, so a
 ``POST /retrain`` that finds the CLI running points at a job that ``GET /jobs/{id}`` knows.
 When Redis is unreachable the CLI trains anyway (a laptop without Redis) and says so.
 """
@@ -17,9 +18,9 @@ import redis
 from loguru import logger
 
 from core.errors import MLOpsError
-from core.lock import LeaseLock
-from core.messages import RETRAIN_LOCK_KEY, job_key, new_id
+from core.messages import job_key, new_id
 from core.redis import sync_client
+from core.single_flight import RunLease, train_record
 
 
 class TrainingRunning(MLOpsError):
@@ -28,36 +29,34 @@ class TrainingRunning(MLOpsError):
 
 
 def _record(client: redis.Redis, job_id: str, ttl: int, status: str, **fields) -> None:
-    record = {"job_id": job_id, "kind": "train", "status": status, "requested_by": "cli"}
+    record = train_record(job_id, status, requested_by="cli", **fields)
     with contextlib.suppress(redis.RedisError):
-        client.set(job_key(job_id), orjson.dumps({**record, **fields}), ex=ttl)
+        client.set(job_key(job_id), orjson.dumps(record), ex=ttl)
 
 
 @contextlib.contextmanager
-def single_flight(settings) -> Iterator[dict]:
-    """Hold the retrain lock for the block; the yielded dict takes the run's result."""
+def single_flight(settings) -> Iterator[tuple[dict, RunLease | None]]:
+    """Hold the retrain lock for the block; yields ``(result, lease)``: the dict takes the
+    run's result, the lease (None without Redis) goes to ``run_training``."""
     outcome: dict = {}
     job_id = f"cli-{new_id()}"
     ttl = int(settings.api.jobs_ttl_seconds)
     client = sync_client(str(settings.redis_url))
-    lock = LeaseLock(client, RETRAIN_LOCK_KEY, job_id, settings.training.lock_lease_seconds)
+    lease = RunLease(client, job_id, settings.training.lock_lease_seconds)
     try:
-        acquired = lock.acquire()
+        holder = lease.start()
     except (redis.RedisError, OSError) as exc:
         logger.warning("Redis unreachable ({}): training without the single-flight lock", exc)
-        acquired = None
-    if acquired is None:
         client.close()
-        yield outcome
+        yield outcome, None
         return
-    if not acquired:
-        holder = lock.holder() or "(just finished)"
+    if holder is not None:
         client.close()
-        raise TrainingRunning(f"training job {holder} is already running")
+        raise TrainingRunning(f"training job {holder.job_id} is already running")
     _record(client, job_id, ttl, "STARTED", submitted_at=time.time())
     try:
-        with lock.renewing():
-            yield outcome
+        with lease.renewing():
+            yield outcome, lease
     except MLOpsError as exc:
         _record(client, job_id, ttl, "FAILURE", error={"reason": exc.reason, "message": str(exc)})
         raise

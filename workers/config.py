@@ -6,6 +6,8 @@ below says which failure it guards against.
 
 from __future__ import annotations
 
+from kombu import Exchange, Queue
+
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.redis import ssl_options, transport_options
 
@@ -72,9 +74,17 @@ def celery_config(settings) -> dict:
             RETRAIN_TASK: {"queue": TRAIN_QUEUE},
         },
         "task_default_queue": PREDICT_QUEUE,
+        # Every queue the service uses: a plain `celery -A workers worker` consumes them all
+        # (with only a default queue it consumed `predict`, and retrains waited forever);
+        # `-Q predict` or `-Q train` still specialises a node.
+        "task_queues": tuple(
+            Queue(name, Exchange(name), routing_key=name) for name in (PREDICT_QUEUE, TRAIN_QUEUE)
+        ),
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "beat_schedule": {},
+        # Beat queues retrains through the single flight (workers/schedule.py).
+        "beat_scheduler": "workers.schedule:SingleFlightScheduler",
         "timezone": "UTC",
     }

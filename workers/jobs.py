@@ -16,7 +16,7 @@ import orjson
 import redis
 
 from core.errors import NoProductionModel
-from core.messages import RESULTS_CHANNEL, batch_key, job_key, pack_results
+from core.messages import RESULTS_CHANNEL, attempts_key, batch_key, job_key, pack_results
 from workers.model_cache import ModelCache
 from workers.predict import expired, failure, predict_jobs
 
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 
 
 STARTED_MARK_ROWS = 256
-
-
-def _attempt_key(ident: str) -> str:
-    return f"mlops:attempts:{ident}"
 
 
 def publish(client: redis.Redis, results: list[dict], ttl: int) -> None:
@@ -46,8 +42,8 @@ def publish(client: redis.Redis, results: list[dict], ttl: int) -> None:
 def _start(client: redis.Redis, task_id: str, ttl: int) -> int:
     pipe = client.pipeline(transaction=False)
     pipe.set(batch_key(task_id), b"STARTED", ex=ttl)
-    pipe.incr(_attempt_key(task_id))
-    pipe.expire(_attempt_key(task_id), ttl)
+    pipe.incr(attempts_key(task_id))
+    pipe.expire(attempts_key(task_id), ttl)
     return int(pipe.execute()[1])
 
 
@@ -113,7 +109,7 @@ def _run_isolated(client, model, jobs: list[dict], *, ttl: int, max_attempts: in
     for job, record in zip(jobs, records, strict=True):
         if record and orjson.loads(record).get("status") in ("SUCCESS", "FAILURE"):
             continue  # answered before the crash
-        key = _attempt_key(job["job_id"])
+        key = attempts_key(job["job_id"])
         tries = client.incr(key)
         client.expire(key, ttl)
         if tries > max_attempts:

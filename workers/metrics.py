@@ -129,11 +129,12 @@ class WorkerMetrics:
             self.model_metric.labels(name).set(value)
 
     def count_retrain(self, run: Callable[[], dict]) -> dict:
-        """Run a retrain and count its outcome: its ``decision``, or ``failed`` if it raised."""
+        """Run a retrain and count its outcome: its ``decision``; if it raised, the exception's
+        ``outcome`` attribute, else ``failed``."""
         try:
             result = run()
-        except Exception:
-            self.retrain_finished("failed")
+        except Exception as exc:
+            self.retrain_finished(getattr(exc, "outcome", "failed"))
             raise
         self.retrain_finished(str(result.get("decision")))
         return result

@@ -1,7 +1,8 @@
 """Predict jobs in batches: plain functions, unit-tested without Celery.
 
-A message from the gateway carries a group of jobs: ``{"job_id", "request_id", "rows",
-"features", "expires_at"}``. All rows of all jobs go through the model in one scikit-learn
+A message from the gateway carries a group of jobs: ``{"job_id", "request_id", "owner",
+"rows", "features", "expires_at"}`` (``owner``: the API key's fingerprint, kept in the result
+so that only that key reads it). All rows of all jobs go through the model in one scikit-learn
 call; if that call fails, each job is retried alone so only the failing jobs get an error.
 """
 
@@ -23,6 +24,7 @@ def failure(job: dict, reason: str, message: str, model: LoadedModel | None = No
         "kind": "predict",
         "status": "FAILURE",
         "request_id": job.get("request_id"),
+        "owner": job.get("owner"),
         "error": {"reason": reason, "message": message},
         "api_version": API_VERSION,
         "completed_at": time.time(),
@@ -87,6 +89,7 @@ def _success(job: dict, model: LoadedModel, predictions: list, probabilities: li
         "kind": "predict",
         "status": "SUCCESS",
         "request_id": job.get("request_id"),
+        "owner": job.get("owner"),
         "model_name": model.name,
         "model_version": model.version,
         "api_version": API_VERSION,

@@ -1,4 +1,13 @@
-"""Retrain with single flight: one training at a time, whoever asks (beat, API, CLI)."""
+"""Run one retrain job under the single-flight lock (core/single_flight.py). No Celery in here.
+
+Whoever queued it (POST /retrain, beat, or a raw message), the job runs only while it holds the
+lock's lease; a job that finds another run holding it is ``skipped``. A copy of the same job
+delivered again while its first run is still alive elsewhere (kombu redelivers a message whose
+node stopped refreshing it) waits one lease: if the first run keeps its lease it is alive and
+the copy is dropped (:class:`AlreadyRunning`); if the lease lapses the first run died and the
+copy takes over. Each start counts an attempt: a job that kills its worker every time ends in
+FAILURE (``worker_lost``) after ``worker.max_retries_on_crash`` retries, like a predict job.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +15,109 @@ import time
 from collections.abc import Callable
 
 import orjson
+import redis
 from loguru import logger
 
-from core.lock import LeaseLock
-from core.messages import RETRAIN_LOCK_KEY, job_key
+from core.messages import attempts_key, job_key
+from core.single_flight import RunLease, train_record
 from workers.runtime import Runtime
 
 Progress = Callable[[str, int], None]
+POLL_SECONDS = 0.5
 
 
-def run_retrain(rt: Runtime, job_id: str, progress: Progress | None = None) -> dict:
+class AlreadyRunning(Exception):
+    """This delivery is a copy of a run that is alive in another process: drop it."""
+
+    outcome = "skipped"  # as workers/metrics.py counts it
+
+
+def run_retrain(
+    rt: Runtime, job_id: str, progress: Progress | None = None, *, requested_by: str = "unknown"
+) -> dict:
     """Train, gate and maybe promote; ``skipped`` when another training holds the lock."""
     settings = rt.settings
-    # Beat and the CLI do not go through the gateway: make the job visible to GET /jobs.
-    record = {"job_id": job_id, "kind": "train", "status": "PENDING", "submitted_at": time.time()}
-    rt.redis.set(job_key(job_id), orjson.dumps(record), ex=settings.api.jobs_ttl_seconds, nx=True)
-    lock = LeaseLock(rt.redis, RETRAIN_LOCK_KEY, job_id, settings.training.lock_lease_seconds)
-    if not lock.acquire():
-        holder = lock.holder()
-        logger.info("retrain {} skipped: training job {} is already running", job_id, holder)
+    ttl = settings.api.jobs_ttl_seconds
+    # A raw message (not queued through core/single_flight) has no record yet: make one.
+    record = train_record(job_id, "PENDING", requested_by=requested_by, submitted_at=time.time())
+    rt.redis.set(job_key(job_id), orjson.dumps(record), ex=ttl, nx=True)
+    lease = RunLease(rt.redis, job_id, settings.training.lock_lease_seconds)
+    holder = _start(rt.redis, lease)
+    if holder is not None:
+        logger.info("retrain {} skipped: training job {} holds the lock", job_id, holder)
         return {
             "decision": "skipped",
             "reason": f"training job {holder} is already running",
             "running_job_id": holder,
         }
+    attempt = _count_attempt(rt.redis, job_id, ttl)
+    if attempt > settings.worker.max_retries_on_crash + 1:
+        return _give_up(rt, lease, job_id, attempt, ttl)
     from training.pipeline import run_training
 
-    with lock.renewing():
-        outcome = run_training(settings, rt.store, progress=progress)
+    with lease.renewing():
+        outcome = run_training(
+            settings,
+            rt.store,
+            progress=progress,
+            lease=lease,
+            actor=f"job {job_id} ({_requester(rt.redis, job_id)})",
+        )
     result = outcome.to_dict()
     logger.info("retrain {} finished: {}", job_id, result.get("decision"))
     if result.get("promoted"):
         rt.cache.refresh()
     return result
+
+
+def _start(client: redis.Redis, lease: RunLease) -> str | None:
+    """Take the lease: None, or the id of the other job that holds it.
+
+    Raises AlreadyRunning when this very job runs elsewhere and its run renews its lease.
+    """
+    deadline = None
+    while True:
+        holder = lease.start()
+        if holder is None:
+            return None
+        if holder.job_id != lease.job_id:
+            return holder.job_id
+        if deadline is None:
+            deadline = time.monotonic() + lease.lease_seconds + 2 * POLL_SECONDS
+            logger.warning("retrain {} is running elsewhere: waiting one lease", lease.job_id)
+        if _finished(client, lease.job_id) or time.monotonic() > deadline:
+            raise AlreadyRunning(f"retrain {lease.job_id} is already running in another process")
+        time.sleep(POLL_SECONDS)
+
+
+def _finished(client: redis.Redis, job_id: str) -> bool:
+    raw = client.get(job_key(job_id))
+    return bool(raw) and orjson.loads(raw).get("status") in ("SUCCESS", "FAILURE")
+
+
+def _count_attempt(client: redis.Redis, job_id: str, ttl: int) -> int:
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(attempts_key(job_id))
+    pipe.expire(attempts_key(job_id), ttl)
+    return int(pipe.execute()[0])
+
+
+def _requester(client: redis.Redis, job_id: str) -> str:
+    raw = client.get(job_key(job_id))
+    return str(orjson.loads(raw).get("requested_by")) if raw else "unknown"
+
+
+def _give_up(rt: Runtime, lease: RunLease, job_id: str, attempt: int, ttl: int) -> dict:
+    message = f"the worker died {attempt - 1} times while running this retrain; giving up"
+    logger.error("retrain {}: {}", job_id, message)
+    record = orjson.loads(rt.redis.get(job_key(job_id)) or b"{}")
+    failed = {
+        **train_record(job_id, "FAILURE"),
+        **record,
+        "status": "FAILURE",
+        "error": {"reason": "worker_lost", "message": message},
+        "completed_at": time.time(),
+    }
+    rt.redis.set(job_key(job_id), orjson.dumps(failed), ex=ttl)
+    lease.release()
+    return {"decision": "failed", "reason": message}

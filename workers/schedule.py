@@ -1,11 +1,20 @@
-"""The beat schedule, from settings: one retrain entry, on by default, can be switched off."""
+"""The beat schedule, from settings: one retrain entry, on by default, can be switched off.
+
+Beat queues its retrain through the same single flight as ``POST /retrain``
+(:class:`SingleFlightScheduler`): while a retrain is queued or running, a scheduled one joins it
+instead of queueing a second run.
+"""
 
 from __future__ import annotations
 
+from celery.beat import PersistentScheduler
 from celery.schedules import crontab
+from loguru import logger
 
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE
-from core.settings import SettingsError
+from core.redis import sync_client
+from core.settings import SettingsError, get_settings
+from core.single_flight import request_retrain
 
 RETRAIN_ENTRY = "retrain-on-schedule"
 
@@ -35,3 +44,26 @@ def beat_schedule(settings) -> dict:
             "options": {"queue": TRAIN_QUEUE},
         }
     }
+
+
+class SingleFlightScheduler(PersistentScheduler):
+    """Celery's default scheduler, but the retrain entry is queued through the single flight."""
+
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        if entry.task != RETRAIN_TASK:
+            return super().apply_async(entry, producer, advance, **kwargs)
+        if advance:
+            entry = self.reserve(entry)
+        settings = get_settings()
+        client = sync_client(settings.redis_url)
+        try:
+            job_id, joined = request_retrain(
+                client, requested_by="beat", ttl=settings.api.jobs_ttl_seconds
+            )
+        finally:
+            client.close()
+        if joined:
+            logger.info("scheduled retrain joins training job {}, queued or running", job_id)
+        else:
+            logger.info("scheduled retrain queued as job {}", job_id)
+        return None

@@ -5,13 +5,14 @@ from __future__ import annotations
 import redis
 from billiard.exceptions import TimeLimitExceeded
 from celery import Celery
+from celery.exceptions import Ignore
 from loguru import logger
 
 from core.messages import PREDICT_TASK, RETRAIN_TASK
 from core.redis import sync_client
 from workers.jobs import fail_unanswered, run_message
 from workers.metrics import worker_metrics
-from workers.retrain import run_retrain
+from workers.retrain import AlreadyRunning, run_retrain
 from workers.runtime import runtime
 
 
@@ -93,6 +94,11 @@ def register_tasks(app: Celery, settings) -> None:
             self.update_state(state="PROGRESS", meta={"step": step, "percent": percent})
 
         with logger.contextualize(job_id=self.request.id):
-            return worker_metrics().count_retrain(
-                lambda: run_retrain(runtime(), self.request.id, progress)
-            )
+            try:
+                return worker_metrics().count_retrain(
+                    lambda: run_retrain(runtime(), self.request.id, progress)
+                )
+            except AlreadyRunning as exc:
+                # Leave the job's state to the run that is alive: no result, no FAILURE.
+                logger.warning("{}: this delivery is dropped", exc)
+                raise Ignore() from None

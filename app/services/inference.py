@@ -10,7 +10,7 @@ import orjson
 
 from app.services.jobs import FINISHED
 from app.services.listener import ResultListener
-from app.services.submitter import JobSubmitter
+from app.services.submitter import Claim, JobSubmitter
 from core.messages import job_key, new_id
 
 
@@ -30,19 +30,23 @@ async def submit_and_wait(
     request_id: str | None,
     wait: float,
     expires_in: float,
+    owner: str | None = None,
     job_id: str | None = None,
+    claim: Claim | None = None,
 ) -> Outcome:
+    """Queue one job (AlreadyClaimed if ``claim``'s key holds another job), then wait."""
     job_id = job_id or new_id()
     job = {
         "job_id": job_id,
         "request_id": request_id,
+        "owner": owner,
         "rows": rows,
         "features": list(features),
         "expires_at": time.time() + expires_in,
     }
     future = listener.register(job_id) if wait > 0 else None
     try:
-        await submitter.submit(job)
+        await submitter.submit(job, claim)
     except BaseException:
         listener.discard(job_id)
         raise

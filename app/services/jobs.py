@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 import redis.asyncio as aioredis
 
+from app.auth import Principal
 from app.errors import JobNotFound
-from core.messages import batch_key, job_key
+from core.messages import PREDICT_QUEUE, TRAIN_QUEUE, batch_key, job_key
 
 FINISHED = ("SUCCESS", "FAILURE")
 CELERY_META = "celery-task-meta-{}"
@@ -40,17 +43,44 @@ def _celery_state(job_id: str, record: dict, meta: dict) -> dict:
     return answer
 
 
-async def job_status(client: aioredis.Redis, job_id: str, ttl: int) -> dict:
+async def job_status(
+    client: aioredis.Redis,
+    job_id: str,
+    ttl: int,
+    *,
+    viewer: Principal | None = None,
+    consumers: Callable[[str], int | None] | None = None,
+) -> dict:
+    """The job's public record. ``viewer``: the caller, who gets 404 for a job of another
+    API key (``admin`` keys read every job). ``consumers``: live workers of a queue, to say
+    when a waiting job's queue has none."""
     raw = await client.get(job_key(job_id))
     if raw is None:
         raise not_found(job_id, ttl)
     record = orjson.loads(raw)
+    if viewer is not None and not viewer.may_read(record.get("owner")):
+        raise not_found(job_id, ttl)  # the same answer as for an unknown id: no oracle
     if record.get("status") in FINISHED:
         return record
     if record.get("kind") == "train":
         meta = await client.get(CELERY_META.format(job_id))
-        return _celery_state(job_id, record, orjson.loads(meta)) if meta else record
-    task_id = record.get("task_id")
-    if task_id and await client.exists(batch_key(task_id)):
-        record["status"] = "STARTED"
+        if meta:
+            record = _celery_state(job_id, record, orjson.loads(meta))
+    else:
+        task_id = record.get("task_id")
+        if task_id and await client.exists(batch_key(task_id)):
+            record["status"] = "STARTED"
+    if record["status"] == "PENDING" and consumers is not None:
+        _say_if_unserved(record, consumers)
     return record
+
+
+def _say_if_unserved(record: dict, consumers: Callable[[str], int | None]) -> None:
+    queue = TRAIN_QUEUE if record.get("kind") == "train" else PREDICT_QUEUE
+    if consumers(queue) == 0:
+        record["waiting"] = {
+            "queue": queue,
+            "consumers": 0,
+            "message": f"no live worker consumes the {queue!r} queue: this job waits until "
+            "one starts (`celery -A workers worker` consumes every queue)",
+        }

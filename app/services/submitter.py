@@ -1,9 +1,10 @@
 """Group the predict jobs of a few milliseconds into one Celery message.
 
 Every job keeps its own id, record and result; what is shared is the cost of a message: one
-MULTI/EXEC round trip to Redis that writes the job records and LPUSHes one task message, and
-on the worker one Celery delivery and one scikit-learn call. A request returns only after its
-group is in Redis, so an accepted job is never only in this process's memory.
+Lua script call that writes the job records (and the idempotency claims of jobs that have a
+key) and LPUSHes one task message, and on the worker one Celery delivery and one scikit-learn
+call. A request returns only after its group is in Redis, so an accepted job is never only in
+this process's memory.
 
 Logging follows the same grouping: one INFO line per message with every job_id and request_id
 bound (the worker logs the same lists), per-job lines only at DEBUG.
@@ -13,24 +14,59 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
 from loguru import logger
 
 from app.metrics import GatewayMetrics
+from app.services.admission import Admission
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message, job_key
 
-# One command writes the group's job records and its task message, atomically: cheaper than a
-# MULTI of N+1 commands, and nothing is half-written if Redis refuses it (e.g. out of memory,
-# which it reports at the first write).
+# One command writes the group's idempotency claims, job records and task message, atomically:
+# cheaper than a MULTI of N+1 commands, and nothing is half-written if Redis refuses it (e.g.
+# out of memory, which it reports at the first write, after the reads). A claim is written
+# with its job or not at all, so a crash or a timeout cannot leave a key without its job.
+# KEYS: the queue, n idempotency keys, the job keys. ARGV: job TTL, message, n, idempotency
+# window, n claims ("<job id> <body digest>"), the job records. Returns the queue length, or
+# {index, held claim, ...} for claims already taken, having written nothing.
 ENQUEUE = """
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+local n = tonumber(ARGV[3])
+local taken = {}
+for i = 1, n do
+  local held = redis.call('GET', KEYS[1 + i])
+  if held then
+    taken[#taken + 1] = i
+    taken[#taken + 1] = held
+  end
+end
+if #taken > 0 then return taken end
+for i = 1, n do
+  redis.call('SET', KEYS[1 + i], ARGV[4 + i], 'EX', ARGV[4])
+end
+for i = n + 2, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 3], 'EX', ARGV[1])
 end
 return redis.call('LPUSH', KEYS[1], ARGV[2])
 """
 BACKLOG = 1  # predict messages queued beyond this mean the workers are behind
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An idempotency key to write with a job: its Redis key and value ("<job id> <digest>")."""
+
+    key: str
+    value: str
+
+
+class AlreadyClaimed(Exception):
+    """Another job holds this idempotency key; ``held`` is its claim's value."""
+
+    def __init__(self, held: str):
+        super().__init__(held)
+        self.held = held
 
 
 class JobSubmitter:
@@ -38,10 +74,12 @@ class JobSubmitter:
         self,
         client: aioredis.Redis,
         *,
+        admission: Admission,
         max_rows: int,
         max_wait_ms: float,
         ttl: int,
         backlog_wait_ms: float | None = None,
+        idempotency_window: int = 600,
         metrics: GatewayMetrics | None = None,
     ):
         self.client = client
@@ -50,8 +88,10 @@ class JobSubmitter:
         self.max_wait = max_wait_ms / 1000
         self.backlog_wait = max(self.max_wait, (backlog_wait_ms or max_wait_ms) / 1000)
         self.ttl = ttl
-        self.queue_depth = 0  # predict messages waiting, as of the last write
+        self.idempotency_window = idempotency_window
+        self.admission = admission  # its queue_depth: messages waiting, as of the last look
         self._group: list[dict] = []
+        self._claims: dict[str, Claim] = {}  # job id -> its claim, for the open group
         self._rows = 0
         self._done: asyncio.Future | None = None
         self._timer: asyncio.Handle | None = None
@@ -61,8 +101,12 @@ class JobSubmitter:
         self._writes: set[asyncio.Task] = set()
         self._enqueue = client.register_script(ENQUEUE)
 
-    async def submit(self, job: dict) -> None:
-        """Queue one job; return once its message is in Redis (raise if Redis refused it)."""
+    async def submit(self, job: dict, claim: Claim | None = None) -> None:
+        """Queue one job; return once its message is in Redis (raise if Redis refused it).
+
+        With a ``claim`` the job is queued only if its idempotency key is free; otherwise
+        nothing is queued for it and AlreadyClaimed says which job holds the key.
+        """
         if self._done is None:
             loop = asyncio.get_running_loop()
             self._done = loop.create_future()
@@ -70,16 +114,20 @@ class JobSubmitter:
             # queue anyway, so the group may stay open longer (up to backlog_wait) to make
             # fewer, larger messages, which are cheaper to run. One waiting message is
             # normal: it waits for the one each worker is running.
-            self._behind = self.queue_depth > BACKLOG
+            self._behind = self.admission.queue_depth > BACKLOG
             self._closes_at = loop.time() + self.backlog_wait
             self._timer = loop.call_later(self.max_wait, self._on_timer)
         done = self._done
         logger.debug("predict job queued", job_id=job["job_id"], request_id=job.get("request_id"))
         self._group.append(job)
+        if claim is not None:
+            self._claims[job["job_id"]] = claim
         self._rows += len(job["rows"])
         if self._rows >= self.max_rows:
             self._flush()
-        await asyncio.shield(done)
+        taken = await asyncio.shield(done)
+        if job["job_id"] in taken:
+            raise AlreadyClaimed(taken[job["job_id"]])
 
     def _on_timer(self) -> None:
         """Close the group after max_wait; when behind, once a turn of the loop brings no job.
@@ -103,22 +151,51 @@ class JobSubmitter:
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        group, done = self._group, self._done
-        self._group, self._rows, self._done, self._timer = [], 0, None, None
+        group, claims, done = self._group, self._claims, self._done
+        self._group, self._claims, self._rows, self._done, self._timer = [], {}, 0, None, None
         self._seen = 0
         if not group or done is None:
             return
-        task = asyncio.get_running_loop().create_task(self._write(group, done))
+        task = asyncio.get_running_loop().create_task(self._write(group, claims, done))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _write(self, group: list[dict], done: asyncio.Future) -> None:
+    async def _write(self, group: list[dict], claims: dict[str, Claim], done) -> None:
+        """Write the group; ``done`` gets {job id: held claim} of the jobs not queued."""
+        taken: dict[str, str] = {}
+        try:
+            pending, duplicates = _first_claims(group, claims)
+            while pending:  # each turn queues the jobs or drops those whose key is taken
+                held = await self._enqueue_group(pending, claims)
+                if not held:
+                    break
+                taken.update(held)
+                pending = [job for job in pending if job["job_id"] not in held]
+            # The same key twice in one group: the later jobs replay the first one's job.
+            for job_id, first in duplicates.items():
+                taken[job_id] = taken.get(first, claims[first].value)
+        except BaseException as exc:
+            if not done.done():
+                done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            _bound(group).warning("predict jobs not queued: {!r}", exc)
+            return
+        if not done.done():
+            done.set_result(taken)
+
+    async def _enqueue_group(self, group: list[dict], claims: dict[str, Claim]) -> dict[str, str]:
+        """One script call: {} once queued, or {job id: held claim} for the jobs whose keys
+        were already claimed (then nothing was written)."""
         # Results go to each job's own key (workers/jobs.py), not to Celery's result backend.
         task_id, payload = celery_message(
             PREDICT_TASK, [group], queue=PREDICT_QUEUE, ignore_result=True
         )
         now = time.time()
-        keys, records = [PREDICT_QUEUE], []
+        claimed = [job["job_id"] for job in group if job["job_id"] in claims] if claims else []
+        mine = [claims[job_id] for job_id in claimed]
+        keys = [PREDICT_QUEUE, *(c.key for c in mine)]
+        records = []
         for job in group:
             keys.append(job_key(job["job_id"]))
             record = {
@@ -126,35 +203,46 @@ class JobSubmitter:
                 "kind": "predict",
                 "status": "PENDING",
                 "request_id": job.get("request_id"),
+                "owner": job.get("owner"),
                 "task_id": task_id,
                 "submitted_at": now,
             }
             records.append(orjson.dumps(record))
-        try:
-            depth = await self._enqueue(keys=keys, args=[self.ttl, payload, *records])
-            self.queue_depth = int(depth) - 1  # messages ahead of this one
-        except BaseException as exc:
-            if not done.done():
-                done.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            _bound(group).warning("predict message {} not queued: {!r}", task_id, exc)
-            return
+        args = [self.ttl, payload, len(mine), self.idempotency_window, *(c.value for c in mine)]
+        reply = await self._enqueue(keys=keys, args=[*args, *records])
+        if isinstance(reply, list):
+            pairs = zip(reply[::2], reply[1::2], strict=True)
+            return {claimed[int(i) - 1]: held.decode() for i, held in pairs}
+        self.admission.queue_depth = int(reply) - 1  # messages ahead of this one
         self.metrics.predict_jobs.inc(len(group))
         _bound(group).info(
             "queued {} predict job(s) as message {} (queue depth {})",
             len(group),
             task_id,
-            self.queue_depth,
+            self.admission.queue_depth,
         )
-        if not done.done():
-            done.set_result(task_id)
+        return {}
 
     async def drain(self) -> None:
         """Flush what is buffered and wait for in-flight writes (shutdown)."""
         self._flush()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+
+
+def _first_claims(group: list[dict], claims: dict[str, Claim]) -> tuple[list[dict], dict]:
+    """The group without jobs whose key an earlier job of it claims, and {later: earlier}."""
+    first: dict[str, str] = {}  # idempotency key -> the job id that claims it first
+    kept, duplicates = [], {}
+    for job in group:
+        claim = claims.get(job["job_id"])
+        if claim is not None and claim.key in first:
+            duplicates[job["job_id"]] = first[claim.key]
+            continue
+        if claim is not None:
+            first[claim.key] = job["job_id"]
+        kept.append(job)
+    return kept, duplicates
 
 
 def _bound(group: list[dict]):

@@ -3,31 +3,66 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import orjson
 import redis.asyncio as aioredis
 
-from core.messages import WORKERS_KEY
+from core.messages import PREDICT_QUEUE, TRAIN_QUEUE, WORKERS_KEY
 
 STALE_AFTER = 5.0  # seconds without a heartbeat: the process is gone
 FORGET_AFTER = 300.0
+QUEUES = (PREDICT_QUEUE, TRAIN_QUEUE)
 
 
 async def live_workers(client: aioredis.Redis, heartbeat_seconds: float) -> list[dict]:
     now = time.time()
     fresh_within = max(STALE_AFTER, 3 * heartbeat_seconds)
     live, dead = [], []
-    for field, raw in (await client.hgetall(WORKERS_KEY)).items():
+    for field_name, raw in (await client.hgetall(WORKERS_KEY)).items():
         try:
             beat = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            dead.append(field)
+            dead.append(field_name)
             continue
         age = now - float(beat.get("ts", 0))
         if age <= fresh_within:
             live.append(beat)
         elif age > FORGET_AFTER:
-            dead.append(field)
+            dead.append(field_name)
     if dead:
         await client.hdel(WORKERS_KEY, *dead)
     return sorted(live, key=lambda b: b.get("id", ""))
+
+
+def consumers(workers: list[dict]) -> dict[str, int]:
+    """Live worker processes per queue the service uses."""
+    return {q: sum(q in (w.get("queues") or ()) for w in workers) for q in QUEUES}
+
+
+def unserved(workers: list[dict], queues: tuple[str, ...] = QUEUES) -> list[str]:
+    """A sentence for each of ``queues`` that no live worker consumes."""
+    counts = consumers(workers)
+    return [
+        f"no live worker consumes the {queue!r} queue: its jobs wait until one starts "
+        f"(`celery -A workers worker` consumes every queue)"
+        for queue in queues
+        if counts[queue] == 0
+    ]
+
+
+@dataclass
+class WorkerView:
+    """The gateway's latest reading of the heartbeats (refreshed every second by its watcher),
+    so that GET /jobs/{id} can say a job waits for a queue nobody consumes without a Redis
+    call of its own."""
+
+    workers: list[dict] = field(default_factory=list)
+    known: bool = False  # False until the first reading
+
+    async def refresh(self, client: aioredis.Redis, heartbeat_seconds: float) -> None:
+        self.workers = await live_workers(client, heartbeat_seconds)
+        self.known = True
+
+    def consumers(self, queue: str) -> int | None:
+        return consumers(self.workers)[queue] if self.known else None

@@ -64,7 +64,7 @@ class Stack:
     def start_worker(
         self,
         name: str = "worker",
-        queues: str = "predict,train",
+        queues: str | None = None,
         concurrency: int = 1,
         wait: bool = True,
         **env: str,

@@ -16,7 +16,8 @@ import httpx
 import orjson
 import pytest
 
-from core.messages import RETRAIN_LOCK_KEY, RETRAIN_TASK, TRAIN_QUEUE, celery_message
+from core.messages import RETRAIN_TASK, TRAIN_QUEUE, celery_message
+from core.single_flight import RETRAIN_LOCK_KEY
 from tests.integration.procs import wait_until
 from tests.integration.stack import SEED_BODY, Stack, poll_job, run_stack
 

@@ -10,10 +10,18 @@ import orjson
 import pytest
 import redis.exceptions
 
+from app.services.admission import Admission
 from app.services.submitter import BACKLOG, JobSubmitter
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, job_key
 
 NEVER_MS = 600_000.0  # a window that never closes by time: only size or drain flushes it
+
+
+def open_admission() -> Admission:
+    """Admission that never refuses: these tests are about grouping, not backpressure."""
+    return Admission(
+        max_queue_depth=10**9, max_queue_bytes=10**12, memory_backpressure=0.8, retry_after=1
+    )
 
 
 def job(job_id: str, rows: int = 1) -> dict:
@@ -49,7 +57,9 @@ def server() -> fakeredis.FakeServer:
 def test_jobs_of_one_window_share_one_message_with_their_own_records(server):
     async def scenario():
         client = fakeredis.FakeAsyncRedis(server=server)
-        submitter = JobSubmitter(client, max_rows=100, max_wait_ms=2.0, ttl=60)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=100, max_wait_ms=2.0, ttl=60
+        )
         await asyncio.gather(*(submitter.submit(job(f"j{i}", rows=i + 1)) for i in range(3)))
         messages = await queued(client)
         records = [orjson.loads(await client.get(job_key(f"j{i}"))) for i in range(3)]
@@ -72,13 +82,15 @@ def test_jobs_of_one_window_share_one_message_with_their_own_records(server):
         assert record["status"] == "PENDING"
         assert record["task_id"] == task_id
     assert 0 < ttl <= 60
-    assert submitter.queue_depth == 0  # messages ahead of ours
+    assert submitter.admission.queue_depth == 0  # messages ahead of ours
 
 
 def test_a_group_flushes_when_it_reaches_max_rows(server):
     async def scenario():
         client = fakeredis.FakeAsyncRedis(server=server)
-        submitter = JobSubmitter(client, max_rows=4, max_wait_ms=NEVER_MS, ttl=60)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=4, max_wait_ms=NEVER_MS, ttl=60
+        )
         # The window never closes by time: these return only because 2 + 2 rows fill a group.
         await asyncio.gather(submitter.submit(job("a", 2)), submitter.submit(job("b", 2)))
         await submitter.submit(job("big", 5))  # alone over the limit: its own message at once
@@ -92,7 +104,9 @@ def test_a_group_flushes_when_it_reaches_max_rows(server):
 def test_the_next_job_after_a_full_group_starts_a_new_one(server):
     async def scenario():
         client = fakeredis.FakeAsyncRedis(server=server)
-        submitter = JobSubmitter(client, max_rows=2, max_wait_ms=NEVER_MS, ttl=60)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=2, max_wait_ms=NEVER_MS, ttl=60
+        )
         await asyncio.gather(*(submitter.submit(job(f"j{i}")) for i in range(4)))
         return await queued(client)
 
@@ -103,7 +117,9 @@ def test_the_next_job_after_a_full_group_starts_a_new_one(server):
 def test_drain_flushes_what_is_buffered(server):
     async def scenario():
         client = fakeredis.FakeAsyncRedis(server=server)
-        submitter = JobSubmitter(client, max_rows=100, max_wait_ms=NEVER_MS, ttl=60)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=100, max_wait_ms=NEVER_MS, ttl=60
+        )
         waiting = asyncio.ensure_future(submitter.submit(job("only")))
         await asyncio.sleep(0)  # the job joins the open group
         assert await client.llen(PREDICT_QUEUE) == 0
@@ -118,7 +134,9 @@ def test_drain_flushes_what_is_buffered(server):
 def test_a_redis_error_reaches_every_waiter_and_writes_nothing(server):
     async def scenario():
         client = fakeredis.FakeAsyncRedis(server=server)
-        submitter = JobSubmitter(client, max_rows=100, max_wait_ms=2.0, ttl=60)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=100, max_wait_ms=2.0, ttl=60
+        )
         server.connected = False
         outcomes = await asyncio.gather(
             *(submitter.submit(job(f"j{i}")) for i in range(3)), return_exceptions=True
@@ -152,12 +170,15 @@ def _groups(messages) -> list[list[str]]:
 def _behind(server, max_wait_ms: float, backlog_wait_ms: float) -> JobSubmitter:
     submitter = JobSubmitter(
         fakeredis.FakeAsyncRedis(server=server),
+        admission=open_admission(),
         max_rows=1000,
         max_wait_ms=max_wait_ms,
         backlog_wait_ms=backlog_wait_ms,
         ttl=60,
     )
-    submitter.queue_depth = BACKLOG + 1  # messages already waiting: the workers are behind
+    submitter.admission.queue_depth = (
+        BACKLOG + 1
+    )  # messages already waiting: the workers are behind
     return submitter
 
 
@@ -174,7 +195,12 @@ def test_when_workers_keep_up_the_same_stream_is_cut_at_max_wait(server):
     async def scenario():
         client = fakeredis.FakeAsyncRedis(server=server)
         submitter = JobSubmitter(
-            client, max_rows=1000, max_wait_ms=0.0, backlog_wait_ms=NEVER_MS, ttl=60
+            client,
+            admission=open_admission(),
+            max_rows=1000,
+            max_wait_ms=0.0,
+            backlog_wait_ms=NEVER_MS,
+            ttl=60,
         )
         await _stream(submitter, 50)
         return await queued(client)
@@ -190,7 +216,7 @@ def test_when_workers_are_behind_a_group_closes_once_a_loop_turn_brings_no_job(s
     # before backlog_wait, so each job goes alone.
     async def scenario():
         submitter = _behind(server, max_wait_ms=0.0, backlog_wait_ms=NEVER_MS)
-        submitter.queue_depth = 10**6  # stays behind after each write too
+        submitter.admission.queue_depth = 10**6  # stays behind after each write too
         await _stream(submitter, 3, every=0.01)
         return await queued(submitter.client)
 

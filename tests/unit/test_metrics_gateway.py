@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.metrics import GatewayMetrics, RequestMetrics
+from app.services.admission import Admission
 from app.services.inference import await_result
 from app.services.listener import ResultListener
 from app.services.submitter import JobSubmitter
@@ -27,6 +28,13 @@ from core.settings import get_settings, reset_settings
 
 KEY = "unit-predict-key"
 NEVER_MS = 600_000.0
+
+
+def open_admission() -> Admission:
+    """Admission that never refuses: these tests are about grouping, not backpressure."""
+    return Admission(
+        max_queue_depth=10**9, max_queue_bytes=10**12, memory_backpressure=0.8, retry_after=1
+    )
 
 
 def samples(exposition: bytes | str) -> list[tuple[str, dict, float]]:
@@ -190,7 +198,14 @@ def test_submitter_counts_jobs_and_logs_one_line_per_message_with_every_id():
     async def scenario():
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         metrics = GatewayMetrics()
-        submitter = JobSubmitter(client, max_rows=3, max_wait_ms=NEVER_MS, ttl=60, metrics=metrics)
+        submitter = JobSubmitter(
+            client,
+            admission=open_admission(),
+            max_rows=3,
+            max_wait_ms=NEVER_MS,
+            ttl=60,
+            metrics=metrics,
+        )
         await asyncio.gather(*(submitter.submit(job(f"j{i}")) for i in range(3)))
         return metrics
 
@@ -210,7 +225,9 @@ def test_a_sync_wait_that_ends_without_a_result_is_counted():
     async def scenario():
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         metrics = GatewayMetrics()
-        submitter = JobSubmitter(client, max_rows=1, max_wait_ms=1, ttl=60, metrics=metrics)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=1, max_wait_ms=1, ttl=60, metrics=metrics
+        )
         listener = ResultListener(client)
         future = listener.register("never-answered")
         result = await await_result(submitter, listener, "never-answered", future, 0.01)

@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from core.errors import TrainingError
-from core.messages import RETRAIN_LOCK_KEY, RETRAIN_TASK, job_key
+from core.messages import RETRAIN_TASK, job_key
 from core.settings import get_settings, reset_settings
+from core.single_flight import RETRAIN_LOCK_KEY
 from core.store import open_store
 from training.pipeline import STEPS, run_training
 from training.serialization import load_model

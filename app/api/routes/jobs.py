@@ -17,9 +17,14 @@ router = APIRouter(tags=["jobs"])
     response_model=JobPublic,
     responses={404: {"model": ErrorPublic, "description": "Unknown or expired"}, **ERROR_RESPONSES},
 )
-async def get_job(job_id: str, gateway: GatewayDep, _: PredictScope) -> JSONResponse:
-    """A job's status: PENDING, STARTED, SUCCESS (with its result) or FAILURE (with the error)."""
+async def get_job(job_id: str, gateway: GatewayDep, principal: PredictScope) -> JSONResponse:
+    """A job's status: PENDING, STARTED, SUCCESS (with its result) or FAILURE (with the error).
+
+    Only the API key that created a job (or an ``admin`` key) sees it; others get 404."""
     ttl = gateway.settings.api.jobs_ttl_seconds
     if len(job_id) > 64:
         raise not_found(job_id[:64] + "...", ttl)
-    return JSONResponse(await job_status(gateway.redis, job_id, ttl))
+    record = await job_status(
+        gateway.redis, job_id, ttl, viewer=principal, consumers=gateway.workers.consumers
+    )
+    return JSONResponse(record)

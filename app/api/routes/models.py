@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
 
 from app.api.deps import AdminScope, GatewayDep, PredictScope
 from app.responses import JSONResponse
 from app.schemas import ERROR_RESPONSES, ErrorPublic
-from app.services.workers import live_workers
+from app.services.workers import consumers, live_workers, unserved
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -23,7 +25,8 @@ def _summary(meta) -> dict:
 
 @router.get("", responses={**ERROR_RESPONSES})
 async def list_models(gateway: GatewayDep, _: PredictScope) -> JSONResponse:
-    """Every version with its metrics and gate decision, the production version, the workers."""
+    """Every version with its metrics and gate decision, the production version, the workers
+    and how many consume each queue (`warnings` names a queue nobody consumes)."""
     store = gateway.catalog.store
     metas = await gateway.catalog.call(store.all_metadata)
     aliases = await gateway.catalog.call(store.aliases)
@@ -44,6 +47,8 @@ async def list_models(gateway: GatewayDep, _: PredictScope) -> JSONResponse:
                 }
                 for w in workers
             ],
+            "consumers": consumers(workers),
+            "warnings": unserved(workers),
         }
     )
 
@@ -85,14 +90,22 @@ async def get_card(gateway: GatewayDep, _: PredictScope, version: int = Version)
 
 
 @router.post("/{version}/promote", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES})
-async def promote(gateway: GatewayDep, _: AdminScope, version: int = Version) -> JSONResponse:
+async def promote(
+    gateway: GatewayDep, principal: AdminScope, version: int = Version
+) -> JSONResponse:
     """Serve this version; workers follow within seconds."""
-    aliases = await gateway.catalog.call(gateway.catalog.store.promote, version)
+    actor = f"api key {principal.fingerprint}"
+    aliases = await gateway.catalog.call(
+        functools.partial(gateway.catalog.store.promote, version, actor=actor)
+    )
     return JSONResponse(aliases.model_dump())
 
 
 @router.post("/rollback", responses={**CONFLICT, **ERROR_RESPONSES})
-async def rollback(gateway: GatewayDep, _: AdminScope) -> JSONResponse:
+async def rollback(gateway: GatewayDep, principal: AdminScope) -> JSONResponse:
     """Go back to the previous production version."""
-    aliases = await gateway.catalog.call(gateway.catalog.store.rollback)
+    actor = f"api key {principal.fingerprint}"
+    aliases = await gateway.catalog.call(
+        functools.partial(gateway.catalog.store.rollback, actor=actor)
+    )
     return JSONResponse(aliases.model_dump())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 
@@ -13,11 +12,11 @@ from app.api.plain_route import PlainRoute
 from app.errors import (
     BadRequest,
     IdempotencyConflict,
-    JobNotFound,
-    TooManyRequests,
+    OutcomeUnknown,
     UnsupportedMediaType,
+    never_ran,
 )
-from app.responses import JSONResponse, RawJSONResponse
+from app.responses import JSONResponse, RawJSONResponse, accepted
 from app.schemas import (
     ERROR_RESPONSES,
     ErrorPublic,
@@ -29,12 +28,14 @@ from app.schemas import (
 from app.services.inference import await_result, submit_and_wait
 from app.services.jobs import FINISHED, job_status
 from app.services.rows import load_json, parse_predict_body, read_body
+from app.services.submitter import AlreadyClaimed, Claim
 from app.state import Gateway
 from core.messages import idempotency_key, new_id
 
 router = APIRouter(tags=["predict"])
 
 MAX_IDEMPOTENCY_KEY = 200
+REPLAYED = {"Idempotent-Replayed": "true"}
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)")
 BODY_SCHEMA = {
     "requestBody": {
@@ -51,14 +52,6 @@ BODY_SCHEMA = {
         },
     }
 }
-
-
-def accepted(job_id: str, request_id: str | None, *, deduplicated: bool = False) -> JSONResponse:
-    location = f"/jobs/{job_id}"
-    body = {"job_id": job_id, "status": "PENDING", "request_id": request_id, "location": location}
-    if deduplicated:
-        body["deduplicated"] = True
-    return JSONResponse(body, status_code=202, headers={"Location": location})
 
 
 def wait_seconds(query: float | None, prefer: str | None, ceiling: float) -> float:
@@ -165,20 +158,16 @@ async def predict(request: Request) -> JSONResponse:
     data = load_json(body)
     production = gateway.catalog.require_production()
     request_id, rows, _ = parse_predict_body(data, production, limits.max_instances)
-    if gateway.submitter.queue_depth >= limits.max_queue_depth:
-        raise TooManyRequests(
-            f"the predict queue holds {gateway.submitter.queue_depth} messages "
-            f"(limit {limits.max_queue_depth}); retry later",
-            limits.retry_after,
-        )
-    if gateway.memory_full:  # app/state.py: leave Redis headroom for the workers
-        raise redis.exceptions.OutOfMemoryError("Redis is near maxmemory (OOM headroom)")
-    job_id = None
+    job_id = new_id()
     key = idempotency or (request_id if limits.idempotency_from_request_id else None)
+    claim = None
     if key:
-        job_id, replay = await _claim(gateway, principal.fingerprint, key, body)
-        if replay:
-            return await _replay(gateway, job_id, request_id, timeout)
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        claim = Claim(idempotency_key(f"{principal.owner}:{key}"), f"{job_id} {digest}")
+        held = await gateway.redis.get(claim.key)
+        if held is not None:  # a retry: answer with the job the key names, queue nothing
+            return await _replay(gateway, held.decode(), claim, request_id, timeout)
+    gateway.admission.check()
     try:
         outcome = await submit_and_wait(
             gateway.submitter,
@@ -188,70 +177,46 @@ async def predict(request: Request) -> JSONResponse:
             request_id=request_id,
             wait=timeout,
             expires_in=timeout + limits.sync_grace if timeout else limits.jobs_ttl,
+            owner=principal.owner,
             job_id=job_id,
+            claim=claim,
         )
-    except BaseException:
-        if key:
-            await gateway.redis.delete(idempotency_key(f"{principal.fingerprint}:{key}"))
-        raise
+    except AlreadyClaimed as exc:  # a concurrent request with the same key queued its job first
+        return await _replay(gateway, exc.held, claim, request_id, timeout)
+    except redis.exceptions.RedisError as exc:
+        if never_ran(exc):
+            raise
+        raise OutcomeUnknown(job_id, exc) from exc
     if outcome.result is not None:
         return RawJSONResponse(outcome.result)
-    return accepted(outcome.job_id, request_id)
+    return accepted(outcome.job_id, request_id=request_id)
 
 
 # Requests are served here; the FastAPI route above documents them (app/api/plain_route.py).
 plain_routes = [PlainRoute("/predict", predict, methods=["POST"])]
 
 
-async def _claim(gateway, owner: str, key: str, body: bytes) -> tuple[str, bool]:
-    """Reserve the idempotency key for a new job, or return the job it already names."""
-    fingerprint = hashlib.sha256(body).hexdigest()[:32]
-    job_id = new_id()
-    redis_key = idempotency_key(f"{owner}:{key}")
-    window = gateway.limits.idempotency_window
-    if await gateway.redis.set(redis_key, f"{job_id} {fingerprint}", nx=True, ex=window):
-        return job_id, False
-    existing = await gateway.redis.get(redis_key)
-    if existing is None:  # expired between the two calls: take it
-        await gateway.redis.set(redis_key, f"{job_id} {fingerprint}", ex=window)
-        return job_id, False
-    existing_id, existing_fp = existing.decode().split(" ", 1)
-    if existing_fp != fingerprint:
+async def _replay(gateway, held: str, claim: Claim, request_id, wait: float) -> JSONResponse:
+    """Answer a request whose idempotency key already names a job: that job, or 409 if the
+    key came with another body. A claim is written with its job, so the job exists."""
+    job_id, _, digest = held.partition(" ")
+    if digest != claim.value.partition(" ")[2]:
         raise IdempotencyConflict(
             "this Idempotency-Key was already used with a different body; use a new key"
         )
-    return existing_id, True
-
-
-async def _claimed_record(gateway, job_id: str, patience: float = 2.0) -> dict:
-    """The record of a claimed job. A concurrent first request may still be writing it (the
-    claim comes first), so wait a little; a record that never appears is a 409, not a 404."""
-    deadline = asyncio.get_running_loop().time() + patience
-    while True:
-        try:
-            return await job_status(gateway.redis, job_id, gateway.limits.jobs_ttl)
-        except JobNotFound:
-            if asyncio.get_running_loop().time() > deadline:
-                raise IdempotencyConflict(
-                    "a request with this Idempotency-Key is still being processed; retry"
-                ) from None
-            await asyncio.sleep(0.02)
-
-
-async def _replay(gateway, job_id: str, request_id: str | None, wait: float) -> JSONResponse:
     future = gateway.listener.register(job_id) if wait else None
     try:
-        record = await _claimed_record(gateway, job_id)
+        record = await job_status(gateway.redis, job_id, gateway.limits.jobs_ttl)
     except BaseException:
         gateway.listener.discard(job_id)
         raise
     if record.get("status") in FINISHED:
         gateway.listener.discard(job_id)
-        return JSONResponse(record, headers={"Idempotent-Replayed": "true"})
+        return JSONResponse(record, headers=REPLAYED)
     if future is not None:
         result = await await_result(gateway.submitter, gateway.listener, job_id, future, wait)
         if result is not None:
-            return RawJSONResponse(result, headers={"Idempotent-Replayed": "true"})
-    response = accepted(job_id, request_id, deduplicated=True)
-    response.headers["Idempotent-Replayed"] = "true"
+            return RawJSONResponse(result, headers=REPLAYED)
+    response = accepted(job_id, request_id=request_id, deduplicated=True)
+    response.headers.update(REPLAYED)
     return response

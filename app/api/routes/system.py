@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from app.api.deps import GatewayDep
 from app.responses import JSONResponse
 from app.schemas import VersionPublic
-from app.services.workers import live_workers
-from core.messages import PREDICT_QUEUE
+from app.services.workers import live_workers, unserved
+from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
 from core.versions import API_VERSION
 
 router = APIRouter(tags=["system"])
@@ -23,21 +23,26 @@ async def health() -> dict:
 
 @router.get("/ready", responses={503: {"description": "Not ready, with the reasons"}})
 async def ready(gateway: GatewayDep) -> JSONResponse:
-    """Ready when Redis answers, a worker consumes `predict` and a production model exists."""
-    reasons, workers = [], []
+    """Ready when Redis answers, a worker consumes `predict` and a production model exists;
+    `warnings` says when no worker consumes `train` (retrains would wait)."""
+    reasons, warnings, workers = [], [], []
     try:
         await gateway.redis.ping()
         workers = await live_workers(gateway.redis, gateway.settings.worker.heartbeat_seconds)
     except (redis.exceptions.RedisError, OSError) as exc:
         reasons.append(f"Redis does not answer: {exc}")
-    if not reasons and not any(PREDICT_QUEUE in (w.get("queues") or []) for w in workers):
-        reasons.append("no live worker consumes the 'predict' queue")
+    else:
+        reasons += unserved(workers, (PREDICT_QUEUE,))
+        # Not a reason to take the gateway out of service (predictions are served), but a
+        # retrain would wait: say so.
+        warnings += unserved(workers, (TRAIN_QUEUE,))
     production = gateway.catalog.production
     if production is None:
         reasons.append("no production model; train one with `python -m training train`")
     body = {
         "status": "not ready" if reasons else "ready",
         "reasons": reasons,
+        "warnings": warnings,
         "model_name": gateway.catalog.store.model_name,
         "model_version": production.version if production else None,
         "workers": [
