@@ -39,13 +39,14 @@ RUNNER_SEPARATOR = "|"
 
 # KEYS: lock, the job's record, the train queue. ARGV: job id, record, task message, TTL in
 # seconds. Claims the lock, writes the record and queues the message at once (a crash cannot
-# leave a claim without its job), or returns who holds the lock.
+# leave a claim without its job), or returns who holds the lock. The write that can fail
+# comes first (scripts are not rolled back): see ENQUEUE in app/services/submitter.py.
 REQUEST = """
 local held = redis.call('GET', KEYS[1])
 if held then return held end
+redis.call('LPUSH', KEYS[3], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
-redis.call('LPUSH', KEYS[3], ARGV[3])
 return false
 """
 # KEYS[1] lock; ARGV[1] job id, ARGV[2] running value, ARGV[3] lease ms. Free or queued for

@@ -25,9 +25,11 @@ from app.services.admission import Admission
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message, job_key
 
 # One command writes the group's idempotency claims, job records and task message, atomically:
-# cheaper than a MULTI of N+1 commands, and nothing is half-written if Redis refuses it (e.g.
-# out of memory, which it reports at the first write, after the reads). A claim is written
-# with its job or not at all, so a crash or a timeout cannot leave a key without its job.
+# cheaper than a MULTI of N+1 commands. Redis does not roll a script back, so the one write
+# that can fail comes first: the LPUSH (out of memory is checked at a script's first write;
+# no other command runs before the SETs, so no worker sees the message before its records).
+# A claim is written with its job or not at all: a crash or a timeout cannot leave a key
+# without its job.
 # KEYS: the queue, n idempotency keys, the job keys. ARGV: job TTL, message, n, idempotency
 # window, n claims ("<job id> <body digest>"), the job records. Returns the queue length, or
 # {index, held claim, ...} for claims already taken, having written nothing.
@@ -42,13 +44,14 @@ for i = 1, n do
   end
 end
 if #taken > 0 then return taken end
+local depth = redis.call('LPUSH', KEYS[1], ARGV[2])
 for i = 1, n do
   redis.call('SET', KEYS[1 + i], ARGV[4 + i], 'EX', ARGV[4])
 end
 for i = n + 2, #KEYS do
   redis.call('SET', KEYS[i], ARGV[i + 3], 'EX', ARGV[1])
 end
-return redis.call('LPUSH', KEYS[1], ARGV[2])
+return depth
 """
 BACKLOG = 1  # predict messages queued beyond this mean the workers are behind
 

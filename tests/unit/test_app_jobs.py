@@ -8,6 +8,7 @@ import fakeredis
 import orjson
 import pytest
 
+from app.auth import Principal
 from app.errors import JobNotFound
 from app.services.jobs import job_status
 from core.messages import batch_key, job_key
@@ -15,12 +16,12 @@ from core.messages import batch_key, job_key
 TTL = 3600
 
 
-def status(entries: dict[str, object], job_id: str = "j1") -> dict:
+def status(entries: dict[str, object], job_id: str = "j1", **options) -> dict:
     async def scenario():
         client = fakeredis.FakeAsyncRedis()
         for key, value in entries.items():
             await client.set(key, value if isinstance(value, bytes) else orjson.dumps(value))
-        return await job_status(client, job_id, TTL)
+        return await job_status(client, job_id, TTL, **options)
 
     return asyncio.run(scenario())
 
@@ -99,3 +100,47 @@ def test_an_unknown_job_is_404_with_why():
     assert info.value.status_code == 404
     assert "'j1'" in info.value.message
     assert f"{TTL} s" in info.value.message
+
+
+# -- whose job: only the key that created it, and admin keys ---------------------------------
+CREATOR = Principal("aaaaaaaa", frozenset({"predict"}), "a" * 32)
+STRANGER = Principal("bbbbbbbb", frozenset({"predict"}), "b" * 32)
+ADMIN = Principal("cccccccc", frozenset({"admin"}), "c" * 32)
+
+
+@pytest.mark.parametrize("viewer", [CREATOR, ADMIN], ids=["creator", "admin"])
+def test_the_creator_and_admins_read_a_job(viewer):
+    record = predict_record(owner=CREATOR.owner)
+    assert status({job_key("j1"): record}, viewer=viewer)["job_id"] == "j1"
+
+
+def test_another_key_gets_the_same_404_as_for_an_unknown_job():
+    entries = {job_key("j1"): predict_record(owner=CREATOR.owner)}
+    with pytest.raises(JobNotFound) as theirs:
+        status(entries, viewer=STRANGER)
+    with pytest.raises(JobNotFound) as unknown:
+        status(entries, job_id="j2", viewer=STRANGER)
+    assert theirs.value.message == unknown.value.message.replace("'j2'", "'j1'")
+
+
+def test_a_job_without_owner_beat_or_cli_is_for_admins_only():
+    with pytest.raises(JobNotFound):
+        status({job_key("j1"): train_record()}, viewer=CREATOR)
+    assert status({job_key("j1"): train_record()}, viewer=ADMIN)["kind"] == "train"
+
+
+# -- a job waiting for a queue no live worker consumes says so ---------------------------------
+def test_a_retrain_nobody_can_take_says_which_queue_lacks_a_worker():
+    body = status({job_key("j1"): train_record()}, consumers={"train": 0, "predict": 2}.get)
+    assert body["status"] == "PENDING"
+    assert body["waiting"]["queue"] == "train" and body["waiting"]["consumers"] == 0
+    assert "no live worker consumes the 'train' queue" in body["waiting"]["message"]
+
+
+def test_a_waiting_job_whose_queue_has_workers_or_unknown_says_nothing_more():
+    assert "waiting" not in status(
+        {job_key("j1"): train_record()}, consumers={"train": 1, "predict": 0}.get
+    )
+    assert "waiting" not in status({job_key("j1"): predict_record()}, consumers=lambda _q: None)
+    started = {job_key("j1"): predict_record(), batch_key("t1"): b"STARTED"}
+    assert "waiting" not in status(started, consumers=lambda _q: 0)

@@ -11,8 +11,8 @@ import pytest
 import redis.exceptions
 
 from app.services.admission import Admission
-from app.services.submitter import BACKLOG, JobSubmitter
-from core.messages import PREDICT_QUEUE, PREDICT_TASK, job_key
+from app.services.submitter import BACKLOG, AlreadyClaimed, Claim, JobSubmitter
+from core.messages import PREDICT_QUEUE, PREDICT_TASK, idempotency_key, job_key
 
 NEVER_MS = 600_000.0  # a window that never closes by time: only size or drain flushes it
 
@@ -176,9 +176,7 @@ def _behind(server, max_wait_ms: float, backlog_wait_ms: float) -> JobSubmitter:
         backlog_wait_ms=backlog_wait_ms,
         ttl=60,
     )
-    submitter.admission.queue_depth = (
-        BACKLOG + 1
-    )  # messages already waiting: the workers are behind
+    submitter.admission.queue_depth = BACKLOG + 1  # messages waiting: the workers are behind
     return submitter
 
 
@@ -238,3 +236,77 @@ def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(server):
     groups = _groups(messages)
     assert len(groups) >= 2  # 200 ms of jobs, groups capped at 20 ms
     assert sorted(j for group in groups for j in group) == sorted(f"s{i}" for i in range(count))
+
+
+# -- idempotency claims: written with their job, in the same script ---------------------------
+def _submitter(client, max_wait_ms: float = 2.0) -> JobSubmitter:
+    return JobSubmitter(
+        client, admission=open_admission(), max_rows=100, max_wait_ms=max_wait_ms, ttl=60
+    )
+
+
+def claim(key: str, job_id: str, digest: str = "d1") -> Claim:
+    return Claim(idempotency_key(key), f"{job_id} {digest}")
+
+
+def test_a_claim_is_written_with_its_job_and_the_window_as_its_ttl(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        await _submitter(client).submit(job("j1"), claim("k", "j1"))
+        return await client.get(idempotency_key("k")), await client.ttl(idempotency_key("k"))
+
+    value, ttl = run(scenario())
+    assert value == b"j1 d1"
+    assert 590 < ttl <= 600  # api.idempotency_window_seconds (default of JobSubmitter)
+
+
+def test_a_taken_key_queues_nothing_for_its_job_and_the_others_go_on(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        await client.set(idempotency_key("k"), b"earlier d1")
+        submitter = _submitter(client)
+        outcomes = await asyncio.gather(
+            submitter.submit(job("retry"), claim("k", "retry")),
+            submitter.submit(job("other"), claim("k2", "other")),
+            submitter.submit(job("plain")),
+            return_exceptions=True,
+        )
+        return outcomes, await queued(client), await client.exists(job_key("retry"))
+
+    outcomes, messages, retry_record = run(scenario())
+    assert isinstance(outcomes[0], AlreadyClaimed) and outcomes[0].held == "earlier d1"
+    assert outcomes[1:] == [None, None]
+    assert _groups(messages) == [["other", "plain"]]
+    assert retry_record == 0
+
+
+def test_the_same_key_twice_in_one_group_makes_one_job(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = _submitter(client)
+        outcomes = await asyncio.gather(
+            *(submitter.submit(job(f"j{i}"), claim("k", f"j{i}")) for i in range(3)),
+            return_exceptions=True,
+        )
+        return outcomes, await queued(client)
+
+    outcomes, messages = run(scenario())
+    assert outcomes[0] is None
+    assert [o.held for o in outcomes[1:]] == ["j0 d1", "j0 d1"]  # replays of the first job
+    assert _groups(messages) == [["j0"]]
+
+
+def test_a_refused_write_leaves_neither_claim_nor_job(server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=server)
+        submitter = _submitter(client)
+        await client.set(PREDICT_QUEUE, b"not a list")  # LPUSH fails: WRONGTYPE
+        try:
+            await submitter.submit(job("j1"), claim("k", "j1"))
+        except redis.exceptions.ResponseError as exc:
+            error = exc
+        return error, await client.exists(idempotency_key("k"), job_key("j1"))
+
+    error, left = run(scenario())
+    assert "WRONGTYPE" in str(error)
+    assert left == 0  # Redis does not roll scripts back: the failing write must come first

@@ -8,6 +8,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from core.errors import AliasConflict, IntegrityError, ModelNotFound
 from core.store import FeatureSpec, LocalStorage, ModelMetadata, ModelStore
@@ -106,3 +107,37 @@ def test_training_store_concurrent_registrations_processes(tmp_path):
     with ProcessPoolExecutor(max_workers=4, mp_context=ctx) as pool:
         versions = list(pool.map(register_one, [root] * 4, [f"p{i}".encode() for i in range(4)]))
     assert sorted(versions) == [1, 2, 3, 4]
+
+
+def test_promote_with_an_expected_production_is_a_compare_and_set(store):
+    first = store.register(b"a", make_meta()).version
+    second = store.register(b"b", make_meta()).version
+    store.promote(first)
+    with pytest.raises(AliasConflict, match="changed from none to v1"):
+        store.promote(second, expected=None)
+    assert store.production_version() == first
+    store.promote(second, expected=first)
+    assert store.production_version() == second
+
+
+def test_promote_and_rollback_leave_an_audit_entry_and_line(store):
+    first = store.register(b"a", make_meta()).version
+    second = store.register(b"b", make_meta()).version
+    lines = []
+    handler = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
+    try:
+        store.promote(first, actor="cli (me@host)")
+        store.promote(second, actor="api key abcd1234")
+        store.rollback(actor="api key abcd1234")
+    finally:
+        logger.remove(handler)
+    audit = store.metadata(first).audit
+    assert [(a.action, a.by, a.detail) for a in audit] == [
+        ("promoted", "cli (me@host)", "production none -> v1"),
+        ("rolled back to", "api key abcd1234", "production v2 -> v1"),
+    ]
+    assert all(a.at for a in audit)
+    assert [(a.action, a.detail) for a in store.metadata(second).audit] == [
+        ("promoted", "production v1 -> v2")
+    ]
+    assert "audit: api key abcd1234 rolled back to m v1 (production v2 -> v1)" in lines

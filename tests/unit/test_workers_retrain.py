@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import functools
+import threading
+import time
 
 import fakeredis
 import orjson
 import pytest
+from celery.exceptions import Ignore
 
 from core.errors import TrainingError
-from core.messages import RETRAIN_TASK, job_key
+from core.messages import RETRAIN_TASK, attempts_key, job_key
 from core.settings import get_settings, reset_settings
-from core.single_flight import RETRAIN_LOCK_KEY
+from core.single_flight import RETRAIN_LOCK_KEY, RunLease
 from core.store import open_store
 from training.pipeline import STEPS, run_training
 from training.serialization import load_model
 from workers import create_app
+from workers import retrain as retrain_module
 from workers import tasks as tasks_module
 from workers.model_cache import ModelCache
-from workers.retrain import run_retrain
+from workers.retrain import AlreadyRunning, run_retrain
 from workers.runtime import Runtime
 
 
@@ -133,3 +137,113 @@ def test_progress_reporter_failure_does_not_fail_the_run(rt):
 
     assert run_retrain(rt, "job-4", broken)["decision"] == "promoted"
     assert rt.redis.get(RETRAIN_LOCK_KEY) is None
+
+
+# -- crash loops and duplicate deliveries ------------------------------------------------------
+def test_a_retrain_that_killed_its_worker_too_often_ends_in_failure(rt):
+    max_retries = rt.settings.worker.max_retries_on_crash
+    rt.redis.set(attempts_key("job-oom"), max_retries + 1)  # this delivery is one too many
+    result = run_retrain(rt, "job-oom")
+    assert result["decision"] == "failed"
+    record = orjson.loads(rt.redis.get(job_key("job-oom")))
+    assert record["status"] == "FAILURE"
+    assert record["error"]["reason"] == "worker_lost"
+    assert f"died {max_retries + 1} times" in record["error"]["message"]
+    assert rt.redis.get(RETRAIN_LOCK_KEY) is None
+    assert rt.store.versions() == [1]
+
+
+def test_each_start_counts_an_attempt(rt):
+    run_retrain(rt, "job-5")
+    assert int(rt.redis.get(attempts_key("job-5"))) == 1
+    assert 0 < rt.redis.ttl(attempts_key("job-5")) <= rt.settings.api.jobs_ttl_seconds
+
+
+def test_a_copy_of_a_run_alive_elsewhere_waits_one_lease_then_is_dropped(rt, monkeypatch):
+    rt = with_env(monkeypatch, TRAINING__LOCK_LEASE_SECONDS="1")
+    monkeypatch.setattr(retrain_module, "POLL_SECONDS", 0.05)
+    rt.redis.set(RETRAIN_LOCK_KEY, "job-6|other-host:1:aa", px=1000)
+    stop = threading.Event()
+
+    def alive_elsewhere() -> None:  # the first run renews its lease
+        while not stop.wait(0.2):
+            rt.redis.pexpire(RETRAIN_LOCK_KEY, 1000)
+
+    thread = threading.Thread(target=alive_elsewhere, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(AlreadyRunning):
+            run_retrain(rt, "job-6")
+    finally:
+        stop.set()
+        thread.join()
+    assert time.monotonic() - started >= 1.0  # it waited a whole lease before giving up
+    assert rt.store.versions() == [1]
+    assert rt.redis.get(RETRAIN_LOCK_KEY) == b"job-6|other-host:1:aa"
+    assert rt.redis.get(attempts_key("job-6")) is None  # no attempt of its own
+
+
+def test_a_copy_of_a_run_that_died_takes_over_once_its_lease_lapses(rt, monkeypatch):
+    monkeypatch.setattr(retrain_module, "POLL_SECONDS", 0.05)
+    rt.redis.set(RETRAIN_LOCK_KEY, "job-7|dead-host:1:aa", px=300)  # nobody renews it
+    assert run_retrain(rt, "job-7")["decision"] == "promoted"
+    assert rt.store.versions() == [1, 2]
+
+
+def test_a_copy_of_a_run_that_already_finished_is_dropped(rt, monkeypatch):
+    monkeypatch.setattr(retrain_module, "POLL_SECONDS", 0.05)
+    rt.redis.set(RETRAIN_LOCK_KEY, "job-8|other-host:1:aa", px=60_000)
+    rt.redis.set(job_key("job-8"), orjson.dumps({"job_id": "job-8", "status": "FAILURE"}))
+    with pytest.raises(AlreadyRunning):
+        run_retrain(rt, "job-8")
+
+
+def test_the_retrain_task_drops_a_duplicate_delivery_without_a_result(rt, monkeypatch):
+    task = create_app(get_settings()).tasks[RETRAIN_TASK]
+    monkeypatch.setattr(tasks_module, "runtime", lambda: rt)
+
+    def duplicate(*_args, **_kwargs):
+        raise AlreadyRunning("retrain job-9 is already running in another process")
+
+    monkeypatch.setattr(tasks_module, "run_retrain", duplicate)
+    task.push_request(id="job-9")
+    try:
+        with pytest.raises(Ignore):
+            task.run()
+    finally:
+        task.pop_request()
+
+
+# -- fencing: a run never overwrites what changed while it trained -----------------------------
+def test_a_run_that_lost_its_lease_registers_but_does_not_promote(rt):
+    lease = RunLease(rt.redis, "job-10", 30)
+    lease.lost.set()
+    outcome = run_training(rt.settings, rt.store, lease=lease)
+    assert outcome.decision == "rejected" and not outcome.promoted
+    assert "lost its single-flight lease" in outcome.reason
+    assert rt.store.production_version() == 1
+    assert rt.store.metadata(outcome.version).gate.decision == "rejected"
+
+
+def test_a_manual_rollback_during_training_is_not_overwritten(rt):
+    run_training(rt.settings, rt.store)  # v2 in production, v1 in the history
+
+    def operator_rolls_back(step: str, _percent: int) -> None:
+        if step == "fitting":
+            rt.store.rollback(actor="operator")
+
+    outcome = run_training(rt.settings, rt.store, progress=operator_rolls_back)
+    assert outcome.decision == "rejected"
+    assert "changed from v2 to v1" in outcome.reason
+    assert rt.store.production_version() == 1  # the operator's choice stands
+
+
+def test_a_run_records_who_registered_and_promoted_it(rt):
+    outcome = run_training(rt.settings, rt.store, actor="job j (api key abcd1234)")
+    audit = rt.store.metadata(outcome.version).audit
+    assert [(a.action, a.by) for a in audit] == [
+        ("registered", "job j (api key abcd1234)"),
+        ("promoted", "job j (api key abcd1234)"),
+    ]
+    assert audit[1].detail == f"production v1 -> v{outcome.version}"

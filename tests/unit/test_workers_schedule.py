@@ -5,11 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import fakeredis
+import orjson
 import pytest
 
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE
+from core.messages import RETRAIN_TASK, TRAIN_QUEUE, job_key
 from core.settings import ROOT, SettingsError, get_settings, reset_settings
-from workers.schedule import RETRAIN_ENTRY, beat_schedule
+from core.single_flight import Holder, holder
+from workers import create_app
+from workers import schedule as schedule_module
+from workers.schedule import RETRAIN_ENTRY, SingleFlightScheduler, beat_schedule
 
 
 def settings_with(monkeypatch, **env: str):
@@ -69,3 +74,22 @@ def app_schedule(enabled: str) -> str:
 def test_celery_app_schedule_follows_the_environment():
     assert app_schedule("true") == repr([RETRAIN_ENTRY])
     assert app_schedule("false") == "[]"
+
+
+def test_beat_queues_its_retrain_through_the_single_flight(monkeypatch, tmp_path):
+    """Due twice while the first retrain waits: one job queued, the second joins it."""
+    server = fakeredis.FakeServer()
+    monkeypatch.setattr(
+        schedule_module, "sync_client", lambda _url: fakeredis.FakeRedis(server=server)
+    )
+    app = create_app(settings_with(monkeypatch, RETRAIN_ENABLED="true"))
+    scheduler = SingleFlightScheduler(app, schedule_filename=str(tmp_path / "beat"), lazy=True)
+    scheduler.setup_schedule()
+    entry = scheduler.schedule[RETRAIN_ENTRY]
+    scheduler.apply_async(entry, advance=False)
+    scheduler.apply_async(entry, advance=False)
+    client = fakeredis.FakeRedis(server=server)
+    (message,) = client.lrange(TRAIN_QUEUE, 0, -1)
+    job_id = orjson.loads(message)["headers"]["id"]
+    assert holder(client) == Holder(job_id, running=False)
+    assert orjson.loads(client.get(job_key(job_id)))["requested_by"] == "beat"

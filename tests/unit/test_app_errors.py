@@ -1,0 +1,43 @@
+"""app/errors.py: what a Redis failure lets the gateway promise about a write."""
+
+from __future__ import annotations
+
+import pytest
+import redis.exceptions
+
+from app.errors import OutcomeUnknown, never_ran
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Refused."),
+        redis.exceptions.TimeoutError("Timeout connecting to server"),
+        redis.exceptions.OutOfMemoryError("OOM command not allowed"),
+        redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
+        redis.exceptions.ResponseError("WRONGTYPE Operation against a key"),
+    ],
+    ids=["refused", "connect-timeout", "oom", "loading", "error-reply"],
+)
+def test_refusals_before_the_command_ran_are_known_to_have_queued_nothing(exc):
+    assert never_ran(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
+        redis.exceptions.ConnectionError("Connection closed by server."),
+        redis.exceptions.ConnectionError("Error while reading from 127.0.0.1:6379"),
+    ],
+    ids=["read-timeout", "closed", "read-error"],
+)
+def test_a_lost_answer_leaves_the_outcome_unknown(exc):
+    assert not never_ran(exc)
+
+
+def test_an_unknown_outcome_names_the_job_to_look_up():
+    error = OutcomeUnknown("job-1", redis.exceptions.TimeoutError("Timeout reading"))
+    assert error.status_code == 503
+    assert "job job-1 may or may not have been queued" in error.message
+    assert "GET /jobs/job-1" in error.message
