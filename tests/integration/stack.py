@@ -19,8 +19,11 @@ from scripts import commands
 from tests.integration.procs import ROOT, RedisServer, Service, free_port, service_env, wait_until
 
 PREDICT_KEY = "test-predict-key"
+OTHER_PREDICT_KEY = "test-other-predict-key"  # another client with the same scope
 ADMIN_KEY = "test-admin-key"
-API_KEYS = json.dumps({PREDICT_KEY: ["predict"], ADMIN_KEY: ["admin"]})
+API_KEYS = json.dumps(
+    {PREDICT_KEY: ["predict"], OTHER_PREDICT_KEY: ["predict"], ADMIN_KEY: ["admin"]}
+)
 
 SEED_BODY = {
     "request_id": "integration-test-id",

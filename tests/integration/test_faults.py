@@ -24,7 +24,7 @@ import pytest
 from benchmarks.load import generator_name, run_load
 from core.store import Aliases, LocalStorage, ModelStore
 from tests.integration.faulty_model import HUNG, POISON, SLOW, register_faulty_version
-from tests.integration.procs import ROOT, process_table, wait_until
+from tests.integration.procs import ROOT, ScriptReplyDelay, process_table, wait_until
 from tests.integration.stack import ADMIN_KEY, PREDICT_KEY, SEED_BODY, Stack, poll_job
 from workers.jobs import STARTED_MARK_ROWS
 
@@ -635,3 +635,113 @@ def test_gateway_keys_are_never_logged(steady):
     log = steady.services["gateway"].output()
     for key in (PREDICT_KEY, ADMIN_KEY, "wrong-key-not-to-be-logged"):
         assert key not in log
+
+
+def _records(client, request_id: str) -> list[dict]:
+    records = [orjson.loads(client.get(k)) for k in client.scan_iter("mlops:job:*")]
+    return [r for r in records if r.get("request_id") == request_id]
+
+
+def test_a_write_redis_held_back_and_dropped_is_an_unknown_503_and_the_retry_queues_once(steady):
+    """CLIENT PAUSE WRITE: reads go on, the submit's script waits past the gateway's 1 s
+    timeout, and Redis drops it when the gateway gives up the connection. The 503 names the
+    job it may have queued; GET /jobs says it was not; the retry (same Idempotency-Key)
+    queues one job, never a 409 for a key whose job was never written."""
+    key = {"Idempotency-Key": f"paused-{time.time_ns()}"}
+    body = row_body(GOOD_ROW, "paused")
+    observer = steady.redis.client()
+    with steady.client() as client:
+        observer.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+        started = time.monotonic()
+        unknown = client.post("/predict", json=body, headers=key)
+        elapsed = time.monotonic() - started
+        time.sleep(1.0)  # the pause is over
+        lookup = client.get(f"/jobs/{unknown.json().get('job_id')}")
+        retry = client.post("/predict", json=body, headers=key, params={"wait": 10})
+    assert unknown.status_code == 503, unknown.text
+    assert elapsed < 1 + 2.5, elapsed
+    assert unknown.json()["reason"] == "outcome_unknown"
+    assert "may or may not have been queued" in unknown.json()["detail"]
+    assert lookup.status_code == 404, lookup.text
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["status"] == "SUCCESS"
+    assert [r["job_id"] for r in _records(observer, "paused")] == [retry.json()["job_id"]]
+
+
+def test_a_write_applied_whose_answer_was_lost_is_found_by_the_retry(tmp_path, template):
+    """Redis runs the submit at once but its reply comes 2 s late (a proxy holds it): the
+    gateway answers 503 naming the job; the retry with the same Idempotency-Key returns that
+    job, and it is the only one. (Before, the timeout deleted the key: a second job.)"""
+    stack = Stack(tmp_path, **FAULT_ENV)
+    proxy = None
+    try:
+        boot(stack, template, gateway=False)
+        proxy = ScriptReplyDelay(stack.redis.port, delay=2.0).start()
+        stack.start_gateway(MLOPS_REDIS_URL=proxy.url)
+        stack.wait_ready()
+        key = {"Idempotency-Key": f"lost-{time.time_ns()}"}
+        body = row_body(GOOD_ROW, "lost-answer")
+        with stack.client() as client:
+            # One submit first: Redis then knows the script (EVALSHA), as in a running service.
+            assert client.post("/predict", json=SEED_BODY, params={"wait": 10}).status_code == 200
+            proxy.arm()
+            unknown = client.post("/predict", json=body, headers=key)
+            proxy.armed.clear()
+            time.sleep(2.5)  # the held reply has gone by
+            retry = client.post("/predict", json=body, headers=key, params={"wait": 10})
+        assert unknown.status_code == 503, unknown.text
+        assert unknown.json()["reason"] == "outcome_unknown"
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["job_id"] == unknown.json()["job_id"]
+        assert retry.json()["status"] == "SUCCESS"
+        assert retry.headers["idempotent-replayed"] == "true"
+        records = _records(stack.redis.client(), "lost-answer")
+        assert [r["job_id"] for r in records] == [unknown.json()["job_id"]]
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        stack.stop()
+
+
+THOUSAND_ROWS = {"request_id": "bulk", "instances": [GOOD_ROW] * 1000}
+
+
+def test_a_stream_of_thousand_row_jobs_hits_429_before_redis_fills_and_loses_nothing(
+    tmp_path, template
+):
+    """No worker consumes: the queue grows by ~25 KB a job. Admission counts bytes, so the
+    stream gets 429 at api.max_queue_bytes, long before the message limit and before Redis
+    nears its maxmemory; every accepted job completes once a worker starts."""
+    maxmemory = 64 * 1024 * 1024
+    stack = Stack(
+        tmp_path,
+        redis_args=["--maxmemory", str(maxmemory), "--maxmemory-policy", "noeviction"],
+        **FAULT_ENV,
+        MLOPS_API__MAX_QUEUE_BYTES=str(4 * 1024 * 1024),
+    )
+    try:
+        boot(stack, template, worker=False)
+        accepted, refused = [], None
+        with stack.client() as client:
+            for _ in range(1000):
+                response = client.post("/predict", json=THOUSAND_ROWS)
+                if response.status_code == 429:
+                    refused = response
+                    break
+                assert response.status_code == 202, response.text
+                accepted.append(response.json()["job_id"])
+            used = int(stack.redis.client().info("memory")["used_memory"])
+            assert refused is not None, f"no 429 after {len(accepted)} jobs of 1,000 rows"
+            assert "MiB" in refused.json()["detail"], refused.text
+            assert int(refused.headers["retry-after"]) >= 1
+            assert used < 0.5 * maxmemory, used
+            assert len(accepted) < 5000  # long before api.max_queue_depth
+            stack.start_worker("worker0")
+            assert_all_succeed(stack, accepted, timeout=120)
+            wait_until(
+                lambda: client.post("/predict", json=THOUSAND_ROWS).status_code == 202,
+                30,
+                "admission after the queue drained",
+            )
+    finally:
+        stack.stop()

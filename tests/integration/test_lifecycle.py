@@ -8,6 +8,8 @@ the server worker is always one that was running before a promotion and never tr
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -16,10 +18,17 @@ import httpx
 import orjson
 import pytest
 
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE, celery_message
+from core.messages import RETRAIN_TASK, TRAIN_QUEUE, attempts_key, celery_message
 from core.single_flight import RETRAIN_LOCK_KEY
-from tests.integration.procs import wait_until
-from tests.integration.stack import SEED_BODY, Stack, poll_job, run_stack
+from tests.integration.procs import process_table, wait_until
+from tests.integration.stack import (
+    ADMIN_KEY,
+    OTHER_PREDICT_KEY,
+    SEED_BODY,
+    Stack,
+    poll_job,
+    run_stack,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +70,10 @@ def train_worker(stack: Stack, name: str, concurrency: int = 1, **env: str) -> I
         raise
     finally:
         service.stop()
+
+
+def pool_children(service) -> list[int]:
+    return [pid for pid, fields in process_table() if int(fields[1]) == service.pid]
 
 
 def production(stack: Stack) -> int | None:
@@ -339,3 +352,122 @@ def test_cli_train_takes_the_same_lock(lifecycle):
     unlocked = lifecycle.train(MLOPS_REDIS_URL="redis://127.0.0.1:1/0")
     assert unlocked.returncode == 0, unlocked.stderr
     assert "without the single-flight lock" in unlocked.stderr
+
+
+# -- hardening: a retrain nobody can take, crash loops, fencing, owners, audit ----------------
+def test_a_retrain_no_worker_can_take_is_visible_is_not_queued_twice_and_a_plain_worker_runs_it(
+    lifecycle,
+):
+    """Only the predict-only "server" worker runs: /ready and GET /models say `train` has no
+    consumer, the job says what it waits for, a second request joins it however long it
+    waits, and the documented `celery -A workers worker` (no -Q) serves it."""
+    with lifecycle.admin() as admin:
+        ready = admin.get("/ready")
+        models = admin.get("/models").json()
+        first = retrain(lifecycle)
+        waiting = admin.get(f"/jobs/{first}").json()
+        claim_ms = lifecycle.redis.client().pttl(RETRAIN_LOCK_KEY)
+        second = admin.post("/retrain").json()
+    assert ready.status_code == 200, ready.text
+    assert any("'train'" in w for w in ready.json()["warnings"]), ready.json()
+    assert models["consumers"]["train"] == 0 and models["consumers"]["predict"] >= 1
+    assert any("'train'" in w for w in models["warnings"])
+    assert waiting["status"] == "PENDING"
+    assert waiting["waiting"]["queue"] == "train" and waiting["waiting"]["consumers"] == 0
+    # The claim lasts as long as the job may wait (its record's TTL), not one 60 s lease.
+    assert claim_ms > 10 * 60_000, claim_ms
+    assert second["job_id"] == first and second["deduplicated"] is True
+    assert lifecycle.redis.client().llen(TRAIN_QUEUE) == 1
+
+    plain = lifecycle.start_worker("plain")  # exactly `celery -A workers worker`
+    try:
+        assert "-Q" not in plain.args
+        result = finished(lifecycle, first)
+        with lifecycle.admin() as admin:
+            wait_until(lambda: admin.get("/ready").json()["warnings"] == [], 10, "no warning")
+    finally:
+        plain.stop()
+    assert result["status"] == "SUCCESS", result
+    assert result["result"]["decision"] in ("promoted", "rejected")
+
+
+def _kill_run(stack: Stack, worker, job_id: str, attempt: int) -> None:
+    """SIGKILL the pool child once it started the ``attempt``-th run of the job."""
+    client = stack.redis.client()
+
+    def running() -> bool:
+        return int(client.get(attempts_key(job_id)) or 0) == attempt and bool(pool_children(worker))
+
+    wait_until(running, 60, f"attempt {attempt} of the retrain", interval=0.05)
+    time.sleep(0.5)  # well into the run
+    for child in pool_children(worker):
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_retrain_that_kills_its_worker_ends_in_failure_after_max_retries(lifecycle):
+    before = production(lifecycle)
+    versions = sorted(p.name for p in (lifecycle.artifacts / "iris").glob("[0-9]*"))
+    env = {
+        **SLOW_ESTIMATOR,
+        "MLOPS_WORKER__MAX_RETRIES_ON_CRASH": "1",
+        "MLOPS_TRAINING__LOCK_LEASE_SECONDS": "2",  # the dead run's lease lapses quickly
+    }
+    with train_worker(lifecycle, "oom", **env):
+        worker = lifecycle.services["oom"]
+        job_id = retrain(lifecycle)
+        for attempt in (1, 2):  # the first run and its one retry die (as under the OOM killer)
+            _kill_run(lifecycle, worker, job_id, attempt)
+        result = finished(lifecycle, job_id)
+    assert result["status"] == "FAILURE", result
+    assert result["error"]["reason"] == "worker_lost"
+    assert "died 2 times" in result["error"]["message"]
+    assert production(lifecycle) == before
+    assert sorted(p.name for p in (lifecycle.artifacts / "iris").glob("[0-9]*")) == versions
+    assert lifecycle.redis.client().get(RETRAIN_LOCK_KEY) is None
+
+
+def test_a_manual_promote_during_a_retrain_is_not_overwritten(lifecycle):
+    assert lifecycle.train().returncode == 0  # a production that is not v1
+    started_from = production(lifecycle)
+    assert started_from != 1
+    with train_worker(lifecycle, "fenced", **SLOW_ESTIMATOR):
+        job_id = retrain(lifecycle)
+
+        def fitting() -> bool:
+            with lifecycle.admin() as admin:
+                body = admin.get(f"/jobs/{job_id}").json()
+            return body.get("progress", {}).get("step") == "fitting"
+
+        wait_until(fitting, 60, "the retrain fitting", interval=0.05)
+        with lifecycle.admin() as admin:
+            assert admin.post("/models/1/promote").status_code == 200  # the operator's choice
+        result = finished(lifecycle, job_id)
+    assert result["status"] == "SUCCESS", result
+    outcome = result["result"]
+    assert outcome["decision"] == "rejected", outcome
+    assert f"changed from v{started_from} to v1" in outcome["reason"]
+    assert production(lifecycle) == 1
+
+
+def test_jobs_belong_to_their_key_and_changes_leave_an_audit_trail(lifecycle):
+    with lifecycle.client() as owner, lifecycle.client(OTHER_PREDICT_KEY) as other:
+        job_id = owner.post("/predict?wait=10", json=SEED_BODY).json()["job_id"]
+        mine = owner.get(f"/jobs/{job_id}")
+        theirs = other.get(f"/jobs/{job_id}")
+        unknown = other.get("/jobs/no-such-job")
+    with lifecycle.admin() as admin:
+        as_admin = admin.get(f"/jobs/{job_id}")
+        current = production(lifecycle)
+        promoted = admin.post(f"/models/{current}/promote")
+        meta = admin.get(f"/models/{current}").json()
+    assert mine.status_code == 200 and mine.json()["status"] == "SUCCESS"
+    assert theirs.status_code == 404, theirs.text
+    assert theirs.json()["detail"] == unknown.json()["detail"].replace("no-such-job", job_id)
+    assert as_admin.status_code == 200
+    assert promoted.status_code == 200
+    last = meta["audit"][-1]
+    assert last["action"] == "promoted" and last["by"].startswith("api key ")
+    assert ADMIN_KEY not in last["by"]
+    assert f"promoted iris v{current}" in lifecycle.services["gateway"].output()
+    registered = [a for a in meta["audit"] if a["action"] == "registered"]
+    assert registered and registered[0]["by"].startswith(("cli (", "job "))
