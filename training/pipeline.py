@@ -123,6 +123,7 @@ def run_training(
 ) -> TrainingOutcome:
     """Train the configured (or named) trainer, register it, gate it, maybe promote it."""
     store = store or open_store(settings)
+    store.keys.require_signer()  # before the work, not after: a version must be signed
     cfg = settings.training
     fmt = str(cfg.artifact_format)
     metric = str(cfg.metric)

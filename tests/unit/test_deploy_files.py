@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from scripts import commands, security
+from tests.integration.procs import signing_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -416,6 +417,7 @@ def test_pre_commit_config_is_valid_and_local():
 
 def run_flowerconfig(**env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "FLOWER_"))}
+    clean.update(signing_env())  # production stops without a key to verify versions with
     return subprocess.run(
         [sys.executable, "flowerconfig.py"],
         cwd=ROOT,
@@ -449,6 +451,7 @@ def test_flower_config_sets_basic_auth_as_flower_reads_it():
         "print(options.basic_auth, options.address, options.port)"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "FLOWER_"))}
+    clean.update(signing_env())  # production stops without a key to verify versions with
     env = {**clean, "MLOPS_ENV": "production", "MLOPS_FLOWER__PASSWORD": "s3cret"}
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True
