@@ -19,7 +19,9 @@ def signing_keys():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLOPS_SIGNING__PRIVATE_KEY", keys.private_text())
         patch.setenv("MLOPS_SIGNING__PUBLIC_KEYS", json.dumps([keys.public_text()]))
+        reset_settings()  # settings cached while collecting (module imports) lack the keys
         yield keys
+    reset_settings()
 
 
 @pytest.fixture(autouse=True)

@@ -3,13 +3,10 @@ make a reader load bytes, or a format, that the training key did not sign."""
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import shutil
 from pathlib import Path
 
-import joblib
 import pytest
 from cryptography.hazmat.primitives import serialization as pem
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -19,23 +16,9 @@ from core.settings import SettingsError, get_settings, reset_settings
 from core.signing import InvalidKey, SigningKeys, key_id, parse_private_key, parse_public_key
 from core.store import FeatureSpec, GateDecision, LocalStorage, ModelMetadata, ModelStore
 from core.store import sha256_hex as sha256
+from tests import attacker
+from tests.attacker import code_running_pickle
 from training import serialization
-
-
-class MakesDirOnLoad:
-    """A pickle that runs code when loaded: it creates a folder (harmless, and visible)."""
-
-    def __init__(self, path: Path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (os.mkdir, (self.path,))
-
-
-def exploit(marker: Path) -> bytes:
-    buffer = io.BytesIO()
-    joblib.dump(MakesDirOnLoad(marker), buffer)
-    return buffer.getvalue()
 
 
 def make_meta(fmt: str = "joblib", **changes) -> ModelMetadata:
@@ -76,10 +59,7 @@ def folder(store: ModelStore, version: int) -> Path:
 
 def edit_metadata(store: ModelStore, number: int, **fields) -> None:
     """What an attacker with write access does: rewrite metadata.json, keeping the rest."""
-    path = folder(store, number) / "metadata.json"
-    meta = json.loads(path.read_text())
-    meta.update(fields)
-    path.write_text(json.dumps(meta))
+    attacker.edit_metadata(folder(store, number), **fields)
 
 
 # -- what training registers ------------------------------------------------------------------
@@ -118,9 +98,7 @@ def test_artifact_and_its_sha256_rewritten_together_never_load(store, tmp_path):
     """Before signing, this passed: the sha256 beside the artifact was all that was checked."""
     version = store.register(b"model bytes", make_meta()).version
     marker = tmp_path / "code-ran"
-    payload = exploit(marker)
-    (folder(store, version) / "model.joblib").write_bytes(payload)
-    edit_metadata(store, version, artifact_sha256=sha256(payload))
+    attacker.replace_artifact(folder(store, version), code_running_pickle(marker))
     with pytest.raises(IntegrityError, match="signature does not match"):
         serialization.load_model(store, version, get_settings())
     with pytest.raises(IntegrityError):
@@ -187,15 +165,7 @@ def test_a_format_switch_in_metadata_is_refused_on_a_skops_deployment(tmp_path, 
     store = store_with(tmp_path / "store", keys, "skops")
     version = store.register(b"skops bytes", make_meta("skops")).version
     marker = tmp_path / "code-ran"
-    payload = exploit(marker)
-    (folder(store, version) / "model.joblib").write_bytes(payload)
-    edit_metadata(
-        store,
-        version,
-        artifact_format="joblib",
-        artifact_file="model.joblib",
-        artifact_sha256=sha256(payload),
-    )
+    attacker.replace_artifact(folder(store, version), code_running_pickle(marker), "joblib")
     with pytest.raises(IntegrityError):
         store.verify(version)
     assert not marker.exists()
@@ -209,7 +179,7 @@ def test_even_a_validly_signed_joblib_version_is_not_loaded_by_a_skops_deploymen
     reset_settings()
     marker = tmp_path / "code-ran"
     signer = store_with(tmp_path / "store", keys, "joblib")
-    version = signer.register(exploit(marker), make_meta("joblib")).version
+    version = signer.register(code_running_pickle(marker), make_meta("joblib")).version
     skops_store = store_with(tmp_path / "store", keys, "skops")
     with pytest.raises(IncompatibleArtifact, match="loads skops only"):
         serialization.load_model(skops_store, version, get_settings())
