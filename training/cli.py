@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote = sub.add_parser(
         "promote",
         help="make VERSION the production model",
-        description="Make VERSION production (after an integrity check).",
+        description="Make VERSION production (after its signature and bytes verify).",
     )
     promote.add_argument("version", type=int, metavar="VERSION")
     promote.set_defaults(func=cmd_promote)
@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign VERSION (or --all) with the private key, e.g. after upgrading",
         description="Vouch for existing versions: sign each one's statement (features, classes, "
         "artifact format and sha256) with signing.private_key, after checking its artifact "
-        "against its recorded sha256. Only sign versions you trust: until now anyone who could "
-        "write the store could have replaced both.",
+        "against its recorded sha256. Sign only versions you trust: whoever could write the "
+        "store before it was signed could have replaced both.",
     )
     which = sign.add_mutually_exclusive_group(required=True)
     which.add_argument("version", type=int, nargs="?", metavar="VERSION")

@@ -104,3 +104,16 @@ def test_training_sklearn_mismatch_allowed_with_warning(tmp_path, fitted, monkey
         logger.remove(sink)
     assert loaded.predict(fitted[1][:2]).shape == (2,)
     assert any("0.0.1" in m and "allow_sklearn_mismatch" in m for m in messages)
+
+
+def test_skops_is_a_release_without_known_code_execution_advisories():
+    """0.13 fixed CVE-2025-54886: up to 0.12.0, Card.get_model silently fell back to joblib."""
+    import importlib.metadata
+    import tomllib
+
+    from core.settings import ROOT
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "skops>=0.13" in pyproject["project"]["optional-dependencies"]["worker"]
+    installed = tuple(int(p) for p in importlib.metadata.version("skops").split(".")[:2])
+    assert installed >= (0, 13)
