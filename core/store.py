@@ -349,7 +349,11 @@ class ModelStore:
         """Metadata whose statement is signed by a trusted key, for this model and version."""
         meta = self.metadata(version)
         what = f"{self.model_name} v{version}"
-        self.keys.verify(signed_statement(meta), meta.signature, what)
+        try:
+            statement = signed_statement(meta)
+        except ValueError:  # NaN or infinity in classes: training never writes that
+            raise IntegrityError(f"{what}: its metadata is not plain JSON; refusing it") from None
+        self.keys.verify(statement, meta.signature, what)
         if meta.name != self.model_name or meta.version != version:
             raise IntegrityError(
                 f"{what}: its metadata is signed for {meta.name} v{meta.version}; refusing it"

@@ -127,6 +127,14 @@ def test_every_signed_field_edited_is_refused(store, change):
         store.verify(version)
 
 
+def test_metadata_that_is_not_plain_json_is_refused_not_a_crash(store):
+    version = store.register(b"model bytes", make_meta()).version
+    path = folder(store, version) / "metadata.json"
+    path.write_text(path.read_text().replace('"classes": [', '"classes": [NaN, '))
+    with pytest.raises(IntegrityError, match="not plain JSON"):
+        store.verify(version)
+
+
 def test_a_signed_version_copied_under_another_number_is_refused(store):
     store.register(b"model bytes", make_meta())
     shutil.copytree(folder(store, 1), folder(store, 7))
