@@ -23,6 +23,7 @@ import httpx
 from benchmarks.load import generator_name, run_load
 from benchmarks.report import evaluate, write_reports
 from core.settings import get_settings
+from core.signing import SigningKeys
 from scripts import commands
 from tests.integration.procs import (
     ROOT,
@@ -151,9 +152,12 @@ class Bench:
 
     def run(self) -> dict:
         self.redis.start()
+        keys = SigningKeys.generate()  # this run's: training signs, worker and gateway verify
         self.env = service_env(
             self.redis.url,
             self.work / "artifacts",
+            MLOPS_SIGNING__PRIVATE_KEY=keys.private_text(),
+            MLOPS_SIGNING__PUBLIC_KEYS=json.dumps([keys.public_text()]),
             MLOPS_ENV="production",
             MLOPS_LOGGING__LEVEL="WARNING",
             MLOPS_AUTH__API_KEYS=f"@json {json.dumps({KEY: ['predict', 'admin']})}",

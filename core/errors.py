@@ -26,17 +26,24 @@ class NoProductionModel(MLOpsError):
 
 
 class IntegrityError(MLOpsError):
-    """An artifact's bytes do not match the sha256 the store recorded for them."""
+    """A version is unsigned, badly signed, or its bytes do not match its signed sha256."""
 
     status_code = 409
     reason = "integrity_check_failed"
 
 
 class IncompatibleArtifact(MLOpsError):
-    """An artifact was written by another scikit-learn version or in an unknown format."""
+    """An artifact was written by another scikit-learn version or in another format."""
 
     status_code = 409
     reason = "incompatible_artifact"
+
+
+class SigningKeyMissing(MLOpsError):
+    """Registering or signing a version where no private key is configured."""
+
+    status_code = 500
+    reason = "signing_key_missing"
 
 
 class AliasConflict(MLOpsError):

@@ -1,5 +1,9 @@
 """The one settings object: dynaconf over settings.toml, .secrets.toml and MLOPS_* variables.
 
+``.dev-secrets.toml`` (git-ignored, written by `make run`) holds a development signing key
+under ``[development]``, so it counts in the development environment only; it is read before
+``.secrets.toml`` so that a key configured there (or in the environment) wins over it.
+
 Nothing else in the code base reads the environment. Build it with :func:`get_settings`
 (cached) and pass it down; tests call :func:`reset_settings` after changing the environment.
 """
@@ -12,6 +16,7 @@ from pathlib import Path
 from dynaconf import Dynaconf, ValidationError, Validator
 
 ROOT = Path(__file__).resolve().parent.parent
+DEV_SECRETS = ROOT / ".dev-secrets.toml"
 
 _SCHEDULE_PARTS = 5
 _ENVIRONMENTS = ("default", "development", "testing", "production")
@@ -86,6 +91,8 @@ VALIDATORS = [
     Validator("flower.password", must_exist=True, is_type_of=str),
     Validator("gateway.host", must_exist=True, is_type_of=str),
     Validator("gateway.port", must_exist=True, is_type_of=int),
+    Validator("signing.private_key", must_exist=True, is_type_of=str),
+    Validator("signing.public_keys", must_exist=True, is_type_of=(list, str)),
 ]
 
 
@@ -104,7 +111,11 @@ def load_settings() -> Dynaconf:
         merge_enabled=True,
         load_dotenv=False,
         root_path=str(ROOT),
-        settings_files=[str(ROOT / "settings.toml"), str(ROOT / ".secrets.toml")],
+        settings_files=[
+            str(ROOT / "settings.toml"),
+            str(DEV_SECRETS),
+            str(ROOT / ".secrets.toml"),
+        ],
     )
     settings.validators.register(*VALIDATORS)
     try:
@@ -127,7 +138,24 @@ def load_settings() -> Dynaconf:
         raise SettingsError(
             f"invalid settings: MLOPS_ENV={settings.current_env!r}, expected one of {_ENVIRONMENTS}"
         )
+    _check_signing_keys(settings)
     return settings
+
+
+def _check_signing_keys(settings: Dynaconf) -> None:
+    """Keys that do not parse stop every process; so does production with no key to verify."""
+    from core.signing import InvalidKey, SigningKeys
+
+    try:
+        keys = SigningKeys.from_settings(settings)
+    except InvalidKey as exc:
+        raise SettingsError(f"invalid settings: {exc}") from None
+    if environment(settings) == "production" and not keys.can_verify:
+        raise SettingsError(
+            "invalid settings: signing.public_keys is empty and signing.private_key is not set: "
+            "production refuses to run without a key to verify model versions with; set "
+            "MLOPS_SIGNING__PUBLIC_KEYS (and MLOPS_SIGNING__PRIVATE_KEY where training runs)"
+        )
 
 
 @functools.cache

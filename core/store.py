@@ -4,12 +4,18 @@ Layout (local backend)::
 
     artifacts/<model>/<version>/model.joblib     the artifact (or model.skops)
     artifacts/<model>/<version>/metadata.json    ModelMetadata, incl. the artifact's sha256
+                                                 and the signature of its statement
     artifacts/<model>/<version>/card.html        the model card
     artifacts/<model>/aliases.json               {"production": 3, "history": [1, 2]}
 
 Storage sits behind the small :class:`Storage` interface (list, read, write a new version,
 read/update aliases) so an object-storage backend is an addition, not a rewrite. The store
 itself never unpickles anything: it hands out verified bytes.
+
+Whoever can write the folder is not trusted to say what gets loaded: :meth:`ModelStore.register`
+signs each version's statement (:func:`signed_statement`) with the private key training holds,
+and every reader checks that signature with public keys from settings, and takes the artifact
+format (hence the file name) from settings too, before it reads a byte of the artifact.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -28,12 +35,25 @@ from typing import Any, Protocol
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import AliasConflict, IntegrityError, ModelNotFound, NoProductionModel
+from core.errors import (
+    AliasConflict,
+    IncompatibleArtifact,
+    IntegrityError,
+    ModelNotFound,
+    NoProductionModel,
+)
+from core.signing import Signature, SigningKeys
 
 ANY_PRODUCTION = object()  # promote() without a compare-and-set on the current production
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 MAX_VERSION_RACE = 1000
+ARTIFACT_FILES = {"joblib": "model.joblib", "skops": "model.skops"}  # format -> file name
+STATEMENT = "two-mlops model version, v1"  # what a signature is for: never valid elsewhere
+SIGNED_FIELDS = frozenset(
+    {"name", "version", "artifact_file", "artifact_format", "artifact_sha256", "features"}
+    | {"classes", "sklearn_version", "signature"}
+)
 
 
 class FeatureSpec(BaseModel):
@@ -85,10 +105,33 @@ class ModelMetadata(BaseModel):
     gate: GateDecision | None = None
     confusion_matrix: list[list[int]] | None = None
     audit: list[AuditEntry] = Field(default_factory=list)
+    signature: Signature | None = None  # of signed_statement(self), by the training key
 
     @property
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features]
+
+
+def signed_statement(meta: ModelMetadata) -> bytes:
+    """What a version's signature covers, as canonical JSON (sorted keys, no whitespace).
+
+    Everything that decides which bytes are loaded, how, and how requests are validated:
+    model and version (so a signed folder cannot be replayed under another number), artifact
+    file, format and sha256, features, classes, scikit-learn version. Metrics, the gate
+    decision and the rest are documentation; they may change after registration.
+    """
+    statement = {
+        "statement": STATEMENT,
+        "model": meta.name,
+        "version": meta.version,
+        "artifact_file": meta.artifact_file,
+        "artifact_format": meta.artifact_format,
+        "artifact_sha256": meta.artifact_sha256,
+        "features": [f.model_dump(mode="json") for f in meta.features],
+        "classes": meta.classes,
+        "sklearn_version": meta.sklearn_version,
+    }
+    return json.dumps(statement, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 class Aliases(BaseModel):
@@ -212,11 +255,22 @@ class LocalStorage:
 
 
 class ModelStore:
-    """Versions, metadata, aliases and verified artifact bytes for one model name."""
+    """Versions, metadata, aliases and verified artifact bytes for one model name.
 
-    def __init__(self, storage: Storage, model_name: str):
+    ``keys`` sign what :meth:`register` writes (if they hold the private key) and verify
+    what is read; ``artifact_format`` (``training.artifact_format``) is the only format read.
+    """
+
+    def __init__(self, storage: Storage, model_name: str, keys: SigningKeys, artifact_format: str):
+        if artifact_format not in ARTIFACT_FILES:
+            raise IncompatibleArtifact(
+                f"unknown artifact format {artifact_format!r}; expected one of "
+                f"{tuple(ARTIFACT_FILES)}"
+            )
         self.storage = storage
         self.model_name = model_name
+        self.keys = keys
+        self.artifact_format = artifact_format
 
     # -- versions ---------------------------------------------------------------------------
     def versions(self) -> list[int]:
@@ -230,11 +284,21 @@ class ModelStore:
         return [self.metadata(v) for v in self.versions()]
 
     def register(self, artifact: bytes, metadata: ModelMetadata) -> ModelMetadata:
-        """Write a new version (artifact + metadata with its sha256); return its metadata."""
+        """Write a new version: the artifact, and metadata with its sha256, signed once the
+        version number is known (so the number is signed too); return its metadata."""
+        self.keys.require_signer()
+        if ARTIFACT_FILES.get(metadata.artifact_format) != metadata.artifact_file:
+            raise IncompatibleArtifact(
+                f"artifact file {metadata.artifact_file!r} does not go with format "
+                f"{metadata.artifact_format!r}"
+            )
         digest = sha256_hex(artifact)
 
         def files(version: int) -> dict[str, bytes]:
-            meta = metadata.model_copy(update={"version": version, "artifact_sha256": digest})
+            meta = metadata.model_copy(
+                update={"name": self.model_name, "version": version, "artifact_sha256": digest}
+            )
+            meta = self._signed(meta)
             return {
                 meta.artifact_file: artifact,
                 METADATA_FILE: meta.model_dump_json(indent=2).encode(),
@@ -243,7 +307,43 @@ class ModelStore:
         version = self.storage.write_new_version(self.model_name, files)
         return self.metadata(version)
 
+    def _signed(self, meta: ModelMetadata) -> ModelMetadata:
+        # Sign what a reader will parse: the metadata after its JSON round trip.
+        unsigned = meta.model_copy(update={"signature": None}).model_dump_json()
+        meta = ModelMetadata.model_validate_json(unsigned)
+        return meta.model_copy(update={"signature": self.keys.sign(signed_statement(meta))})
+
+    def sign(self, version: int) -> ModelMetadata:
+        """Vouch for an existing version (e.g. one registered before signing existed): sign its
+        statement with the private key, after its bytes match its recorded sha256."""
+        self.keys.require_signer()
+        meta = self.metadata(version)
+        what = f"{self.model_name} v{version}"
+        if meta.name != self.model_name or meta.version != version:
+            raise IntegrityError(
+                f"{what}: its metadata describes {meta.name} v{meta.version}; not signing it"
+            )
+        if ARTIFACT_FILES.get(meta.artifact_format) != meta.artifact_file:
+            raise IntegrityError(
+                f"{what}: artifact file {meta.artifact_file!r} does not go with format "
+                f"{meta.artifact_format!r}; not signing it"
+            )
+        data = self.storage.read(self.model_name, version, meta.artifact_file)
+        if not meta.artifact_sha256 or sha256_hex(data) != meta.artifact_sha256:
+            raise IntegrityError(
+                f"{what}: the artifact does not match its recorded sha256; not signing it"
+            )
+        signed = self._signed(meta)
+        self.storage.write(
+            self.model_name, version, METADATA_FILE, signed.model_dump_json(indent=2).encode()
+        )
+        return signed
+
     def update_metadata(self, version: int, **fields: Any) -> ModelMetadata:
+        """Change fields outside the signed statement (gate decision, notes...)."""
+        signed = SIGNED_FIELDS.intersection(fields)
+        if signed:
+            raise ValueError(f"{sorted(signed)} are signed at registration and cannot change")
         meta = self.metadata(version).model_copy(update=fields)
         self.storage.write(
             self.model_name, version, METADATA_FILE, meta.model_dump_json(indent=2).encode()
@@ -258,13 +358,35 @@ class ModelStore:
     def read_file(self, version: int, name: str) -> bytes:
         return self.storage.read(self.model_name, version, name)
 
-    def read_artifact(self, version: int) -> tuple[ModelMetadata, bytes]:
-        """The artifact's bytes, only after they match the sha256 recorded at registration."""
+    def signed_metadata(self, version: int) -> ModelMetadata:
+        """Metadata whose statement is signed by a trusted key, for this model and version."""
         meta = self.metadata(version)
-        data = self.storage.read(self.model_name, version, meta.artifact_file)
-        if not meta.artifact_sha256 or sha256_hex(data) != meta.artifact_sha256:
+        what = f"{self.model_name} v{version}"
+        try:
+            statement = signed_statement(meta)
+        except ValueError:  # NaN or infinity in classes: training never writes that
+            raise IntegrityError(f"{what}: its metadata is not plain JSON; refusing it") from None
+        self.keys.verify(statement, meta.signature, what)
+        if meta.name != self.model_name or meta.version != version:
             raise IntegrityError(
-                f"artifact of {self.model_name} v{version} does not match its recorded sha256; "
+                f"{what}: its metadata is signed for {meta.name} v{meta.version}; refusing it"
+            )
+        return meta
+
+    def read_artifact(self, version: int) -> tuple[ModelMetadata, bytes]:
+        """Signed metadata and the artifact's bytes, in the configured format, only after they
+        match the signed sha256. Nothing is read from the artifact before the signature holds."""
+        meta = self.signed_metadata(version)
+        if meta.artifact_format != self.artifact_format:
+            raise IncompatibleArtifact(
+                f"{self.model_name} v{version} is a {meta.artifact_format} artifact and this "
+                f"deployment loads {self.artifact_format} only (training.artifact_format); "
+                f"refusing it: promote a {self.artifact_format} version or retrain"
+            )
+        data = self.storage.read(self.model_name, version, ARTIFACT_FILES[self.artifact_format])
+        if sha256_hex(data) != meta.artifact_sha256:
+            raise IntegrityError(
+                f"artifact of {self.model_name} v{version} does not match its signed sha256; "
                 "refusing to load it"
             )
         return meta, data
@@ -341,7 +463,7 @@ class ModelStore:
                     continue
                 try:
                     self.verify(candidate)
-                except (ModelNotFound, IntegrityError):
+                except (ModelNotFound, IntegrityError, IncompatibleArtifact):
                     continue
                 return Aliases(production=candidate, history=history)
             raise AliasConflict(
@@ -372,7 +494,13 @@ def _v(version: object) -> str:
 
 
 def open_store(settings) -> ModelStore:
-    """The store for the configured model, on the configured artifacts folder."""
+    """The store for the configured model, on the configured artifacts folder, with the
+    configured signing keys and artifact format."""
     from core.settings import resolve_path
 
-    return ModelStore(LocalStorage(resolve_path(settings.artifacts_dir)), settings.model_name)
+    return ModelStore(
+        LocalStorage(resolve_path(settings.artifacts_dir)),
+        settings.model_name,
+        SigningKeys.from_settings(settings),
+        str(settings.training.artifact_format),
+    )

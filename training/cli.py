@@ -1,4 +1,4 @@
-"""``python -m training``: train, list, promote, rollback, card.
+"""``python -m training``: train, list, promote, rollback, card, sign, keygen.
 
 A user's mistake ends with one ``error: ...`` line on stderr and exit status 2; the store and
 the production alias are left as they were.
@@ -81,6 +81,31 @@ def _actor() -> str:
     return f"cli ({user}@{socket.gethostname()})"
 
 
+def cmd_sign(args, settings, store) -> None:
+    store.keys.require_signer()
+    versions = store.versions() if args.all else [args.version]
+    if not versions:
+        _out(f"no versions of {store.model_name!r} yet")
+    for version in versions:
+        meta = store.sign(version)
+        store.audit(version, "signed", _actor(), f"key {meta.signature.key_id}")
+        _out(f"{store.model_name} v{version} signed by key {meta.signature.key_id}")
+
+
+def keygen() -> int:
+    """Print a new key pair as the two settings that take it (no settings needed)."""
+    from core.signing import SigningKeys
+
+    keys = SigningKeys.generate()
+    _out(f"MLOPS_SIGNING__PRIVATE_KEY={keys.private_text()}")
+    _out(f"MLOPS_SIGNING__PUBLIC_KEYS='[\"{keys.public_text()}\"]'")
+    sys.stderr.write(
+        f"key id {keys.signing_key_id}: the private key only where training runs, "
+        "the public key everywhere\n"
+    )
+    return 0
+
+
 def _v(version: int | None) -> str:
     return "none" if version is None else f"v{version}"
 
@@ -111,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote = sub.add_parser(
         "promote",
         help="make VERSION the production model",
-        description="Make VERSION production (after an integrity check).",
+        description="Make VERSION production (after its signature and bytes verify).",
     )
     promote.add_argument("version", type=int, metavar="VERSION")
     promote.set_defaults(func=cmd_promote)
@@ -128,6 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     card.add_argument("version", type=int, metavar="VERSION")
     card.set_defaults(func=cmd_card)
+    sign = sub.add_parser(
+        "sign",
+        help="sign VERSION (or --all) with the private key, e.g. after upgrading",
+        description="Vouch for existing versions: sign each one's statement (features, classes, "
+        "artifact format and sha256) with signing.private_key, after checking its artifact "
+        "against its recorded sha256. Sign only versions you trust: whoever could write the "
+        "store before it was signed could have replaced both.",
+    )
+    which = sign.add_mutually_exclusive_group(required=True)
+    which.add_argument("version", type=int, nargs="?", metavar="VERSION")
+    which.add_argument("--all", action="store_true", help="every version of the model")
+    sign.set_defaults(func=cmd_sign)
+    gen = sub.add_parser(
+        "keygen",
+        help="print a new Ed25519 key pair for signing.private_key and signing.public_keys",
+        description="Print a new Ed25519 key pair as MLOPS_SIGNING__* variables.",
+    )
+    gen.set_defaults(func=None)
     return parser
 
 
@@ -139,6 +182,8 @@ def _fail(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is None:  # keygen: needs no settings, so it works before any key exists
+        return keygen()
     try:
         settings = get_settings()
         from core.logging import setup_logging

@@ -131,6 +131,7 @@ def run_training(
     started from, so a manual promote or rollback made meanwhile is never overwritten.
     """
     store = store or open_store(settings)
+    store.keys.require_signer()  # before the work, not after: a version must be signed
     cfg = settings.training
     fmt = str(cfg.artifact_format)
     metric = str(cfg.metric)

@@ -1,8 +1,10 @@
 """Artifact bytes <-> fitted pipelines, in joblib or skops format.
 
-Bytes only come from :meth:`core.store.ModelStore.read_artifact`, which checks their sha256
-first. joblib is pickle, so it is only as safe as the artifacts folder; skops loads without
-executing code and here trusts only the types our pipelines are known to contain.
+Bytes only come from :meth:`core.store.ModelStore.read_artifact`, which checks the version's
+signature and the bytes' signed sha256 first, and reads only the format of the settings
+(``training.artifact_format``), whatever the metadata says. joblib is pickle: it runs code
+from the artifact, so it is only as safe as the signing key; skops loads without executing
+code and here trusts only the types our pipelines are known to contain.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ import sklearn
 from loguru import logger
 
 from core.errors import IncompatibleArtifact
-from core.store import ModelMetadata, ModelStore
+from core.store import ARTIFACT_FILES, ModelMetadata, ModelStore
 
-FORMATS = ("joblib", "skops")
-ARTIFACT_FILES = {"joblib": "model.joblib", "skops": "model.skops"}
+FORMATS = tuple(ARTIFACT_FILES)
 
 # Types skops does not trust by default but that the allow-listed scikit-learn classifiers
 # contain (found with skops.io.get_untrusted_types on fitted pipelines). Anything else is
@@ -89,7 +90,13 @@ def check_compatible(meta: ModelMetadata, allow_mismatch: bool) -> None:
 
 
 def load_model(store: ModelStore, version: int, settings) -> tuple[ModelMetadata, object]:
-    """Metadata and fitted pipeline of ``version``, after integrity and version checks."""
-    meta, data = store.read_artifact(version)  # raises IntegrityError before any unpickling
+    """Metadata and fitted pipeline of ``version``, after signature, integrity and version
+    checks, deserialized in the format of the settings (the store's), never the metadata's."""
+    fmt = str(settings.training.artifact_format)
+    if fmt != store.artifact_format:
+        raise IncompatibleArtifact(
+            f"this store reads {store.artifact_format} artifacts, the settings say {fmt}"
+        )
+    meta, data = store.read_artifact(version)  # raises before any byte is deserialized
     check_compatible(meta, bool(settings.training.allow_sklearn_mismatch))
-    return meta, loads_model(data, meta.artifact_format)
+    return meta, loads_model(data, fmt)

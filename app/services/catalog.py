@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from core.errors import MLOpsError, NoProductionModel
+from core.errors import IntegrityError, MLOpsError, NoProductionModel
 from core.store import ModelMetadata, ModelStore
 
 
@@ -52,7 +52,13 @@ class ModelCatalog:
         if version is None:
             self.production = None
         else:
-            metadata = self.store.metadata(version)
+            try:  # requests are validated against features that training signed
+                metadata = self.store.signed_metadata(version)
+            except IntegrityError as exc:  # like the workers: keep the version we have
+                served = self.production.version if self.production else None
+                logger.error("model catalog: {}; still validating against v{}", exc, served)
+                self._token = token
+                return
             names = tuple(metadata.feature_names)
             self.production = Production(metadata, names, frozenset(names))
         self._token = token

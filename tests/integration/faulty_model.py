@@ -64,10 +64,10 @@ def faulty_artifact(inner) -> bytes:
 
 def register_faulty_version(artifacts_dir, model_name: str = "iris", promote: bool = True) -> int:
     """Register the production model wrapped in FaultyClassifier as a new version; promote it."""
-    from core.store import LocalStorage, ModelStore
+    from tests.stores import store_at
     from training.serialization import loads_model
 
-    store = ModelStore(LocalStorage(artifacts_dir), model_name)
+    store = store_at(artifacts_dir, model_name, "joblib")  # signed with the session's key
     meta, data = store.read_artifact(store.require_production())
     inner = loads_model(data, meta.artifact_format)
     new = store.register(

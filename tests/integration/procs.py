@@ -182,11 +182,18 @@ class Service:
             self.proc.wait()
 
 
+def signing_env() -> dict[str, str]:
+    """This test session's signing keys (tests/conftest.py), for a subprocess."""
+    return {k: v for k, v in os.environ.items() if k.startswith("MLOPS_SIGNING__")}
+
+
 def service_env(redis_url: str, artifacts_dir: Path, **extra: str) -> dict[str, str]:
-    """Environment for a service subprocess: testing settings against the private Redis."""
+    """Environment for a service subprocess: testing settings against the private Redis, and
+    this session's signing keys."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     env.update(
         {
+            **signing_env(),
             "MLOPS_ENV": "testing",
             "MLOPS_REDIS_URL": redis_url,
             "MLOPS_ARTIFACTS_DIR": str(artifacts_dir),

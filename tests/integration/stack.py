@@ -15,8 +15,10 @@ from pathlib import Path
 
 import httpx
 
+from core.store import ModelStore
 from scripts import commands
 from tests.integration.procs import ROOT, RedisServer, Service, free_port, service_env, wait_until
+from tests.stores import store_at
 
 PREDICT_KEY = "test-predict-key"
 OTHER_PREDICT_KEY = "test-other-predict-key"  # another client with the same scope
@@ -92,8 +94,10 @@ class Stack:
         wait_until(heartbeat, timeout, f"worker {service.name}")
 
     def start_gateway(self, **env: str) -> Service:
+        """The gateway, with public keys only: it verifies versions, it never signs one."""
         self.gateway_port = free_port()
         args = commands.gateway("127.0.0.1", self.gateway_port)
+        env = {"MLOPS_SIGNING__PRIVATE_KEY": "", **env}
         service = Service("gateway", args, self.env(**env), self.logs).start()
         self.services["gateway"] = service
 
@@ -128,6 +132,12 @@ class Stack:
         self.redis.stop()
 
     # -- clients --------------------------------------------------------------------------
+    def store(self) -> ModelStore:
+        """This stack's model store as its services open it (format, the session's keys)."""
+        return store_at(
+            self.artifacts, "iris", self.extra_env.get("MLOPS_TRAINING__ARTIFACT_FORMAT")
+        )
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"

@@ -22,10 +22,18 @@ import orjson
 import pytest
 
 from benchmarks.load import generator_name, run_load
-from core.store import Aliases, LocalStorage, ModelStore
+from core.store import Aliases
+from tests.attacker import code_running_pickle, replace_artifact
 from tests.integration.faulty_model import HUNG, POISON, SLOW, register_faulty_version
 from tests.integration.procs import ROOT, ScriptReplyDelay, process_table, wait_until
-from tests.integration.stack import ADMIN_KEY, PREDICT_KEY, SEED_BODY, Stack, poll_job
+from tests.integration.stack import (
+    ADMIN_KEY,
+    PREDICT_KEY,
+    SEED_BODY,
+    Stack,
+    poll_job,
+    run_stack,
+)
 from workers.jobs import STARTED_MARK_ROWS
 
 pytestmark = pytest.mark.integration
@@ -333,41 +341,55 @@ def test_a_thousand_jobs_leave_no_subscription_or_connection_behind(faulty):
     assert after["keys_without_ttl"] == baseline["keys_without_ttl"]  # job keys all expire
 
 
-def test_tampered_artifacts_are_refused_and_the_previous_version_keeps_serving(faulty):
-    store = ModelStore(LocalStorage(faulty.artifacts), "iris")
+def predicted_version(client: httpx.Client) -> int:
+    response = client.post("/predict", params={"wait": 20}, json=row_body(GOOD_ROW))
+    assert response.status_code == 200, response.text
+    return response.json()["model_version"]
+
+
+def force_production(stack: Stack, version: int, previous: int) -> None:
+    """Write aliases.json as someone with write access to the store would: no checks at all."""
+    forged = Aliases(production=version, history=[previous]).model_dump_json().encode()
+    stack.store().storage.update_aliases("iris", lambda _raw: forged)
+
+
+def assert_refused_everywhere(stack: Stack, version: int, serving: int) -> None:
+    """Promote answers 409; forced into the alias anyway, the worker refuses it and serves on."""
+    with stack.admin() as admin:
+        refused = admin.post(f"/models/{version}/promote")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["reason"] == "integrity_check_failed"
+        assert admin.get("/models").json()["production_version"] == serving
+        assert predicted_version(admin) == serving
+
+        force_production(stack, version, serving)
+        worker = stack.services["worker0"]
+        wait_until(lambda: f"refusing model iris v{version}" in worker.output(), 10, "refusal")
+        assert predicted_version(admin) == serving
+    stack.store().promote(serving)  # the alias back as it was
+
+
+def test_tampered_artifacts_are_refused_and_the_previous_version_keeps_serving(faulty, tmp_path):
+    """Tampered bytes; then an artifact AND its sha256 rewritten to agree (which passed before
+    versions were signed): neither is promoted, and forced into the alias neither is loaded."""
+    store = faulty.store()
     serving = store.production_version()
     meta, data = store.read_artifact(1)
+    marker = tmp_path / "attacker-code-ran"
 
-    def tampered_copy() -> int:
-        version = store.register(data, meta).version
-        path = faulty.artifacts / "iris" / str(version) / meta.artifact_file
-        path.write_bytes(path.read_bytes() + b"tampered")
-        return version
-
-    def predicted_version(client) -> int:
-        response = client.post("/predict", params={"wait": 20}, json=row_body(GOOD_ROW))
-        assert response.status_code == 200, response.text
-        return response.json()["model_version"]
+    def folder(version: int) -> Path:
+        return faulty.artifacts / "iris" / str(version)
 
     try:
-        with faulty.admin() as admin:
-            refused = admin.post(f"/models/{tampered_copy()}/promote")
-            assert refused.status_code == 409, refused.text
-            assert refused.json()["reason"] == "integrity_check_failed"
-            assert admin.get("/models").json()["production_version"] == serving
-            assert predicted_version(admin) == serving
+        tampered = store.register(data, meta).version  # a signed copy of v1, then changed
+        artifact = folder(tampered) / meta.artifact_file
+        artifact.write_bytes(artifact.read_bytes() + b"tampered")
+        assert_refused_everywhere(faulty, tampered, serving)
 
-            # Tampered after promotion: the alias already names it when the worker looks.
-            version = tampered_copy()
-            store.storage.update_aliases(
-                "iris",
-                lambda _raw: (
-                    Aliases(production=version, history=[serving]).model_dump_json().encode()
-                ),
-            )
-            worker = faulty.services["worker0"]
-            wait_until(lambda: f"refusing model iris v{version}" in worker.output(), 10, "refusal")
-            assert predicted_version(admin) == serving
+        rewritten = store.register(data, meta).version
+        replace_artifact(folder(rewritten), code_running_pickle(marker))
+        assert_refused_everywhere(faulty, rewritten, serving)
+        assert not marker.exists(), "the worker ran the attacker's pickle"
     finally:
         store.promote(serving)
 
@@ -378,7 +400,7 @@ def steady(tmp_path_factory, template):
     stack = Stack(tmp_path_factory.mktemp("steady"), **FAULT_ENV)
     try:
         boot(stack, template)
-        ModelStore(LocalStorage(stack.artifacts), "iris").promote(1)  # the well-behaved model
+        stack.store().promote(1)  # the well-behaved model
     except BaseException:
         stack.stop()
         raise
@@ -402,7 +424,7 @@ def soak(tmp_path, template):
     stack = Stack(tmp_path / "soak", **FAULT_ENV)
     try:
         boot(stack, template, gateway=False)
-        ModelStore(LocalStorage(stack.artifacts), "iris").promote(1)  # the well-behaved model
+        stack.store().promote(1)  # the well-behaved model
         stack.start_gateway(MLOPS_LOGGING__LEVEL="WARNING")
         stack.wait_ready()
         yield stack
@@ -514,14 +536,24 @@ def test_redis_out_of_memory_is_503_on_submit_and_loses_nothing(steady):
     assert_all_succeed(steady, load.accepted)
 
 
-def test_skops_artifacts_train_and_serve_end_to_end(steady):
-    trained = steady.train("train", MLOPS_TRAINING__ARTIFACT_FORMAT="skops")
+# -- a stack whose every part uses skops --------------------------------------------------------
+@pytest.fixture(scope="module")
+def skops(tmp_path_factory):
+    """Training (the first model, the CLI), the worker and the gateway all set to skops."""
+    stack = Stack(
+        tmp_path_factory.mktemp("skops"), **FAULT_ENV, MLOPS_TRAINING__ARTIFACT_FORMAT="skops"
+    )
+    yield from run_stack(stack, Stack.start)
+
+
+def test_skops_artifacts_train_and_serve_end_to_end(skops):
+    trained = skops.train("train")
     assert trained.returncode == 0, trained.stderr
-    store = ModelStore(LocalStorage(steady.artifacts), "iris")
+    store = skops.store()
     version = max(store.versions())
-    assert store.metadata(version).artifact_format == "skops"
-    assert (steady.artifacts / "iris" / str(version) / "model.skops").exists()
-    with steady.admin() as admin:
+    assert version == 2 and store.metadata(version).artifact_format == "skops"
+    assert (skops.artifacts / "iris" / str(version) / "model.skops").exists()
+    with skops.admin() as admin:
         if store.production_version() != version:  # the gate may keep an equal production
             assert admin.post(f"/models/{version}/promote").status_code == 200
 
@@ -532,7 +564,23 @@ def test_skops_artifacts_train_and_serve_end_to_end(steady):
         wait_until(served, 20, f"skops v{version} served")
         result = admin.post("/predict", params={"wait": 10}, json=SEED_BODY).json()
     assert result["predictions"] == ["setosa"]
-    assert "refusing" not in steady.services["worker0"].output()
+    assert "refusing" not in skops.services["worker0"].output()
+
+
+def test_a_metadata_edit_to_joblib_is_refused_on_a_skops_deployment(skops, tmp_path):
+    """The format is the deployment's, not the store's: switching a version to joblib (a
+    pickle, with file name and sha256 to match) gets it refused, and its code never runs."""
+    store = skops.store()
+    serving = store.production_version()
+    meta, data = store.read_artifact(serving)
+    marker = tmp_path / "attacker-code-ran"
+    try:
+        version = store.register(data, meta).version
+        replace_artifact(skops.artifacts / "iris" / str(version), code_running_pickle(marker))
+        assert_refused_everywhere(skops, version, serving)
+        assert not marker.exists(), "the worker ran the attacker's pickle"
+    finally:
+        store.promote(serving)
 
 
 # -- faults that need a stack of their own ------------------------------------------------------

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from core.settings import get_settings
-from core.store import LocalStorage, ModelStore
 from tests.integration.procs import wait_until
 from tests.integration.stack import ADMIN_KEY, PREDICT_KEY, SEED_BODY, Stack, poll_job
 from training.serialization import load_model
@@ -24,7 +23,7 @@ API_VERSION = importlib.metadata.version("two-mlops")
 
 def local_model(stack: Stack, version: int):
     """The same artifact the worker serves, loaded in the test process."""
-    store = ModelStore(LocalStorage(stack.artifacts), "iris")
+    store = stack.store()
     return load_model(store, version, get_settings())[1]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.procs import ROOT, free_port, process_table, wait_until
+from tests.integration.procs import ROOT, free_port, process_table, signing_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +98,9 @@ def make_run_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
     env.update(
         {
+            # A configured key: make run would otherwise write .dev-secrets.toml into the
+            # project folder (tests/unit/test_run_service.py covers that on a temporary file).
+            **signing_env(),
             "MLOPS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
             "MLOPS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
             "MLOPS_GATEWAY__PORT": str(free_port()),

@@ -8,6 +8,7 @@ copy of a prepared store.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,12 +20,15 @@ from pathlib import Path
 import pytest
 
 from core.settings import ROOT, get_settings, reset_settings
-from core.store import LocalStorage, ModelStore, open_store
+from core.store import open_store
+from tests.integration.procs import signing_env
+from tests.stores import store_at
 from training.pipeline import run_training
 
 
 def cli_env(artifacts: Path | None = None, **env: str) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+    full.update(signing_env())
     full["MLOPS_ENV"] = "testing"
     full["MLOPS_ARTIFACTS_DIR"] = str(artifacts or os.environ["MLOPS_ARTIFACTS_DIR"])
     # No shared Redis in unit tests: `train` then runs without the single-flight lock, and
@@ -53,7 +57,7 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 def snapshot(root: Path, model: str = "iris") -> tuple[list[int], bytes | None]:
     aliases = root / model / "aliases.json"
-    versions = ModelStore(LocalStorage(root), model).versions()
+    versions = store_at(root, model).versions()
     return versions, aliases.read_bytes() if aliases.exists() else None
 
 
@@ -79,12 +83,49 @@ def test_cli_happy_path():
     assert path.name == "card.html" and "iris v1" in path.read_text()
 
 
+def test_cli_sign_vouches_for_versions_registered_before_signing(signing_keys):
+    """An upgraded store: its versions have no signature until someone with the key signs them."""
+    assert cli("train").returncode == 0
+    root = Path(os.environ["MLOPS_ARTIFACTS_DIR"])
+    unsign(root, 1)
+    refused = cli("promote", "1")
+    assert refused.returncode == 2 and "is not signed" in refused.stderr
+    signed = cli("sign", "--all")
+    assert signed.returncode == 0, signed.stderr
+    assert signed.stdout.strip() == f"iris v1 signed by key {signing_keys.signing_key_id}"
+    assert cli("promote", "1").returncode == 0
+
+
+def test_cli_keygen_prints_a_pair_that_signs_and_verifies(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "keygen"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "MLOPS_ENV": "production"},  # no key yet: still works
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    variables = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    assert set(variables) == {"MLOPS_SIGNING__PRIVATE_KEY", "MLOPS_SIGNING__PUBLIC_KEYS"}
+    trained = cli("train", SIGNING__PRIVATE_KEY=variables["MLOPS_SIGNING__PRIVATE_KEY"])
+    assert trained.returncode == 0, trained.stderr
+    public_only = {
+        "SIGNING__PRIVATE_KEY": "",
+        "SIGNING__PUBLIC_KEYS": variables["MLOPS_SIGNING__PUBLIC_KEYS"].strip("'"),
+    }
+    assert cli("promote", "1", **public_only).returncode == 0
+    assert cli("promote", "1").returncode == 2  # the session's key does not know this one
+
+
 def test_cli_list_empty_store():
     result = cli("list")
     assert result.returncode == 0 and "no versions" in result.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["list"], ["promote"], ["rollback"], ["card"]])
+@pytest.mark.parametrize(
+    "command", [[], ["train"], ["list"], ["promote"], ["rollback"], ["card"], ["sign"], ["keygen"]]
+)
 def test_cli_help(command):
     result = cli(*command, "--help")
     assert result.returncode == 0
@@ -99,6 +140,13 @@ def tamper(root: Path) -> None:
 
 def corrupt_metadata(root: Path) -> None:
     (root / "iris" / "2" / "metadata.json").write_text("{not json")
+
+
+def unsign(root: Path, version: int = 2) -> None:
+    path = root / "iris" / str(version) / "metadata.json"
+    meta = json.loads(path.read_text())
+    del meta["signature"]
+    path.write_text(json.dumps(meta))
 
 
 def drop_history(root: Path) -> None:
@@ -142,6 +190,14 @@ CASES = {
     ),
     "rollback without previous": Case(
         ["rollback"], "no previous production version", prepare=drop_history
+    ),
+    "promote unsigned version": Case(["promote", "2"], "iris v2 is not signed", prepare=unsign),
+    "train without a private key": Case(["train"], "no private key", {"SIGNING__PRIVATE_KEY": ""}),
+    "sign without a private key": Case(
+        ["sign", "--all"], "no private key", {"SIGNING__PRIVATE_KEY": ""}
+    ),
+    "sign tampered artifact": Case(
+        ["sign", "2"], "does not match its recorded sha256; not signing it", prepare=tamper
     ),
 }
 

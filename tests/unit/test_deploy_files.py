@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from scripts import commands, security
+from tests.integration.procs import signing_env
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -29,7 +30,7 @@ DOCKERFILES = ["Dockerfile.api", "Dockerfile.worker"]
 COMPOSE = ROOT / "docker-compose.yaml"
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 SHA_PIN = re.compile(r"^\s*(?:-\s*)?uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40}\s+#\s*v\d")
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEYS?$")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEYS?$|PRIVATE_KEY$")
 REQUIRED_VAR = re.compile(r"^\$\{[A-Z][A-Z0-9_]*:\?[^}]+\}$")
 
 
@@ -191,7 +192,15 @@ def test_worker_healthcheck_pings_its_own_worker():
 
 def test_dockerignore_keeps_environments_secrets_and_runtime_files_out():
     lines = set((ROOT / ".dockerignore").read_text().split())
-    for entry in (".venv/", ".git/", "artifacts/*", ".secrets.toml", ".env", ".pytest_cache/"):
+    for entry in (
+        ".venv/",
+        ".git/",
+        "artifacts/*",
+        ".secrets.toml",
+        ".dev-secrets.toml",
+        ".env",
+        ".pytest_cache/",
+    ):
         assert entry in lines, f".dockerignore lacks {entry}"
 
 
@@ -207,7 +216,8 @@ def test_dockerfile_cmds_are_the_scripts_commands():
     ("service", "expected"),
     [
         ("api", commands.gateway(host="0.0.0.0", port=8000)),  # noqa: S104
-        ("worker", commands.worker()),
+        ("worker", commands.worker("predict")),
+        ("trainer", commands.worker("train", concurrency=1)),
         ("beat", commands.beat()),
         ("flower", commands.flower()),
     ],
@@ -219,7 +229,13 @@ def test_compose_commands_are_the_scripts_commands(service, expected):
 def test_every_built_service_runs_a_known_command():
     known = [
         without_host_port(c)
-        for c in (commands.gateway("h", 0), commands.worker(), commands.beat(), commands.flower())
+        for c in (
+            commands.gateway("h", 0),
+            commands.worker("predict"),
+            commands.worker("train", concurrency=1),
+            commands.beat(),
+            commands.flower(),
+        )
     ]
     for name, spec in compose()["services"].items():
         if "build" in spec:
@@ -263,17 +279,56 @@ def test_redis_persists_and_never_evicts():
 def test_services_share_the_artifacts_volume_and_wait_for_healthy_redis():
     data = compose()
     assert "artifacts" in data["volumes"]
-    for name in ("api", "worker", "beat"):
+    for name in ("api", "worker", "trainer"):
         spec = data["services"][name]
-        assert "artifacts:/app/artifacts" in spec["volumes"], name
+        assert any(v.startswith("artifacts:/app/artifacts") for v in spec["volumes"]), name
         assert spec["environment"]["MLOPS_ARTIFACTS_DIR"] == "/app/artifacts", name
-    for name in ("api", "worker", "beat", "flower"):
+    for name in ("api", "worker", "trainer", "beat", "flower"):
         spec = data["services"][name]
         assert spec["depends_on"]["redis"]["condition"] == "service_healthy", name
         env = spec["environment"]
         assert env["MLOPS_ENV"] == "production", name
         assert env["MLOPS_REDIS_URL"] == "redis://redis:6379/0", name
     assert data["services"]["flower"]["environment"]["MLOPS_FLOWER__ADDRESS"] == "0.0.0.0"  # noqa: S104
+
+
+def artifacts_mounts(spec: dict) -> list[str]:
+    return [v for v in spec.get("volumes", []) if str(v).startswith("artifacts:")]
+
+
+def test_only_the_trainer_and_the_gateway_can_write_the_model_store():
+    """The trainer registers versions; the gateway replaces aliases.json on promote and
+    rollback. Predict workers only read; beat and Flower do not mount the store at all."""
+    services = compose()["services"]
+    assert artifacts_mounts(services["trainer"]) == ["artifacts:/app/artifacts"]
+    assert artifacts_mounts(services["api"]) == ["artifacts:/app/artifacts"]
+    assert artifacts_mounts(services["worker"]) == ["artifacts:/app/artifacts:ro"]
+    writers = {
+        name
+        for name, spec in services.items()
+        if any(not m.endswith(":ro") for m in artifacts_mounts(spec))
+    }
+    assert writers == {"trainer", "api"}
+    for name, queue in (("worker", "predict"), ("trainer", "train")):
+        args = argv(services[name]["command"])
+        assert args[args.index("-Q") + 1] == queue, name
+
+
+def test_only_the_trainer_holds_the_private_key_and_every_part_can_verify():
+    services = compose()["services"]
+    holders = {
+        n for n, s in services.items() if "MLOPS_SIGNING__PRIVATE_KEY" in s.get("environment", {})
+    }
+    assert holders == {"trainer"}
+    key = services["trainer"]["environment"]["MLOPS_SIGNING__PRIVATE_KEY"]
+    assert REQUIRED_VAR.match(key), key
+    for name, spec in services.items():
+        env = spec.get("environment", {})
+        if env.get("MLOPS_ENV") == "production":  # production stops without a key to verify
+            assert REQUIRED_VAR.match(env.get("MLOPS_SIGNING__PUBLIC_KEYS", "")), name
+    example = (ROOT / "deploy/compose.env.example").read_text()
+    assert "MLOPS_SIGNING__PRIVATE_KEY=\n" in example  # to fill in, never a committed key
+    assert "MLOPS_SIGNING__PUBLIC_KEYS=" in example
 
 
 def test_workers_scale_and_beat_is_a_singleton():
@@ -294,7 +349,12 @@ def test_no_secret_is_written_in_the_compose_file():
                 assert REQUIRED_VAR.match(str(value)), f"{name}.{key} must be ${{VAR:?message}}"
     services = compose()["services"].values()
     env = {k: v for spec in services for k, v in spec.get("environment", {}).items()}
-    for key in ("MLOPS_AUTH__API_KEYS", "MLOPS_FLOWER__PASSWORD", "GF_SECURITY_ADMIN_PASSWORD"):
+    for key in (
+        "MLOPS_AUTH__API_KEYS",
+        "MLOPS_FLOWER__PASSWORD",
+        "GF_SECURITY_ADMIN_PASSWORD",
+        "MLOPS_SIGNING__PRIVATE_KEY",
+    ):
         assert REQUIRED_VAR.match(env[key]), key
 
 
@@ -306,7 +366,7 @@ def test_prometheus_scrapes_gateway_workers_and_flower():
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["api"]["static_configs"][0]["targets"] == ["api:8000"]
     (worker_sd,) = jobs["worker"]["dns_sd_configs"]
-    assert worker_sd["names"] == ["worker"]
+    assert worker_sd["names"] == ["worker", "trainer"]
     assert worker_sd["port"] == settings_toml()["worker"]["metrics_port"]
     assert jobs["flower"]["static_configs"][0]["targets"] == [
         f"flower:{settings_toml()['flower']['port']}"
@@ -416,6 +476,7 @@ def test_pre_commit_config_is_valid_and_local():
 
 def run_flowerconfig(**env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "FLOWER_"))}
+    clean.update(signing_env())  # production stops without a key to verify versions with
     return subprocess.run(
         [sys.executable, "flowerconfig.py"],
         cwd=ROOT,
@@ -449,6 +510,7 @@ def test_flower_config_sets_basic_auth_as_flower_reads_it():
         "print(options.basic_auth, options.address, options.port)"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "FLOWER_"))}
+    clean.update(signing_env())  # production stops without a key to verify versions with
     env = {**clean, "MLOPS_ENV": "production", "MLOPS_FLOWER__PASSWORD": "s3cret"}
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True

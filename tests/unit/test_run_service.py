@@ -9,7 +9,9 @@ import collections
 import io
 import json
 import shlex
+import shutil
 import socket
+import stat
 import sys
 import threading
 
@@ -18,7 +20,9 @@ import pytest
 import redis
 
 from app.auth import KeyRing
+from core import settings as settings_module
 from core.settings import get_settings, reset_settings
+from core.signing import SigningKeys
 from scripts import run_service
 from scripts.run_service import (
     SAMPLE_BODY,
@@ -30,6 +34,7 @@ from scripts.run_service import (
     banner,
     curl_command,
     display_host,
+    ensure_dev_signing_key,
     executable,
     find_or_start_redis,
     flower_plan,
@@ -164,6 +169,84 @@ def test_configured_flower_password_is_kept_and_not_printed(monkeypatch):
     plan = flower_plan(fresh_settings(monkeypatch, MLOPS_FLOWER__PASSWORD="mine"))
     assert plan.env == {}
     assert "mine" not in plan.credentials
+
+
+# -- the development signing key ---------------------------------------------------------------
+
+
+def without_signing_keys(monkeypatch, dev_secrets, **env: str):
+    """Settings from the files alone (the test session's keys come from the environment)."""
+    monkeypatch.setattr(settings_module, "DEV_SECRETS", dev_secrets)
+    monkeypatch.delenv("MLOPS_SIGNING__PRIVATE_KEY")
+    monkeypatch.delenv("MLOPS_SIGNING__PUBLIC_KEYS")
+    return fresh_settings(monkeypatch, **env)
+
+
+def test_development_without_a_key_gets_a_pair_that_later_runs_keep(monkeypatch, tmp_path):
+    path = tmp_path / ".dev-secrets.toml"
+    settings = without_signing_keys(monkeypatch, path, MLOPS_ENV="development")
+    said = ensure_dev_signing_key(settings, path)
+    assert said is not None and "generated a development key pair" in said
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    later = fresh_settings(monkeypatch)  # this run's services, and every later `make run`
+    keys = SigningKeys.from_settings(later)
+    assert keys.can_sign and keys.signing_key_id in said
+    assert ensure_dev_signing_key(later, path) is None  # said once, not on every run
+    testing = fresh_settings(monkeypatch, MLOPS_ENV="testing")
+    assert not SigningKeys.from_settings(testing).can_verify  # development only
+
+
+def test_no_development_key_outside_development_or_when_one_is_configured(monkeypatch, tmp_path):
+    path = tmp_path / ".dev-secrets.toml"
+    assert ensure_dev_signing_key(without_signing_keys(monkeypatch, path), path) is None
+    mine = SigningKeys.generate()
+    configured = fresh_settings(
+        monkeypatch, MLOPS_ENV="development", MLOPS_SIGNING__PRIVATE_KEY=mine.private_text()
+    )
+    assert ensure_dev_signing_key(configured, path) is None
+    assert not path.exists()
+
+
+def test_a_key_in_secrets_toml_wins_over_the_development_key(monkeypatch, tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(settings_module.ROOT / "settings.toml", root / "settings.toml")
+    mine = SigningKeys.generate()
+    (root / ".secrets.toml").write_text(
+        f'[default.signing]\nprivate_key = "{mine.private_text()}"\n'
+    )
+    monkeypatch.setattr(settings_module, "ROOT", root)
+    dev = SigningKeys.generate()
+    (root / ".dev-secrets.toml").write_text(
+        f'[development.signing]\nprivate_key = "{dev.private_text()}"\n'
+    )
+    settings = without_signing_keys(
+        monkeypatch, root / ".dev-secrets.toml", MLOPS_ENV="development"
+    )
+    assert SigningKeys.from_settings(settings).signing_key_id == mine.signing_key_id
+
+
+def test_a_development_secrets_file_without_a_key_is_reported(monkeypatch, tmp_path):
+    path = tmp_path / ".dev-secrets.toml"
+    path.write_text("# emptied by hand\n")
+    settings = without_signing_keys(monkeypatch, path, MLOPS_ENV="development")
+    with pytest.raises(StartupError, match="gives no signing key"):
+        ensure_dev_signing_key(settings, path)
+
+
+def test_an_unsigned_production_model_stops_make_run_saying_how_to_sign_it(monkeypatch):
+    from core.store import open_store
+    from training.pipeline import run_training
+
+    settings = get_settings()
+    run_training(settings)
+    path = open_store(settings).storage.root / "iris" / "1" / "metadata.json"
+    meta = json.loads(path.read_text())
+    del meta["signature"]  # as registered before versions were signed
+    path.write_text(json.dumps(meta))
+    supervisor, _ = quiet_supervisor()
+    with pytest.raises(StartupError, match=r"(?s)not signed.*python -m training sign --all"):
+        run_service.ensure_model(settings, supervisor, {})
 
 
 # -- Redis --------------------------------------------------------------------------------------

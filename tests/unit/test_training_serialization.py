@@ -9,7 +9,8 @@ from loguru import logger
 
 from core.errors import IncompatibleArtifact
 from core.settings import get_settings, reset_settings
-from core.store import FeatureSpec, LocalStorage, ModelMetadata, ModelStore
+from core.store import FeatureSpec, ModelMetadata
+from tests.stores import store_at
 from training.serialization import ARTIFACT_FILES, dump_model, load_model, loads_model
 from training.trainers.iris import IrisTrainer
 
@@ -23,7 +24,7 @@ def fitted():
 
 
 def register(tmp_path, pipeline, fmt="joblib", sklearn_version=sklearn.__version__):
-    store = ModelStore(LocalStorage(tmp_path / "store"), "iris")
+    store = store_at(tmp_path / "store", "iris", fmt)
     meta = ModelMetadata(
         name="iris",
         trainer="iris",
@@ -40,7 +41,9 @@ def register(tmp_path, pipeline, fmt="joblib", sklearn_version=sklearn.__version
 
 
 @pytest.mark.parametrize("fmt", ["joblib", "skops"])
-def test_training_round_trip_through_store(tmp_path, fitted, fmt):
+def test_training_round_trip_through_store(tmp_path, fitted, fmt, monkeypatch):
+    monkeypatch.setenv("MLOPS_TRAINING__ARTIFACT_FORMAT", fmt)
+    reset_settings()
     pipeline, X = fitted
     store, version = register(tmp_path, pipeline, fmt)
     meta, loaded = load_model(store, version, get_settings())
@@ -101,3 +104,16 @@ def test_training_sklearn_mismatch_allowed_with_warning(tmp_path, fitted, monkey
         logger.remove(sink)
     assert loaded.predict(fitted[1][:2]).shape == (2,)
     assert any("0.0.1" in m and "allow_sklearn_mismatch" in m for m in messages)
+
+
+def test_skops_is_a_release_without_known_code_execution_advisories():
+    """0.13 fixed CVE-2025-54886: up to 0.12.0, Card.get_model silently fell back to joblib."""
+    import importlib.metadata
+    import tomllib
+
+    from core.settings import ROOT
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "skops>=0.13" in pyproject["project"]["optional-dependencies"]["worker"]
+    installed = tuple(int(p) for p in importlib.metadata.version("skops").split(".")[:2])
+    assert installed >= (0, 13)

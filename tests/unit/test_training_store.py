@@ -11,7 +11,8 @@ import pytest
 from loguru import logger
 
 from core.errors import AliasConflict, IntegrityError, ModelNotFound
-from core.store import FeatureSpec, LocalStorage, ModelMetadata, ModelStore
+from core.store import FeatureSpec, ModelMetadata, ModelStore
+from tests.stores import store_at
 
 
 def make_meta(**changes) -> ModelMetadata:
@@ -32,13 +33,13 @@ def make_meta(**changes) -> ModelMetadata:
 
 def register_one(root: str, payload: bytes) -> int:
     """Runs in a separate process: versions must not collide across processes either."""
-    store = ModelStore(LocalStorage(Path(root)), "m")
+    store = store_at(Path(root), "m")
     return store.register(payload, make_meta()).version
 
 
 @pytest.fixture
 def store(tmp_path) -> ModelStore:
-    return ModelStore(LocalStorage(tmp_path / "store"), "m")
+    return store_at(tmp_path / "store", "m")
 
 
 def test_training_store_versions_increase(store):
