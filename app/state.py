@@ -35,6 +35,7 @@ class Limits:
     jobs_ttl: int
     idempotency_window: int
     idempotency_from_request_id: bool
+    body_timeout: float
 
     @classmethod
     def from_settings(cls, settings) -> Limits:
@@ -49,6 +50,7 @@ class Limits:
             jobs_ttl=int(api.jobs_ttl_seconds),
             idempotency_window=int(api.idempotency_window_seconds),
             idempotency_from_request_id=bool(api.idempotency_from_request_id),
+            body_timeout=float(settings.gateway.body_timeout_seconds),
         )
 
 

@@ -144,6 +144,7 @@ def _idempotency_header(request: Request) -> str | None:
         200: {"model": JobPublic, "description": "Finished within the wait (sync mode)"},
         202: {"model": JobAccepted, "description": "Accepted; poll Location"},
         409: {"model": ErrorPublic, "description": "Idempotency key reused with another body"},
+        408: {"model": ErrorPublic, "description": "Body not received in time"},
         413: {"model": ErrorPublic, "description": "Body too large"},
         415: {"model": ErrorPublic, "description": "Body is not JSON"},
         422: {"model": ErrorPublic, "description": "Invalid features"},
@@ -161,7 +162,7 @@ async def predict(request: Request) -> JSONResponse:
     _check_json(request)
     timeout = _wait_param(request, limits)
     idempotency = _idempotency_header(request)
-    body = await read_body(request, limits.max_body_bytes)
+    body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
     data = load_json(body)
     production = gateway.catalog.require_production()
     request_id, rows, _ = parse_predict_body(data, production, limits.max_instances)
