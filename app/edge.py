@@ -113,14 +113,13 @@ class GatewayProtocol(HttpToolsProtocol):
         self.limits = limits
         self.stats = stats
         self.served_app = self.app
-        self.head_timer = None
+        self.head_timer: asyncio.TimerHandle | None = None
         self.in_head = False  # a request head has begun and is not complete
 
     # -- the connection ----------------------------------------------------------------
     def connection_made(self, transport) -> None:
         if len(self.connections) >= self.limits.max_connections:
-            self.transport = transport  # not registered: connection_lost has nothing to undo
-            transport.write(REFUSED_CONNECTION)
+            transport.write(REFUSED_CONNECTION)  # not registered: nothing to undo later
             transport.close()
             self.stats.refused["max_connections"] += 1
             _log_refused_connection(limit=self.limits.max_connections)

@@ -143,8 +143,8 @@ def _idempotency_header(request: Request) -> str | None:
     responses={
         200: {"model": JobPublic, "description": "Finished within the wait (sync mode)"},
         202: {"model": JobAccepted, "description": "Accepted; poll Location"},
-        409: {"model": ErrorPublic, "description": "Idempotency key reused with another body"},
         408: {"model": ErrorPublic, "description": "Body not received in time"},
+        409: {"model": ErrorPublic, "description": "Idempotency key reused with another body"},
         413: {"model": ErrorPublic, "description": "Body too large"},
         415: {"model": ErrorPublic, "description": "Body is not JSON"},
         422: {"model": ErrorPublic, "description": "Invalid features"},
