@@ -41,6 +41,11 @@ class PayloadTooLarge(MLOpsError):
     reason = "too_large"
 
 
+class RequestTimeout(MLOpsError):
+    status_code = 408
+    reason = "timeout"
+
+
 class UnsupportedMediaType(MLOpsError):
     status_code = 415
     reason = "unsupported_media_type"

@@ -1,4 +1,4 @@
-"""The gateway application: ``uvicorn app.main:app``."""
+"""The gateway application, ``app.main:app``, served by ``python -m app`` (app/server.py)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ def create_app(settings=None) -> FastAPI:
         finally:
             await gateway.stop()
 
+    # Production hides the API's description unless gateway.docs is set.
+    docs = bool(settings.gateway.docs)
     app = FastAPI(
         title="Two MLOps Toolset",
         version=API_VERSION,
@@ -41,8 +43,12 @@ def create_app(settings=None) -> FastAPI:
         # its per-request provider lookups cost ~5 % of a predict request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.state.metrics = metrics
+    app.state.metrics_token = str(settings.gateway.metrics_token)
     install_error_handlers(app)
     for module in (predict, jobs, models, retrain, system):
         app.include_router(module.router)

@@ -9,6 +9,7 @@ scope (``/jobs/{job_id}``), never the raw path, which would let any client creat
 
 from __future__ import annotations
 
+import hmac
 from bisect import bisect_left
 from itertools import accumulate
 from time import perf_counter
@@ -22,7 +23,11 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -37,6 +42,7 @@ REJECTION_REASONS = {
     400: "validation",
     401: "auth",
     403: "auth",
+    408: "timeout",
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
@@ -90,6 +96,49 @@ class RequestStats(Collector):
         yield durations
 
 
+class ServerStats(Collector):
+    """What the HTTP server (app/edge.py) did to connections the application never saw.
+
+    One per process, module-level (:data:`SERVER_STATS`): the protocol instances uvicorn
+    creates have no reference to the app. Updated and read on the event loop thread only.
+    """
+
+    REFUSALS = ("max_connections", "max_requests")
+    TIMEOUTS = ("request_head", "keep_alive")
+
+    def __init__(self):
+        self.open = 0
+        self.refused = dict.fromkeys(self.REFUSALS, 0)
+        self.timed_out = dict.fromkeys(self.TIMEOUTS, 0)
+
+    def collect(self):
+        yield GaugeMetricFamily(
+            "mlops_connections_open", "HTTP connections open now.", value=self.open
+        )
+        refused = CounterMetricFamily(
+            "mlops_connections_refused_total",
+            "Connections answered 503 and closed by the HTTP server, by the limit that was "
+            "reached (gateway.max_connections, gateway.max_requests).",
+            labels=("reason",),
+        )
+        for reason, count in self.refused.items():
+            refused.add_metric([reason], count)
+        yield refused
+        timed_out = CounterMetricFamily(
+            "mlops_connections_timed_out_total",
+            "Connections closed for taking too long: to send a request head "
+            "(gateway.header_timeout_seconds) or idle after a response "
+            "(gateway.keep_alive_seconds).",
+            labels=("phase",),
+        )
+        for phase, count in self.timed_out.items():
+            timed_out.add_metric([phase], count)
+        yield timed_out
+
+
+SERVER_STATS = ServerStats()
+
+
 class GatewayMetrics:
     """Every metric of one gateway process, in its own registry."""
 
@@ -98,6 +147,7 @@ class GatewayMetrics:
         r = self.registry
         self.requests = RequestStats()
         r.register(self.requests)
+        r.register(SERVER_STATS)
         self.jobs_submitted = Counter(
             "mlops_jobs_submitted_total",
             "Jobs written to Redis and queued for the workers, by kind.",
@@ -181,5 +231,19 @@ router = APIRouter(tags=["system"])
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition of this gateway process (open, like Flower's /metrics)."""
+    """Prometheus exposition of this gateway process; open unless gateway.metrics_token is set."""
+    token = request.app.state.metrics_token
+    if token and not _bearer_is(request.headers.get("authorization", ""), token):
+        return Response(
+            "GET /metrics needs Authorization: Bearer <gateway.metrics_token>\n",
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _bearer_is(header: str, token: str) -> bool:
+    scheme, _, credentials = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        credentials.strip().encode(), token.encode()
+    )

@@ -37,6 +37,7 @@ class Limits:
     jobs_ttl: int
     idempotency_window: int
     idempotency_from_request_id: bool
+    body_timeout: float
 
     @classmethod
     def from_settings(cls, settings) -> Limits:
@@ -51,6 +52,7 @@ class Limits:
             jobs_ttl=int(api.jobs_ttl_seconds),
             idempotency_window=int(api.idempotency_window_seconds),
             idempotency_from_request_id=bool(api.idempotency_from_request_id),
+            body_timeout=float(settings.gateway.body_timeout_seconds),
         )
 
 

@@ -93,6 +93,15 @@ VALIDATORS = [
     Validator("gateway.port", must_exist=True, is_type_of=int),
     Validator("signing.private_key", must_exist=True, is_type_of=str),
     Validator("signing.public_keys", must_exist=True, is_type_of=(list, str)),
+    Validator("gateway.docs", must_exist=True, is_type_of=bool),
+    Validator("gateway.keep_alive_seconds", must_exist=True, is_type_of=int, gte=1),
+    Validator("gateway.header_timeout_seconds", must_exist=True, is_type_of=(int, float), gt=0),
+    Validator("gateway.body_timeout_seconds", must_exist=True, is_type_of=(int, float), gt=0),
+    Validator("gateway.max_connections", must_exist=True, is_type_of=int, gte=1),
+    Validator("gateway.max_requests", must_exist=True, is_type_of=int, gte=1),
+    Validator("gateway.metrics_token", must_exist=True, is_type_of=str),
+    Validator("gateway.ssl_certfile", must_exist=True, is_type_of=str),
+    Validator("gateway.ssl_keyfile", must_exist=True, is_type_of=str),
 ]
 
 
@@ -139,6 +148,13 @@ def load_settings() -> Dynaconf:
             f"invalid settings: MLOPS_ENV={settings.current_env!r}, expected one of {_ENVIRONMENTS}"
         )
     _check_signing_keys(settings)
+    if environment(settings) == "production" and not settings.auth.enabled:
+        raise SettingsError(
+            "invalid settings: auth.enabled = false is refused in production (MLOPS_ENV="
+            "production): every endpoint would be open; configure auth.api_keys instead"
+        )
+    if settings.gateway.ssl_keyfile and not settings.gateway.ssl_certfile:
+        raise SettingsError("invalid settings: gateway.ssl_keyfile needs gateway.ssl_certfile")
     return settings
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 def gateway(host: str, port: int) -> list[str]:
-    return ["uvicorn", "app.main:app", "--host", host, "--port", str(port), "--no-access-log"]
+    # uvicorn with the connection limits of app/edge.py and the options of gateway.* settings.
+    return ["python", "-m", "app", "--host", host, "--port", str(port)]
 
 
 def worker(queues: str | None = None, concurrency: int | None = None) -> list[str]:

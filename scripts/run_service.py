@@ -407,12 +407,13 @@ def banner(
     redis_note = "  (private, stopped on exit)" if redis_.private else ""
     rows = [
         ("gateway", gateway),
-        ("API docs", f"{gateway}/docs"),
+        *([("API docs", f"{gateway}/docs")] if settings.gateway.docs else []),
         ("Flower", f"{flower_url}  ({flower.credentials})"),
         *metrics,
         ("Redis", f"{redact(redis_.url)}{redis_note}"),
-        ("model", f"{ready.get('model_name')} v{ready.get('model_version')}"),
     ]
+    if "model_name" in ready:  # production tells it to API keys only
+        rows.append(("model", f"{ready['model_name']} v{ready.get('model_version')}"))
     return "\n".join(
         [
             "",

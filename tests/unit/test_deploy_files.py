@@ -265,15 +265,47 @@ def test_the_compose_schema_check_does_reject_a_bad_file(tmp_path):
     assert check_jsonschema("vendor.compose-spec", bad).returncode != 0
 
 
+REDIS_PASSWORD_VAR = "${REDIS_PASSWORD:?set REDIS_PASSWORD (see deploy/compose.env.example)}"
+REDIS_URL = f"redis://:{REDIS_PASSWORD_VAR}@redis:6379/0"
+
+
+def option(args: list[str], name: str) -> str:
+    assert args.count(name) == 1, f"{name} given {args.count(name)} times in {args}"
+    return args[args.index(name) + 1]
+
+
 def test_redis_persists_and_never_evicts():
     redis = compose()["services"]["redis"]
     args = argv(redis["command"])
-    assert args[args.index("--appendonly") + 1] == "yes"
-    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
-    assert "redis-cli" in argv(redis["healthcheck"]["test"])
+    assert option(args, "--appendonly") == "yes"
+    assert option(args, "--maxmemory-policy") == "noeviction"
     assert re.fullmatch(r"redis:7\.\d+\.\d+(@sha256:[0-9a-f]{64})?", redis["image"])
     volume = redis["volumes"][0].split(":")[0]
     assert volume in compose()["volumes"], "redis data must live on a named volume"
+
+
+def test_redis_has_a_memory_limit():
+    """noeviction without maxmemory never refuses a write: Redis grows until the OOM killer."""
+    args = argv(compose()["services"]["redis"]["command"])
+    assert re.fullmatch(r"[1-9]\d*(gb|mb)", option(args, "--maxmemory"), re.IGNORECASE)
+
+
+def test_redis_requires_the_password_and_every_url_carries_it():
+    redis = compose()["services"]["redis"]
+    assert option(argv(redis["command"]), "--requirepass") == REDIS_PASSWORD_VAR
+    # The healthcheck authenticates through the environment and looks for the PONG itself:
+    # redis-cli exits 0 on a NOAUTH error reply.
+    assert redis["environment"]["REDISCLI_AUTH"] == REDIS_PASSWORD_VAR
+    kind, command = redis["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and command == "redis-cli ping | grep -q PONG"
+    urls = {
+        name: spec["environment"]["MLOPS_REDIS_URL"]
+        for name, spec in compose()["services"].items()
+        if "MLOPS_REDIS_URL" in spec.get("environment", {})
+    }
+    assert set(urls) == {"api", "worker", "trainer", "beat", "flower"}
+    assert set(urls.values()) == {REDIS_URL}
+    assert "REDIS_PASSWORD=" in (ROOT / "deploy/compose.env.example").read_text().splitlines()
 
 
 def test_services_share_the_artifacts_volume_and_wait_for_healthy_redis():
@@ -288,7 +320,7 @@ def test_services_share_the_artifacts_volume_and_wait_for_healthy_redis():
         assert spec["depends_on"]["redis"]["condition"] == "service_healthy", name
         env = spec["environment"]
         assert env["MLOPS_ENV"] == "production", name
-        assert env["MLOPS_REDIS_URL"] == "redis://redis:6379/0", name
+        assert env["MLOPS_REDIS_URL"] == REDIS_URL, name
     assert data["services"]["flower"]["environment"]["MLOPS_FLOWER__ADDRESS"] == "0.0.0.0"  # noqa: S104
 
 
@@ -349,12 +381,8 @@ def test_no_secret_is_written_in_the_compose_file():
                 assert REQUIRED_VAR.match(str(value)), f"{name}.{key} must be ${{VAR:?message}}"
     services = compose()["services"].values()
     env = {k: v for spec in services for k, v in spec.get("environment", {}).items()}
-    for key in (
-        "MLOPS_AUTH__API_KEYS",
-        "MLOPS_FLOWER__PASSWORD",
-        "GF_SECURITY_ADMIN_PASSWORD",
-        "MLOPS_SIGNING__PRIVATE_KEY",
-    ):
+    keys = ("MLOPS_AUTH__API_KEYS", "MLOPS_FLOWER__PASSWORD", "GF_SECURITY_ADMIN_PASSWORD")
+    for key in (*keys, "MLOPS_SIGNING__PRIVATE_KEY", "REDISCLI_AUTH"):
         assert REQUIRED_VAR.match(env[key]), key
 
 

@@ -356,6 +356,20 @@ def test_banner_lists_the_urls_and_a_curl_line(monkeypatch):
     assert parse_curl(curl_lines[0])[0] == "http://127.0.0.1:8123/predict?wait=5"
 
 
+def test_banner_in_production_leaves_out_hidden_docs_and_the_model_it_was_not_told(monkeypatch):
+    settings = fresh_settings(monkeypatch, MLOPS_ENV="production", MLOPS_GATEWAY__PORT="8123")
+    text = banner(
+        settings,
+        RedisTarget("redis://127.0.0.1:7000/0", private=None),
+        {"status": "ready"},  # /ready's answer to a caller without an API key
+        AuthPlan({}, "X-API-Key: $YOUR_KEY", "note"),
+        FlowerPlan({}, "user admin, password from your settings"),
+        [],
+    )
+    assert "/docs" not in text and "None" not in text
+    assert "http://127.0.0.1:8123" in text
+
+
 # -- the supervisor -----------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Training settings: environment overrides and validation errors that name the key."""
+"""Settings: environment overrides, per-environment defaults and validation errors that name
+the key."""
 
 from __future__ import annotations
 
@@ -38,3 +39,39 @@ def test_training_settings_validation_names_the_key(monkeypatch, key, value, nam
     reset_settings()
     with pytest.raises(SettingsError, match=named):
         get_settings()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("GATEWAY__HEADER_TIMEOUT_SECONDS", "0", "gateway.header_timeout_seconds"),
+        ("GATEWAY__MAX_CONNECTIONS", "0", "gateway.max_connections"),
+        ("GATEWAY__MAX_REQUESTS", "many", "gateway.max_requests"),
+        ("GATEWAY__SSL_KEYFILE", "key.pem", "gateway.ssl_keyfile needs gateway.ssl_certfile"),
+    ],
+)
+def test_gateway_settings_validation_names_the_key(monkeypatch, key, value, named):
+    monkeypatch.setenv(f"MLOPS_{key}", value)
+    reset_settings()
+    with pytest.raises(SettingsError, match=named):
+        get_settings()
+
+
+def test_production_refuses_auth_disabled(monkeypatch):
+    monkeypatch.setenv("MLOPS_AUTH__ENABLED", "false")
+    reset_settings()
+    assert get_settings().auth.enabled is False  # allowed outside production
+    monkeypatch.setenv("MLOPS_ENV", "production")
+    reset_settings()
+    with pytest.raises(SettingsError, match=r"auth\.enabled = false is refused in production"):
+        get_settings()
+
+
+def test_production_hides_the_api_docs_unless_enabled(monkeypatch):
+    assert get_settings().gateway.docs is True
+    monkeypatch.setenv("MLOPS_ENV", "production")
+    reset_settings()
+    assert get_settings().gateway.docs is False
+    monkeypatch.setenv("MLOPS_GATEWAY__DOCS", "true")
+    reset_settings()
+    assert get_settings().gateway.docs is True

@@ -136,6 +136,7 @@ def _idempotency_header(request: Request) -> str | None:
     responses={
         200: {"model": JobPublic, "description": "Finished within the wait (sync mode)"},
         202: {"model": JobAccepted, "description": "Accepted; poll Location"},
+        408: {"model": ErrorPublic, "description": "Body not received in time"},
         409: {"model": ErrorPublic, "description": "Idempotency key reused with another body"},
         413: {"model": ErrorPublic, "description": "Body too large"},
         415: {"model": ErrorPublic, "description": "Body is not JSON"},
@@ -154,7 +155,7 @@ async def predict(request: Request) -> JSONResponse:
     _check_json(request)
     timeout = _wait_param(request, limits)
     idempotency = _idempotency_header(request)
-    body = await read_body(request, limits.max_body_bytes)
+    body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
     data = load_json(body)
     production = gateway.catalog.require_production()
     request_id, rows, _ = parse_predict_body(data, production, limits.max_instances)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import redis.exceptions
 from fastapi import APIRouter
 
-from app.api.deps import GatewayDep
+from app.api.deps import ApiKeyHeader, GatewayDep
+from app.errors import AuthError
 from app.responses import JSONResponse
 from app.schemas import VersionPublic
 from app.services.workers import live_workers, unserved
 from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
+from core.settings import environment
 from core.versions import API_VERSION
 
 router = APIRouter(tags=["system"])
@@ -21,10 +23,14 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready", responses={503: {"description": "Not ready, with the reasons"}})
-async def ready(gateway: GatewayDep) -> JSONResponse:
+@router.get("/ready", responses={503: {"description": "Not ready (reasons: see above)"}})
+async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResponse:
     """Ready when Redis answers, a worker consumes `predict` and a production model exists;
-    `warnings` says when no worker consumes `train` (retrains would wait)."""
+    `warnings` says when no worker consumes `train` (retrains would wait).
+
+    In production only a caller with a valid API key (any scope) is told the reasons,
+    warnings, model and workers; others get the status alone.
+    """
     reasons, warnings, workers = [], [], []
     try:
         await gateway.redis.ping()
@@ -50,7 +56,18 @@ async def ready(gateway: GatewayDep) -> JSONResponse:
             for w in workers
         ],
     }
-    return JSONResponse(body, status_code=503 if reasons else 200)
+    status_code = 503 if reasons else 200
+    if environment(gateway.settings) == "production" and not _known_key(gateway, x_api_key):
+        return JSONResponse({"status": body["status"]}, status_code=status_code)
+    return JSONResponse(body, status_code=status_code)
+
+
+def _known_key(gateway, key: str | None) -> bool:
+    try:
+        gateway.keys.authenticate(key)
+    except AuthError:
+        return False
+    return True
 
 
 @router.get("/version", response_model=VersionPublic)

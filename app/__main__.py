@@ -1,0 +1,5 @@
+"""``python -m app``: run the gateway (app/server.py)."""
+
+from app.server import main
+
+main()
