@@ -258,3 +258,21 @@ def test_the_largest_accepted_batches_pass_the_count(production, form):
     assert len(body) > 64 * 1024
     data = load_json(body, production, max_instances=1000)
     assert len(parse_predict_body(data, production, 1000)[1]) == 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "words"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "json_invalid", "depth limit exceeded"),
+        (b'{"instances": [[1, 2, NaN, ' + b"0.5," * 100_000 + b"0.5]]}", "finite_number", "finite"),
+        (b'["\xff", ' + b"1," * 100_000 + b"1]", "json_invalid", "UTF-8"),
+    ],
+    ids=["deep-list", "nan-first", "invalid-utf8-first"],
+)
+def test_a_body_refused_by_the_count_still_gets_an_error_of_its_first_64_kib(
+    production, body, kind, words
+):
+    with pytest.raises(BadRequest) as info:
+        load_json(body, production, max_instances=1000)
+    assert info.value.kind == kind
+    assert words in info.value.message

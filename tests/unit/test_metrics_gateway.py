@@ -111,7 +111,7 @@ def test_the_loop_lag_watcher_records_a_stall_of_the_event_loop():
     lag = "mlops_event_loop_lag_seconds"
     stalls = value(found, f"{lag}_bucket", le="+Inf") - value(found, f"{lag}_bucket", le="0.25")
     assert stalls == 1
-    assert value(found, f"{lag}_count") >= 5
+    assert value(found, f"{lag}_count") >= 3
     assert value(found, f"{lag}_sum") >= 0.29
 
 
