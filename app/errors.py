@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import redis.exceptions
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from loguru import logger
 
 from app.responses import JSONResponse
 from core.errors import MLOpsError
+
+
+def clip(text: str, keep: int = 100) -> str:
+    """A client's string as an error answer echoes it: cut short, so the answer stays small."""
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
 
 
 class JobNotFound(MLOpsError):
@@ -130,6 +137,16 @@ async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _invalid_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own 422, with each echoed input clipped (a 60 KB path came back whole)."""
+    errors = [
+        {**error, "input": clip(error["input"])} if isinstance(error.get("input"), str) else error
+        for error in exc.errors()
+    ]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MLOpsError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _invalid_parameters)
     app.add_exception_handler(redis.exceptions.RedisError, _redis_down)

@@ -9,6 +9,7 @@ scope (``/jobs/{job_id}``), never the raw path, which would let any client creat
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from bisect import bisect_left
 from itertools import accumulate
@@ -20,6 +21,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     disable_created_metrics,
     generate_latest,
 )
@@ -51,6 +53,8 @@ REJECTION_REASONS = {
     503: "unavailable",
 }
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LOOP_LAG_INTERVAL = 0.05  # seconds: 20 wake-ups a second, a few microseconds each
 
 
 class RequestStats(Collector):
@@ -165,6 +169,13 @@ class GatewayMetrics:
             ("queue",),
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "mlops_event_loop_lag_seconds",
+            "How late the event loop woke a timer: time some work held the loop, every "
+            "request of this process waiting.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
         self.rejected = Counter(
             "mlops_requests_rejected_total",
             "Requests refused before any work was queued, by reason.",
@@ -192,6 +203,18 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+async def watch_event_loop(metrics: GatewayMetrics, interval: float = LOOP_LAG_INTERVAL) -> None:
+    """Sleep ``interval`` again and again, recording by how much each wake-up came late.
+
+    A stall of the loop (a request's synchronous work, a GC pause) delays the wake-up by as
+    long; the histogram's tail buckets are where a request held everyone else up.
+    """
+    while True:
+        started = perf_counter()  # not loop.time(): uvloop's clock ticks in milliseconds
+        await asyncio.sleep(interval)
+        metrics.loop_lag.observe(max(0.0, perf_counter() - started - interval))
 
 
 class RequestMetrics:

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from loguru import logger
 
 from app.auth import KeyRing
-from app.metrics import GatewayMetrics
+from app.metrics import GatewayMetrics, watch_event_loop
 from app.services.admission import Admission
 from app.services.catalog import ModelCatalog
 from app.services.listener import ResultListener
@@ -115,6 +115,7 @@ class Gateway:
         self.catalog.start()
         self.listener.start()
         self._tasks.append(asyncio.create_task(self._watch_queue(), name="queue-depth"))
+        self._tasks.append(asyncio.create_task(watch_event_loop(self.metrics), name="loop-lag"))
 
     async def _watch_queue(self) -> None:
         """Keep admission's readings, the queue metrics and the worker view fresh, idle or not."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import time
 
 import pytest
 
 from app.errors import BadRequest
 from app.services.catalog import Production
-from app.services.rows import MAX_REQUEST_ID, load_json, parse_predict_body
+from app.services.rows import MAX_NESTING, MAX_REQUEST_ID, load_json, parse_predict_body
 from core.store import FeatureSpec, ModelMetadata
 
 NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -175,3 +177,102 @@ def test_load_json_rejects_malformed_json_at_the_body(body):
     assert info.value.loc == ["body"]
     assert info.value.kind == "json_invalid"
     assert info.value.message.startswith("invalid JSON:")
+
+
+# -- hostile bodies: every 422 costs a few C passes over the body, never a walk of it ----------
+def test_a_non_finite_number_nested_deeper_than_an_accepted_body_names_the_nesting():
+    with pytest.raises(BadRequest) as info:
+        load_json(b'{"instances": [[[NaN]]]}')
+    assert info.value.kind == "json_too_deep"
+    assert f"deeper than {MAX_NESTING} levels" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (b"[" * 1000 + b"NaN" + b"]" * 1000, 1000),  # too deep for orjson to close
+        (b'{"a": [1], "b": 2, "a": [NaN]}', 25),  # a repeated key
+        (b'{"a": 1, NaN}', 9),  # a value where a key belongs
+    ],
+)
+def test_a_non_finite_number_that_cannot_be_located_is_reported_at_its_character(body, where):
+    with pytest.raises(BadRequest) as info:
+        load_json(body)
+    assert info.value.loc == ["body"]
+    assert info.value.kind == "finite_number"
+    assert f"at character {where}" in info.value.message
+
+
+@pytest.mark.parametrize("body", [b"[-01]", b"[01]", b'{"a": 00}', b"[1.5x]", b"{NaN: 1}"])
+def test_a_malformed_number_or_a_nan_key_is_invalid_json_not_a_non_finite_number(body):
+    with pytest.raises(BadRequest) as info:
+        load_json(body)
+    assert info.value.kind == "json_invalid"
+
+
+def test_locating_costs_a_few_parses_not_a_walk_of_the_body():
+    """The body that held the event loop for 33 s (a walk copying a 900-long loc per item)."""
+    body = b"[" * 300 + b"0," * 400_000 + b"NaN" + b"]" * 300
+    started = time.thread_time()
+    with pytest.raises(BadRequest) as info:
+        load_json(body)
+    assert time.thread_time() - started < 0.5  # ~20 ms; the old walk took over 10 s
+    assert info.value.kind == "json_too_deep"
+
+
+def test_a_long_key_is_clipped_in_the_loc():
+    with pytest.raises(BadRequest) as info:
+        load_json(b'{"' + b"k" * 500_000 + b'": NaN}')
+    assert info.value.kind == "finite_number"
+    assert len(info.value.loc[1]) < 150
+    assert "500000 characters" in info.value.loc[1]
+
+
+def test_many_unknown_keys_name_a_few_in_body_order_and_count_the_rest(production):
+    body = {**ROW, **{f"k{i}": 1 for i in range(100_000)}}
+    error = rejected(body, production)
+    assert error.loc == ["body", "k0"]
+    assert error.kind == "extra_forbidden"
+    assert "k0, k1, k2, k3, k4 and 99995 more" in error.message
+    assert len(error.message) < 300
+
+
+def test_many_fields_beside_instances_name_a_few(production):
+    error = rejected({"instances": [ROW], **{f"f{i}": 1 for i in range(1000)}}, production)
+    assert error.loc == ["body", "f0"]
+    assert "f0, f1, f2, f3, f4 and 995 more" in error.message
+
+
+def test_a_large_body_with_more_values_than_any_accepted_body_is_refused_unparsed(production):
+    body = b'{"instances": [' + b"0.5," * 300_000 + b"NaN]}"
+    with pytest.raises(BadRequest) as info:
+        load_json(body, production, max_instances=1000)
+    assert info.value.kind == "too_long"
+    assert "300002" in info.value.message and "1000 instances of 4 features" in info.value.message
+
+
+@pytest.mark.parametrize("form", ["objects", "lists"])
+def test_the_largest_accepted_batches_pass_the_count(production, form):
+    row = ROW if form == "objects" else list(ROW.values())
+    body = json.dumps({"request_id": ",[{" * 66, "instances": [row] * 1000}, indent=16).encode()
+    assert len(body) > 64 * 1024
+    data = load_json(body, production, max_instances=1000)
+    assert len(parse_predict_body(data, production, 1000)[1]) == 1000
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "words"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "json_invalid", "depth limit exceeded"),
+        (b'{"instances": [[1, 2, NaN, ' + b"0.5," * 100_000 + b"0.5]]}", "finite_number", "finite"),
+        (b'["\xff", ' + b"1," * 100_000 + b"1]", "json_invalid", "UTF-8"),
+    ],
+    ids=["deep-list", "nan-first", "invalid-utf8-first"],
+)
+def test_a_body_refused_by_the_count_still_gets_an_error_of_its_first_64_kib(
+    production, body, kind, words
+):
+    with pytest.raises(BadRequest) as info:
+        load_json(body, production, max_instances=1000)
+    assert info.value.kind == kind
+    assert words in info.value.message

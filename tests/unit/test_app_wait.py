@@ -24,7 +24,10 @@ from app.api.routes.predict import wait_seconds
         (0.0, "wait=10", 0.0),
         (100.0, None, 30.0),
         (None, "wait=100", 30.0),
+        (None, "wait=" + "9" * 1_000_000, 30.0),
+        (None, "x" * 1_000_000 + ", wait=5", 0.0),  # only the first 1,024 characters are read
     ],
+    ids=lambda value: value[:40] if isinstance(value, str) else None,
 )
 def test_wait_seconds(query, prefer, expected):
     assert wait_seconds(query, prefer, 30.0) == expected

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import fakeredis
 import httpx
@@ -18,7 +19,7 @@ from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
-from app.metrics import GatewayMetrics, RequestMetrics
+from app.metrics import GatewayMetrics, RequestMetrics, watch_event_loop
 from app.services.admission import Admission
 from app.services.inference import await_result
 from app.services.listener import ResultListener
@@ -102,6 +103,24 @@ def test_each_instance_has_its_own_registry():
         value(found, "mlops_http_requests_total", route="/health", method="GET", status="200")
         is None
     )
+
+
+def test_the_loop_lag_watcher_records_a_stall_of_the_event_loop():
+    async def scenario():
+        metrics = GatewayMetrics()
+        watcher = asyncio.create_task(watch_event_loop(metrics, interval=0.01))
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # noqa: ASYNC251 - holds the loop, as a slow request would
+        await asyncio.sleep(0.05)
+        watcher.cancel()
+        return samples(metrics.exposition())
+
+    found = run(scenario())
+    lag = "mlops_event_loop_lag_seconds"
+    stalls = value(found, f"{lag}_bucket", le="+Inf") - value(found, f"{lag}_bucket", le="0.25")
+    assert stalls == 1
+    assert value(found, f"{lag}_count") >= 3
+    assert value(found, f"{lag}_sum") >= 0.29
 
 
 # --- the middleware on the real app ------------------------------------------------------
