@@ -53,7 +53,8 @@ def celery_config(settings) -> dict:
             "unacked_key": UNACKED_KEY,  # the names workers/recovery.py renews
             "unacked_index_key": UNACKED_INDEX_KEY,
             "unacked_mutex_key": UNACKED_MUTEX_KEY,
-            # Every node sweeps every second (kombu: 10 s)...
+            # Every node sweeps every second (kombu: 10 s); a sweep with nothing due is three
+            # Redis round trips, 1.4 ms of the main process's loop (measured on this machine)...
             "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
             # ...and really looks each time: kombu scans only every 10th sweep by default.
             "unacked_restore_throttle": 1,

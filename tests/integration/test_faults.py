@@ -33,7 +33,6 @@ from core.store import Aliases, LocalStorage, ModelStore
 from tests.integration.faulty_model import HUNG, POISON, SLOW, register_faulty_version
 from tests.integration.procs import ROOT, process_table, wait_until
 from tests.integration.stack import ADMIN_KEY, PREDICT_KEY, SEED_BODY, Stack, poll_job
-from tests.integration.test_lifecycle import SLOW_ESTIMATOR
 from workers.jobs import STARTED_MARK_ROWS
 from workers.recovery import UNACKED_KEY
 
@@ -671,21 +670,32 @@ def test_whole_worker_killed_and_restarted_every_accepted_job_completes(tmp_path
         with node_killed_while_holding(stack, "worker0") as kill:
             time.sleep(2)
             replaced = time.time()
-            stack.start_worker("worker0")
+            stack.start_worker("replacement")  # a name of its own: worker0's log says "ready"
+            ready = time.time() - replaced
             recovery = last_success(stack, kill) - replaced
         sys.stdout.write(
             f"node killed whole, replaced {replaced - kill.at:.1f} s later: the last of "
             f"{len(kill.accepted_before)} async + 3 sync jobs SUCCESS {recovery:.1f} s after "
-            "the replacement started\n"
+            f"the replacement started (ready after {ready:.1f} s)\n"
         )
         assert recovery <= RECOVERY_TARGET, recovery
     finally:
         stack.stop()
 
 
+# An MLP fitted for full epochs (no early stop): 15-30 s on this machine.
+LONG_RETRAIN = {
+    "MLOPS_TRAINING__ESTIMATOR__CLASS_PATH": "sklearn.neural_network.MLPClassifier",
+    "MLOPS_TRAINING__ESTIMATOR__PARAMS": "@json "
+    + orjson.dumps(
+        {"hidden_layer_sizes": [64], "max_iter": 12000, "tol": 0.0, "n_iter_no_change": 10**6}
+    ).decode(),
+}
+
+
 def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, template):
-    """Two live nodes on `train`, visibility timeout 2 s (renewed every 0.5 s): a retrain of
-    ~14 s is never put back on its queue, so the idle node never receives it."""
+    """Two live nodes on `train`, visibility timeout 2 s (renewed every 0.5 s): a retrain
+    several times longer is never put back on its queue, so the idle node never receives it."""
     env = {
         **FAULT_ENV,
         "MLOPS_WORKER__VISIBILITY_TIMEOUT": "2",
@@ -696,7 +706,7 @@ def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, te
     try:
         boot(stack, template, worker=False)
         nodes = [
-            stack.start_worker(name, queues=TRAIN_QUEUE, **SLOW_ESTIMATOR)
+            stack.start_worker(name, queues=TRAIN_QUEUE, **LONG_RETRAIN)
             for name in ("train_a", "train_b")
         ]
         versions_before = ModelStore(LocalStorage(stack.artifacts), "iris").versions()
