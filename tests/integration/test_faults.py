@@ -729,6 +729,39 @@ def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, te
         stack.stop()
 
 
+def test_prefetched_messages_given_up_when_redis_restarts_are_not_renewed_forever(
+    tmp_path, template
+):
+    """Redis restarts (append-only file on) while a node runs a slow job and holds prefetched
+    messages. Celery gives the prefetched ones up with the lost connection (they cannot be
+    acknowledged on a new one), so the node stops renewing them: they come back by the sweep
+    and complete, instead of staying renewed, and PENDING, for as long as the node lives.
+
+    The running message is left out: Celery cancels it, and when recording the cancel fails
+    (Redis is down at that instant, most runs) it later takes the child's termination for a
+    revoke and acknowledges the message, so its job stays STARTED until it expires. That is
+    Celery's (5.7) doing, with or without renewals; see the report on issue #11."""
+    stack = Stack(tmp_path, appendonly=True, **FAULT_ENV)
+    try:
+        boot(stack, template, worker=False)
+        stack.start_worker("worker0", **PREFETCHING)
+        stack.wait_ready()
+        with stack.client() as client:
+            slow = submit_slow(client, SLOW_SECONDS)
+            wait_started(client, slow)
+            prefetched = [submit(client) for _ in range(NODE_HOLDS - 1)]
+            wait_until(lambda: held_messages(stack) == NODE_HOLDS, 10, "worker0 holding")
+            stack.redis.stop()
+            stack.redis.start()
+            assert held_messages(stack) == NODE_HOLDS  # the append-only file kept them
+            results = [poll_through_outage(client, job, 60) for job in prefetched]
+        assert [r["status"] for r in results] == ["SUCCESS"] * len(prefetched), results
+        assert [r["error"] for r in results if "error" in r] == []
+        assert held_messages(stack) <= 1  # at most the running one, until it is swept back
+    finally:
+        stack.stop()
+
+
 @pytest.mark.parametrize("appendonly", [True, False], ids=["appendonly", "no-persistence"])
 def test_redis_restarted_with_jobs_queued(tmp_path, template, appendonly):
     stack = Stack(tmp_path, appendonly=appendonly, **FAULT_ENV)
