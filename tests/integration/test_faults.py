@@ -683,12 +683,13 @@ def test_whole_worker_killed_and_restarted_every_accepted_job_completes(tmp_path
         stack.stop()
 
 
-# An MLP fitted for full epochs (no early stop): 15-30 s on this machine.
+# An MLP fitted for full epochs (no early stop): 12000 epochs took 7.5-15 s on this machine
+# (load-dependent), so 30000 keep it well past 3 x the 2 s visibility timeout.
 LONG_RETRAIN = {
     "MLOPS_TRAINING__ESTIMATOR__CLASS_PATH": "sklearn.neural_network.MLPClassifier",
     "MLOPS_TRAINING__ESTIMATOR__PARAMS": "@json "
     + orjson.dumps(
-        {"hidden_layer_sizes": [64], "max_iter": 12000, "tol": 0.0, "n_iter_no_change": 10**6}
+        {"hidden_layer_sizes": [64], "max_iter": 30000, "tol": 0.0, "n_iter_no_change": 10**6}
     ).decode(),
 }
 
