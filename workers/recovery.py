@@ -99,8 +99,9 @@ class Renewer:
         while not self._stop.wait(self.interval):
             try:
                 self.renew_held()
-            except redis.RedisError as exc:  # Redis away: kombu cannot sweep either
-                logger.warning("renewing in-flight messages failed: {}", exc)
+            except Exception as exc:  # Redis away (kombu cannot sweep either), or a bug:
+                # the thread must live on, or this node's running messages get redelivered
+                logger.warning("renewing in-flight messages failed: {!r}", exc)
 
     def start(self) -> Renewer:
         threading.Thread(target=self.run, name="renew-messages", daemon=True).start()

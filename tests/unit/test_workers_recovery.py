@@ -128,3 +128,24 @@ def test_the_thread_renews_every_interval_and_stops(client):
             time.sleep(0.01)
     finally:
         renewer.stop()
+
+
+def test_the_thread_survives_a_failed_round(client):
+    """Redis away or a bug: log it and try again, or the node's messages would be redelivered."""
+    deliver(client, "running", time.time() - 3600)
+    rounds = []
+
+    def held() -> dict[str, str]:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise ConnectionError("Redis is restarting")
+        return {"running": "task"}
+
+    renewer = Renewer(client, 0.05, held=held).start()
+    try:
+        deadline = time.monotonic() + 5
+        while client.zscore(UNACKED_INDEX_KEY, "running") < time.time() - 60:
+            assert time.monotonic() < deadline, "not renewed after the failed round"
+            time.sleep(0.01)
+    finally:
+        renewer.stop()
