@@ -105,6 +105,53 @@ VALIDATORS = [
 ]
 
 
+RESTORE_SWEEP_SECONDS = 1
+"""How often each worker node looks for messages to redeliver (kombu's
+``unacked_restore_interval``, workers/config.py)."""
+
+
+def redelivery_bound(settings) -> float:
+    """Seconds after a worker node dies by which its messages are back on their queue.
+
+    Its messages were renewed at most ``heartbeat_seconds`` before it died (workers/recovery.py),
+    are due ``visibility_timeout`` later, and the next sweep of any live node puts them back.
+    """
+    worker = settings.worker
+    return worker.visibility_timeout + RESTORE_SWEEP_SECONDS + worker.heartbeat_seconds
+
+
+def recovery_problems(settings) -> list[str]:
+    """The ways these settings would let a job expire before its redelivery, or run twice."""
+    worker, api = settings.worker, settings.api
+    bound = redelivery_bound(settings)
+    sum_bound = (
+        f"{worker.visibility_timeout} + {RESTORE_SWEEP_SECONDS} + {worker.heartbeat_seconds}"
+        f" = {bound:g}s"
+    )
+    problems = []
+    if worker.visibility_timeout < 3 * worker.heartbeat_seconds:
+        problems.append(
+            f"worker.visibility_timeout ({worker.visibility_timeout}s) must be at least 3 x "
+            f"worker.heartbeat_seconds ({worker.heartbeat_seconds}s): a live worker that misses "
+            "a couple of renewals would have its running messages delivered twice"
+        )
+    if api.sync_grace_seconds < bound:
+        problems.append(
+            f"api.sync_grace_seconds ({api.sync_grace_seconds}s) must be at least the redelivery "
+            "bound worker.visibility_timeout + restore sweep + worker.heartbeat_seconds "
+            f"({sum_bound}): a sync job whose worker died would expire before its redelivery"
+        )
+    needed = api.max_wait_seconds + api.sync_grace_seconds + worker.predict_time_limit + bound
+    if api.jobs_ttl_seconds <= needed:
+        problems.append(
+            f"api.jobs_ttl_seconds ({api.jobs_ttl_seconds}s) must exceed api.max_wait_seconds + "
+            "api.sync_grace_seconds + worker.predict_time_limit + the redelivery bound "
+            f"({api.max_wait_seconds} + {api.sync_grace_seconds} + {worker.predict_time_limit}"
+            f" + {bound:g} = {needed:g}s): a job could expire before its redelivery"
+        )
+    return problems
+
+
 class SettingsError(SystemExit):
     """Raised at start-up when a setting is missing or has the wrong type."""
 
@@ -131,12 +178,9 @@ def load_settings() -> Dynaconf:
         settings.validators.validate_all()
     except ValidationError as exc:
         raise SettingsError(f"invalid settings: {exc}") from None
-    limits = (settings.worker.predict_time_limit, settings.worker.retrain_time_limit)
-    if settings.worker.visibility_timeout <= max(limits):
-        raise SettingsError(
-            "invalid settings: worker.visibility_timeout must be longer than every task time "
-            f"limit ({max(limits)}s), or running tasks are delivered twice"
-        )
+    problems = recovery_problems(settings)
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
     if settings.api.idempotency_window_seconds > settings.api.jobs_ttl_seconds:
         raise SettingsError(
             "invalid settings: api.idempotency_window_seconds "

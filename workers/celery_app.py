@@ -10,7 +10,7 @@ from loguru import logger
 from core.heap import freeze_startup_heap
 from core.logging import setup_logging
 from core.settings import get_settings
-from workers import fastjson
+from workers import fastjson, recovery
 from workers import metrics as metrics_module
 from workers import runtime as runtime_module
 from workers.config import celery_config
@@ -64,6 +64,12 @@ def _start_child(**_kwargs) -> None:
 def _serve_metrics(**_kwargs) -> None:
     """The main process answers Prometheus for the whole node (all pool children)."""
     metrics_module.start_metrics_server(get_settings())
+
+
+@signals.worker_ready.connect
+def _renew_held_messages(**_kwargs) -> None:
+    """The main process renews the messages this node holds, so only a dead node's come back."""
+    recovery.start_renewer(get_settings())
 
 
 @signals.worker_ready.connect

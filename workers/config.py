@@ -10,6 +10,8 @@ from kombu import Exchange, Queue
 
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.redis import ssl_options, transport_options
+from core.settings import RESTORE_SWEEP_SECONDS
+from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY, UNACKED_MUTEX_KEY
 
 
 def celery_config(settings) -> dict:
@@ -34,21 +36,36 @@ def celery_config(settings) -> dict:
         "task_reject_on_worker_lost": True,
         # A task that raised or hit its time limit is finished (FAILURE), not redelivered.
         "task_acks_on_failure_or_timeout": True,
-        # Prefetch little: messages already carry a batch of jobs, and prefetched messages
-        # of a dead worker wait for the visibility timeout.
+        # Prefetch little: messages already carry a batch of jobs, and the messages a node
+        # prefetched wait for it (or, if it dies, for the redelivery below).
         "worker_prefetch_multiplier": worker.prefetch_multiplier,
         "worker_concurrency": worker.concurrency,
         # Recycle children now and then to bound slow leaks in native libraries.
         "worker_max_tasks_per_child": worker.max_tasks_per_child,
-        # kombu redelivers a message nobody acknowledged after this long; it must exceed
-        # every time limit or a long task runs twice (settings validation enforces it).
+        # A node killed whole (SIGKILL, OOM, a lost VM) acknowledges nothing: kombu keeps its
+        # messages in the `unacked` hash and puts each back on its queue once it was
+        # delivered longer than the visibility timeout ago. A live node renews the delivery
+        # time of everything it holds every worker.heartbeat_seconds (workers/recovery.py),
+        # so a 30-minute retrain is never delivered twice and the timeout can be 10 s: a dead
+        # node's jobs run elsewhere after at most the redelivery bound of core/settings.py,
+        # which settings validation keeps below every job deadline.
         "broker_transport_options": {
             **transport_options(),
             "visibility_timeout": worker.visibility_timeout,
-            "unacked_restore_interval": min(10, worker.visibility_timeout),
-            # ...and really look every interval: kombu scans only every 10th sweep by
-            # default, which delays a dead worker's messages by up to 100 s more.
+            "unacked_key": UNACKED_KEY,  # the names workers/recovery.py renews
+            "unacked_index_key": UNACKED_INDEX_KEY,
+            "unacked_mutex_key": UNACKED_MUTEX_KEY,
+            # Every node sweeps every second (kombu: 10 s); a sweep with nothing due is three
+            # Redis round trips, 1.4 ms of the main process's loop (measured on this machine)...
+            "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
+            # ...and really looks each time: kombu scans only every 10th sweep by default.
             "unacked_restore_throttle": 1,
+            # One node sweeps at a time, under a mutex with an expiry: a node killed while
+            # sweeping stops every sweep until it expires (kombu: 300 s). A sweep takes
+            # milliseconds, and two at once are safe (kombu moves each message back in a WATCH
+            # transaction); within the visibility timeout, the killed node's own messages are
+            # not due before it expires.
+            "unacked_mutex_expire": min(worker.visibility_timeout, 5),
         },
         "result_backend_transport_options": transport_options(),
         "redis_socket_timeout": 5.0,

@@ -2,26 +2,33 @@
 
 The guarantees they check are written down in docs/guarantees.md. Stacks are shared where a
 test leaves things healthy (`faulty`, `steady`); tests that leave a mess get their own.
-Short limits everywhere: predict time limit 8 s, visibility timeout 12 s, Redis timeout 1 s.
+Short limits everywhere (predict time limit 8 s, Redis timeout 1 s); recovery from a dead
+worker node runs with the shipped settings (visibility timeout 10 s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from celery import Celery
 
 from benchmarks.load import generator_name, run_load
+from core.messages import PREDICT_QUEUE, RETRAIN_TASK, TRAIN_QUEUE
 from core.store import Aliases
 from tests.attacker import code_running_pickle, replace_artifact
 from tests.integration.faulty_model import HUNG, POISON, SLOW, register_faulty_version
@@ -35,13 +42,13 @@ from tests.integration.stack import (
     run_stack,
 )
 from workers.jobs import STARTED_MARK_ROWS
+from workers.recovery import UNACKED_KEY
 
 pytestmark = pytest.mark.integration
 
 FAULT_ENV = {
     "MLOPS_WORKER__PREDICT_TIME_LIMIT": "8",  # a fresh pool child loads the model in ~2 s
     "MLOPS_WORKER__RETRAIN_TIME_LIMIT": "10",
-    "MLOPS_WORKER__VISIBILITY_TIMEOUT": "12",
     "MLOPS_API__REDIS_TIMEOUT_SECONDS": "1",
     "MLOPS_WORKER__METRICS_PORT": "0",  # stacks run side by side
     "PYTHONPATH": str(ROOT),  # the worker unpickles tests.integration.faulty_model
@@ -184,7 +191,8 @@ def faulty(tmp_path_factory, template):
     stack = Stack(
         tmp_path_factory.mktemp("faulty"),
         **FAULT_ENV,
-        MLOPS_API__SYNC_GRACE_SECONDS="0",
+        # the smallest grace the settings allow: the redelivery bound, 10 + 1 + 1 s
+        MLOPS_API__SYNC_GRACE_SECONDS="12",
         MLOPS_WORKER__MAX_RETRIES_ON_CRASH="2",
     )
     try:
@@ -247,13 +255,16 @@ def test_hung_task_hits_the_time_limit_and_the_child_is_replaced(faulty):
 
 
 def test_a_sync_job_not_started_before_its_deadline_ends_expired(faulty):
+    """Its deadline is wait (1 s) + grace (12 s); three 5.5 s messages run first, one at a time
+    (one pool process, prefetch 1), each under the 8 s time limit."""
     with faulty.client() as client:
-        blocker = submit_slow(client, 3.0)
-        wait_started(client, blocker)
+        blockers = [submit_slow(client, 5.5)]
+        wait_started(client, blockers[0])
+        blockers += [submit_slow(client, 5.5) for _ in range(2)]
         response = client.post("/predict", params={"wait": 1}, json=row_body(GOOD_ROW))
         assert response.status_code == 202, response.text  # not started within the wait
-        result = poll_job(client, response.json()["job_id"], 30)
-        assert poll_job(client, blocker, 30)["status"] == "SUCCESS"
+        result = poll_job(client, response.json()["job_id"], 60)
+        assert [poll_job(client, b, 30)["status"] for b in blockers] == ["SUCCESS"] * 3
     assert result["status"] == "FAILURE", result
     assert result["error"]["reason"] == "expired"
     assert "deadline" in result["error"]["message"]
@@ -584,21 +595,218 @@ def test_a_metadata_edit_to_joblib_is_refused_on_a_skops_deployment(skops, tmp_p
 
 
 # -- faults that need a stack of their own ------------------------------------------------------
-def test_whole_worker_killed_and_restarted_every_accepted_job_completes(tmp_path, template):
+# A node killed whole (main process and pool, SIGKILL) while it runs a slow job and holds
+# prefetched messages. Their jobs come back when the node's renewals stop (workers/recovery.py):
+# after the visibility timeout (10 s) plus a sweep (1 s) at most, then run again (the slow one
+# for SLOW_SECONDS). The issue's target: every job accepted before the kill SUCCESS within 15 s.
+RECOVERY_TARGET = 15.0
+SLOW_SECONDS = 2.0
+NODE_HOLDS = 6  # the slow job + 5 prefetched messages: one pool process, prefetch multiplier 6
+PREFETCHING = {"MLOPS_WORKER__PREFETCH_MULTIPLIER": str(NODE_HOLDS)}
+
+
+class SyncRequests:
+    """Sync predictions (``?wait=25``) in background threads; their answers once joined."""
+
+    def __init__(self, stack: Stack, count: int):
+        self.stack = stack
+        self.responses: list[httpx.Response] = []
+        self._threads = [threading.Thread(target=self._one, args=(i,)) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def _one(self, i: int) -> None:
+        with self.stack.client() as client:
+            body = row_body(GOOD_ROW, f"sync-{i}")
+            self.responses.append(client.post("/predict", params={"wait": 25}, json=body))
+
+    def answers(self) -> list[httpx.Response]:
+        for thread in self._threads:
+            thread.join(60)
+        return self.responses
+
+
+@dataclass
+class Kill:
+    at: float  # time.time() of the SIGKILL
+    accepted_before: list[str]  # async job ids accepted before it
+    sync: SyncRequests
+    load: LoadLoop
+
+
+def held_messages(stack: Stack) -> int:
+    """Messages delivered and not yet acknowledged (kombu's `unacked` hash), all nodes."""
+    return stack.redis.client().hlen(UNACKED_KEY)
+
+
+@contextlib.contextmanager
+def node_killed_while_holding(stack: Stack, node: str) -> Iterator[Kill]:
+    """``node``, the only one consuming predict, runs a slow job and holds NODE_HOLDS messages
+    (three sync requests and async ones from a load loop that keeps running); then its whole
+    process group gets SIGKILL."""
+    with stack.client() as client:
+        slow = submit_slow(client, SLOW_SECONDS)
+        wait_started(client, slow)
+        sync = SyncRequests(stack, 3)
+        wait_until(lambda: held_messages(stack) >= 2, 10, "the sync requests delivered")
+        with LoadLoop(stack) as load:
+            wait_until(lambda: held_messages(stack) == NODE_HOLDS, 10, f"{node} holding")
+            stack.services[node].kill()
+            killed = time.time()
+            accepted_before = [slow, *load.accepted]
+            assert client.get(f"/jobs/{slow}").json()["status"] == "STARTED"  # killed mid-job
+            yield Kill(killed, accepted_before, sync, load)
+        assert set(load.statuses) == {202}, load.statuses
+        assert_all_succeed(stack, load.accepted)
+
+
+def last_success(stack: Stack, kill: Kill) -> float:
+    """Wait for every job accepted before the kill; all SUCCESS; the latest completion time."""
+    sync_answers = kill.sync.answers()
+    # the sync clients were answered within their wait, the node's death notwithstanding
+    assert [(r.status_code, r.json()["status"]) for r in sync_answers] == [(200, "SUCCESS")] * 3
+    with stack.client() as client:
+        results = [poll_job(client, job_id, 60) for job_id in kill.accepted_before]
+    assert [r["status"] for r in results] == ["SUCCESS"] * len(results), results
+    return max(r["completed_at"] for r in [*results, *(a.json() for a in sync_answers)])
+
+
+def start_consuming(stack: Stack, node: str, queue: str) -> None:
+    """Remote control, as `celery control add_consumer`: ``node`` starts consuming ``queue``."""
+    app = Celery("control", broker=stack.redis.url)
+    app.conf.update(accept_content=["json"], task_serializer="json", result_serializer="json")
+    try:
+        replies = app.control.add_consumer(
+            queue, destination=[f"{node}@{socket.gethostname()}"], reply=True, timeout=5
+        )
+    finally:
+        app.close()
+    assert replies and "ok" in next(iter(replies[0].values())), replies
+
+
+def test_a_node_killed_whole_has_its_jobs_finished_by_another_node_within_15_s(tmp_path, template):
+    """Node B consumes only `train` until A holds its messages, so which node holds what is
+    certain; it takes predict on right after the kill, long before A's messages are due."""
     stack = Stack(tmp_path, **FAULT_ENV)
     try:
-        boot(stack, template)
-        with stack.client() as client, LoadLoop(stack) as load:
-            slow = submit_slow(client, 2.0)
-            wait_started(client, slow)
-            queued = [submit(client) for _ in range(5)]
-            stack.services["worker0"].kill()  # SIGKILL to the whole process group
-            time.sleep(1)
-            stack.start_worker("worker0")
-            result = poll_job(client, slow, 60)  # back after the 10 s visibility timeout
+        boot(stack, template, worker=False)
+        stack.start_worker("node_a", **PREFETCHING)
+        stack.start_worker("node_b", queues=TRAIN_QUEUE)
+        stack.wait_ready()
+        with node_killed_while_holding(stack, "node_a") as kill:
+            start_consuming(stack, "node_b", PREDICT_QUEUE)
+            recovery = last_success(stack, kill) - kill.at
+        sys.stdout.write(
+            f"node killed whole, another node running: {len(kill.accepted_before)} async + 3 sync "
+            f"jobs accepted before the kill, the last SUCCESS {recovery:.1f} s after it\n"
+        )
+        assert recovery <= RECOVERY_TARGET, recovery
+        assert held_messages(stack) == 0  # nothing left behind in kombu's unacked hash
+    finally:
+        stack.stop()
+
+
+def test_whole_worker_killed_and_restarted_every_accepted_job_completes(tmp_path, template):
+    """The only node dies whole; a replacement starts 2 s later. With the shipped settings, not
+    a shortened visibility timeout: before workers renewed their messages (10 s timeout since),
+    the timeout was an hour, and these jobs waited for it."""
+    stack = Stack(tmp_path, **FAULT_ENV)
+    try:
+        boot(stack, template, worker=False)
+        stack.start_worker("worker0", **PREFETCHING)
+        stack.wait_ready()
+        with node_killed_while_holding(stack, "worker0") as kill:
+            time.sleep(2)
+            replaced = time.time()
+            stack.start_worker("replacement")  # a name of its own: worker0's log says "ready"
+            ready = time.time() - replaced
+            recovery = last_success(stack, kill) - replaced
+        sys.stdout.write(
+            f"node killed whole, replaced {replaced - kill.at:.1f} s later: the last of "
+            f"{len(kill.accepted_before)} async + 3 sync jobs SUCCESS {recovery:.1f} s after "
+            f"the replacement started (ready after {ready:.1f} s)\n"
+        )
+        assert recovery <= RECOVERY_TARGET, recovery
+    finally:
+        stack.stop()
+
+
+# An MLP fitted for full epochs (no early stop): 12000 epochs took 7.5-15 s on this machine
+# (load-dependent), so 30000 keep it well past 3 x the 2 s visibility timeout.
+LONG_RETRAIN = {
+    "MLOPS_TRAINING__ESTIMATOR__CLASS_PATH": "sklearn.neural_network.MLPClassifier",
+    "MLOPS_TRAINING__ESTIMATOR__PARAMS": "@json "
+    + orjson.dumps(
+        {"hidden_layer_sizes": [64], "max_iter": 30000, "tol": 0.0, "n_iter_no_change": 10**6}
+    ).decode(),
+}
+
+
+def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, template):
+    """Two live nodes on `train`, visibility timeout 2 s (renewed every 0.5 s): a retrain
+    several times longer is never put back on its queue, so the idle node never receives it."""
+    env = {
+        **FAULT_ENV,
+        "MLOPS_WORKER__VISIBILITY_TIMEOUT": "2",
+        "MLOPS_WORKER__HEARTBEAT_SECONDS": "0.5",
+        "MLOPS_WORKER__RETRAIN_TIME_LIMIT": "300",
+    }
+    stack = Stack(tmp_path, **env)
+    try:
+        boot(stack, template, worker=False)
+        nodes = [
+            stack.start_worker(name, queues=TRAIN_QUEUE, **LONG_RETRAIN)
+            for name in ("train_a", "train_b")
+        ]
+        versions_before = stack.store().versions()
+        with stack.admin() as admin:
+            response = admin.post("/retrain")
+            assert response.status_code == 202, response.text
+            job_id = response.json()["job_id"]
+            started = time.monotonic()
+            result = poll_job(admin, job_id, 240)
+            elapsed = time.monotonic() - started
+        received = [n.output().count(f"Task {RETRAIN_TASK}[{job_id}] received") for n in nodes]
+        versions = stack.store().versions()
+        sys.stdout.write(f"retrain of {elapsed:.1f} s (visibility 2 s): received {received}\n")
         assert result["status"] == "SUCCESS", result
-        assert set(load.statuses) == {202}, load.statuses
-        assert_all_succeed(stack, [*queued, *load.accepted])
+        assert elapsed > 3 * 2, elapsed
+        assert sum(received) == 1, received
+        assert len(versions) == len(versions_before) + 1, (versions_before, versions)
+        assert "may run twice" not in stack.logs_text()
+    finally:
+        stack.stop()
+
+
+def test_prefetched_messages_given_up_when_redis_restarts_are_not_renewed_forever(
+    tmp_path, template
+):
+    """Redis restarts (append-only file on) while a node runs a slow job and holds prefetched
+    messages. Celery gives the prefetched ones up with the lost connection (they cannot be
+    acknowledged on a new one), so the node stops renewing them: they come back by the sweep
+    and complete, instead of staying renewed, and PENDING, for as long as the node lives.
+
+    The running message is left out: Celery cancels it, and when recording the cancel fails
+    (Redis is down at that instant, most runs) it later takes the child's termination for a
+    revoke and acknowledges the message, so its job stays STARTED until it expires. That is
+    Celery's (5.7) doing, with or without renewals; see the report on issue #11."""
+    stack = Stack(tmp_path, appendonly=True, **FAULT_ENV)
+    try:
+        boot(stack, template, worker=False)
+        stack.start_worker("worker0", **PREFETCHING)
+        stack.wait_ready()
+        with stack.client() as client:
+            slow = submit_slow(client, SLOW_SECONDS)
+            wait_started(client, slow)
+            prefetched = [submit(client) for _ in range(NODE_HOLDS - 1)]
+            wait_until(lambda: held_messages(stack) == NODE_HOLDS, 10, "worker0 holding")
+            stack.redis.stop()
+            stack.redis.start()
+            assert held_messages(stack) == NODE_HOLDS  # the append-only file kept them
+            results = [poll_through_outage(client, job, 60) for job in prefetched]
+        assert [r["status"] for r in results] == ["SUCCESS"] * len(prefetched), results
+        assert [r["error"] for r in results if "error" in r] == []
+        assert held_messages(stack) <= 1  # at most the running one, until it is swept back
     finally:
         stack.stop()
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
-from core.settings import get_settings
+from core.settings import RESTORE_SWEEP_SECONDS, get_settings
 from workers import create_app
 from workers.config import celery_config
+from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY
 
 
 def test_json_only():
@@ -23,12 +24,17 @@ def test_acks_late_and_requeue_when_the_worker_dies():
     assert config["worker_prefetch_multiplier"] == get_settings().worker.prefetch_multiplier
 
 
-def test_visibility_timeout_exceeds_every_time_limit(monkeypatch):
+def test_a_dead_nodes_messages_are_swept_every_second_under_the_renewed_key_names():
     settings = get_settings()
-    timeout = celery_config(settings)["broker_transport_options"]["visibility_timeout"]
-    assert timeout == settings.worker.visibility_timeout
-    assert timeout > settings.worker.predict_time_limit
-    assert timeout > settings.worker.retrain_time_limit
+    options = celery_config(settings)["broker_transport_options"]
+    assert options["visibility_timeout"] == settings.worker.visibility_timeout == 10
+    # the keys workers/recovery.py renews are the ones kombu writes
+    assert options["unacked_key"] == UNACKED_KEY
+    assert options["unacked_index_key"] == UNACKED_INDEX_KEY
+    assert options["unacked_restore_interval"] == RESTORE_SWEEP_SECONDS == 1
+    assert options["unacked_restore_throttle"] == 1
+    # a node killed mid-sweep blocks sweeps no longer than its own messages take to be due
+    assert 0 < options["unacked_mutex_expire"] <= options["visibility_timeout"]
 
 
 def test_tasks_routed_to_their_queues_and_registered_with_limits():
