@@ -91,5 +91,13 @@ def test_the_smallest_legal_settings_are_accepted(monkeypatch):
         API__MAX_WAIT_SECONDS="1",
         WORKER__PREDICT_TIME_LIMIT="1",
         API__JOBS_TTL_SECONDS="10",
+        API__IDEMPOTENCY_WINDOW_SECONDS="10",  # a key must not outlive its job
     )
     assert redelivery_bound(settings) == 3.5
+
+
+def test_an_idempotency_key_may_not_outlive_the_job_it_names(monkeypatch):
+    with pytest.raises(SettingsError) as refused:
+        load(monkeypatch, API__IDEMPOTENCY_WINDOW_SECONDS="3601")
+    assert "api.idempotency_window_seconds (3601)" in str(refused.value)
+    assert "api.jobs_ttl_seconds (3600)" in str(refused.value)
