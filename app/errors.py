@@ -71,11 +71,17 @@ class OutcomeUnknown(MLOpsError):
 
     def __init__(self, job_id: str, cause: Exception):
         super().__init__(
-            f"Redis did not confirm the write ({type(cause).__name__}): job {job_id} may or may "
-            f"not have been queued. GET /jobs/{job_id} tells (404: it was not); a retry with "
-            "the same Idempotency-Key returns this job if it was queued"
+            f"Redis {_what_happened(cause)}: job {job_id} may or may not have been queued. "
+            f"GET /jobs/{job_id} tells (404: it was not); a retry with the same "
+            "Idempotency-Key returns this job if it was queued"
         )
         self.job_id = job_id
+
+
+def _what_happened(exc: Exception) -> str:
+    if isinstance(exc, redis.exceptions.TimeoutError):
+        return "did not answer in time"
+    return f"dropped the connection ({type(exc).__name__})"
 
 
 def never_ran(exc: redis.exceptions.RedisError) -> bool:
@@ -121,13 +127,9 @@ async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
         detail = f"Redis is unavailable ({type(exc).__name__}); nothing was queued, retry later"
     else:
         # The command may have reached Redis before the answer was lost: it may have run.
-        if isinstance(exc, redis.exceptions.TimeoutError):
-            what = "did not answer in time"
-        else:
-            what = f"dropped the connection ({type(exc).__name__})"
         detail = (
-            f"Redis {what}; a request that queues work may or may not have been queued: "
-            "retry it with the same Idempotency-Key"
+            f"Redis {_what_happened(exc)}; a request that queues work may or may not have "
+            "been queued: retry it with the same Idempotency-Key"
         )
     logger.warning("503: {}", text)
     return JSONResponse(

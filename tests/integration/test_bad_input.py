@@ -192,19 +192,28 @@ def test_redis_down_is_503_quickly_and_not_ready(fresh_stack):
     with fresh_stack.client() as client:
         assert client.post("/predict", json=SEED_BODY).status_code == 202
         fresh_stack.redis.stop()
+        answers = []
         for params in ({}, {"wait": 5}):
             started = time.monotonic()
             response = client.post("/predict", params=params, json=SEED_BODY)
             elapsed = time.monotonic() - started
             assert response.status_code == 503, response.text
             assert elapsed < 3.0, elapsed
-            assert "Redis is unavailable" in response.json()["detail"]
-            assert "nothing was queued" in response.json()["detail"]
             assert response.headers["retry-after"]
+            answers.append(response.json())
         started = time.monotonic()
         ready = client.get("/ready")
         assert time.monotonic() - started < 3.0
         job = client.get("/jobs/anything")
+    # The first request may meet the connection Redis closed as it stopped: whether a write
+    # sent there ran cannot be known, so it says so and names the job. A refused connection
+    # is certain: nothing was queued.
+    first, last = answers
+    if first["reason"] == "outcome_unknown":
+        assert "may or may not have been queued" in first["detail"] and first["job_id"]
+    else:
+        assert "nothing was queued" in first["detail"]
+    assert "Redis is unavailable" in last["detail"] and "nothing was queued" in last["detail"]
     assert ready.status_code == 503
     assert any("Redis" in reason for reason in ready.json()["reasons"])
     assert job.status_code == 503
