@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 
-from core.settings import environment, get_settings
+from core.settings import get_settings
 
 _OPEN_ENVIRONMENTS = ("development",)
 
@@ -29,7 +29,7 @@ _OPEN_ENVIRONMENTS = ("development",)
 def flower_options(settings) -> dict[str, object]:
     """Flower's options from settings; exit with a message when the password is required."""
     flower = settings.flower
-    env = environment(settings)
+    env = settings.env
     options: dict[str, object] = {"address": str(flower.address), "port": int(flower.port)}
     if flower.password:
         if not flower.user:

@@ -45,7 +45,7 @@ def setup_logging(settings, component: str) -> None:
     """Configure loguru for this process: JSON lines or readable text, per settings."""
     logger.remove()
     level = str(settings.logging.level).upper()
-    if settings.logging.json:
+    if settings.logging.as_json:
         # request_id and job_id are already fields of record.extra: no "ids" text to build.
         logger.configure(extra={"component": component}, patcher=None)
         logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)

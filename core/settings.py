@@ -1,4 +1,9 @@
-"""The one settings object: dynaconf over settings.toml, .secrets.toml and MLOPS_* variables.
+"""The one settings object: dynaconf reads, pydantic validates, everything else reads a
+typed, frozen :class:`Settings`.
+
+dynaconf layers ``settings.toml``, ``.secrets.toml`` and ``MLOPS_*`` variables per environment;
+its result is validated once into :class:`Settings` (defaults and constraints in one place; an
+error names the key, e.g. ``api.max_wait_seconds``), which is what every part receives.
 
 ``.dev-secrets.toml`` (git-ignored, written by `make run`) holds a development signing key
 under ``[development]``, so it counts in the development environment only; it is read before
@@ -12,97 +17,152 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any, Literal
 
-from dynaconf import Dynaconf, ValidationError, Validator
+from dynaconf import Dynaconf
+from dynaconf.utils.parse_conf import DynaconfParseError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRETS = ROOT / ".dev-secrets.toml"
 
-_SCHEDULE_PARTS = 5
-_ENVIRONMENTS = ("default", "development", "testing", "production")
+Number = int | float  # kept as written: "30" stays 30, "1.0" stays 1.0 (messages quote them)
+Environment = Literal["default", "development", "testing", "production"]
+_SECRET_WORDS = ("key", "password", "token")  # never echo these settings' values in errors
 
 
-def _cron_ok(value: str) -> bool:
-    return isinstance(value, str) and len(value.split()) == _SCHEDULE_PARTS
+class Section(BaseModel):
+    """A table of settings.toml: every key required (settings.toml holds the defaults, with
+    their comments), unknown keys refused (a typo must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
-VALIDATORS = [
-    Validator("redis_url", must_exist=True, is_type_of=str, len_min=1),
-    Validator("artifacts_dir", must_exist=True, is_type_of=str, len_min=1),
-    Validator("model_name", must_exist=True, is_type_of=str, len_min=1),
-    Validator("logging.level", must_exist=True, is_type_of=str),
-    Validator("logging.json", must_exist=True, is_type_of=bool),
-    Validator("training.trainer", must_exist=True, is_type_of=str),
-    Validator("training.test_size", must_exist=True, is_type_of=float, gt=0, lt=1),
-    Validator("training.random_state", must_exist=True, is_type_of=int),
-    Validator(
-        "training.metric",
-        must_exist=True,
-        is_in=["accuracy", "f1_macro", "balanced_accuracy"],
-    ),
-    Validator("training.promotion_margin", must_exist=True, is_type_of=(int, float)),
-    Validator("training.artifact_format", must_exist=True, is_in=["joblib", "skops"]),
-    Validator("training.allow_sklearn_mismatch", must_exist=True, is_type_of=bool),
-    Validator("training.lock_lease_seconds", must_exist=True, is_type_of=int, gt=0),
-    Validator("training.estimator.class_path", must_exist=True, is_type_of=str),
-    Validator("training.estimator.params", must_exist=True, is_type_of=dict),
-    Validator("training.csv.path", must_exist=True, is_type_of=str),
-    Validator("training.csv.target", must_exist=True, is_type_of=str),
-    Validator("training.csv.features", must_exist=True, is_type_of=list),
-    Validator("schedule.retrain_enabled", must_exist=True, is_type_of=bool),
-    Validator(
-        "schedule.retrain_cron",
-        must_exist=True,
-        condition=_cron_ok,
-        messages={"condition": "{name} must be a 5-field cron expression, got {value!r}"},
-    ),
-    Validator("batching.max_batch_size", must_exist=True, is_type_of=int, gte=1),
-    Validator("batching.max_wait_ms", must_exist=True, is_type_of=(int, float), gte=0),
-    Validator("batching.backlog_wait_ms", must_exist=True, is_type_of=(int, float), gte=0),
-    Validator("api.max_instances", must_exist=True, is_type_of=int, gte=1),
-    Validator("api.max_body_bytes", must_exist=True, is_type_of=int, gte=1024),
-    Validator("api.max_wait_seconds", must_exist=True, is_type_of=(int, float), gt=0),
-    Validator("api.jobs_ttl_seconds", must_exist=True, is_type_of=int, gt=0),
-    Validator("api.max_queue_depth", must_exist=True, is_type_of=int, gte=1),
-    Validator("api.max_queue_bytes", must_exist=True, is_type_of=int, gte=1024),
-    Validator("api.memory_backpressure", must_exist=True, is_type_of=(int, float), gt=0, lt=0.9),
-    Validator("api.sync_grace_seconds", must_exist=True, is_type_of=(int, float), gte=0),
-    Validator("api.redis_timeout_seconds", must_exist=True, is_type_of=(int, float), gt=0),
-    Validator("api.retry_after_seconds", must_exist=True, is_type_of=int, gte=1),
-    Validator("api.idempotency_window_seconds", must_exist=True, is_type_of=int, gt=0),
-    Validator("api.idempotency_from_request_id", must_exist=True, is_type_of=bool),
-    Validator("auth.enabled", must_exist=True, is_type_of=bool),
-    Validator("auth.api_keys", must_exist=True, is_type_of=dict),
-    Validator("worker.concurrency", must_exist=True, is_type_of=int, gte=1),
-    Validator("worker.prefetch_multiplier", must_exist=True, is_type_of=int, gte=1),
-    Validator("worker.predict_time_limit", must_exist=True, is_type_of=(int, float), gt=0),
-    Validator("worker.retrain_time_limit", must_exist=True, is_type_of=(int, float), gt=0),
-    Validator("worker.max_tasks_per_child", must_exist=True, is_type_of=int, gte=1),
-    Validator("worker.max_retries_on_crash", must_exist=True, is_type_of=int, gte=0),
-    Validator("worker.visibility_timeout", must_exist=True, is_type_of=int, gt=0),
-    Validator("worker.heartbeat_seconds", must_exist=True, is_type_of=(int, float), gt=0),
-    Validator("worker.model_poll_seconds", must_exist=True, is_type_of=(int, float), gt=0),
-    Validator("worker.metrics_port", must_exist=True, is_type_of=int, gte=0),
-    Validator("worker.metrics_address", must_exist=True, is_type_of=str, len_min=1),
-    Validator("worker.metrics_dir", must_exist=True, is_type_of=str),
-    Validator("flower.address", must_exist=True, is_type_of=str),
-    Validator("flower.port", must_exist=True, is_type_of=int),
-    Validator("flower.user", must_exist=True, is_type_of=str),
-    Validator("flower.password", must_exist=True, is_type_of=str),
-    Validator("gateway.host", must_exist=True, is_type_of=str),
-    Validator("gateway.port", must_exist=True, is_type_of=int),
-    Validator("signing.private_key", must_exist=True, is_type_of=str),
-    Validator("signing.public_keys", must_exist=True, is_type_of=(list, str)),
-    Validator("gateway.docs", must_exist=True, is_type_of=bool),
-    Validator("gateway.keep_alive_seconds", must_exist=True, is_type_of=int, gte=1),
-    Validator("gateway.header_timeout_seconds", must_exist=True, is_type_of=(int, float), gt=0),
-    Validator("gateway.body_timeout_seconds", must_exist=True, is_type_of=(int, float), gt=0),
-    Validator("gateway.max_connections", must_exist=True, is_type_of=int, gte=1),
-    Validator("gateway.max_requests", must_exist=True, is_type_of=int, gte=1),
-    Validator("gateway.metrics_token", must_exist=True, is_type_of=str),
-    Validator("gateway.ssl_certfile", must_exist=True, is_type_of=str),
-    Validator("gateway.ssl_keyfile", must_exist=True, is_type_of=str),
-]
+class LoggingSettings(Section):
+    level: str
+    as_json: bool = Field(alias="json")  # JSON lines (production) or readable text
+
+
+class EstimatorSettings(Section):
+    class_path: str
+    params: dict[str, Any]
+
+
+class CsvSettings(Section):
+    path: str
+    target: str
+    features: list[str]
+
+
+class TrainingSettings(Section):
+    trainer: str
+    test_size: Number = Field(gt=0, lt=1)
+    random_state: int
+    metric: Literal["accuracy", "f1_macro", "balanced_accuracy"]
+    promotion_margin: Number
+    artifact_format: Literal["joblib", "skops"]
+    allow_sklearn_mismatch: bool
+    lock_lease_seconds: int = Field(gt=0)
+    estimator: EstimatorSettings
+    csv: CsvSettings
+
+
+class SigningSettings(Section):
+    private_key: str
+    public_keys: list[str] | str
+
+
+class ScheduleSettings(Section):
+    retrain_enabled: bool
+    retrain_cron: str
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"must be a 5-field cron expression, got {value!r}")
+        return value
+
+
+class BatchingSettings(Section):
+    max_batch_size: int = Field(ge=1)
+    max_wait_ms: Number = Field(ge=0)
+    backlog_wait_ms: Number = Field(ge=0)
+
+
+class ApiSettings(Section):
+    max_instances: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1024)
+    max_wait_seconds: Number = Field(gt=0)
+    jobs_ttl_seconds: int = Field(gt=0)
+    max_queue_depth: int = Field(ge=1)
+    max_queue_bytes: int = Field(ge=1024)
+    memory_backpressure: Number = Field(gt=0, lt=0.9)
+    sync_grace_seconds: Number = Field(ge=0)
+    retry_after_seconds: int = Field(ge=1)
+    redis_timeout_seconds: Number = Field(gt=0)
+    idempotency_window_seconds: int = Field(gt=0)
+    idempotency_from_request_id: bool
+
+
+class AuthSettings(Section):
+    enabled: bool
+    api_keys: dict[str, list[str] | str]
+
+
+class WorkerSettings(Section):
+    concurrency: int = Field(ge=1)
+    prefetch_multiplier: int = Field(ge=1)
+    predict_time_limit: Number = Field(gt=0)
+    retrain_time_limit: Number = Field(gt=0)
+    max_tasks_per_child: int = Field(ge=1)
+    max_retries_on_crash: int = Field(ge=0)
+    visibility_timeout: int = Field(gt=0)
+    heartbeat_seconds: Number = Field(gt=0)
+    model_poll_seconds: Number = Field(gt=0)
+    metrics_port: int = Field(ge=0)
+    metrics_address: str = Field(min_length=1)
+    metrics_dir: str
+
+
+class FlowerSettings(Section):
+    address: str
+    port: int
+    user: str
+    password: str
+
+
+class GatewaySettings(Section):
+    host: str
+    port: int
+    docs: bool
+    keep_alive_seconds: int = Field(ge=1)
+    header_timeout_seconds: Number = Field(gt=0)
+    body_timeout_seconds: Number = Field(gt=0)
+    max_connections: int = Field(ge=1)
+    max_requests: int = Field(ge=1)
+    metrics_token: str
+    ssl_certfile: str
+    ssl_keyfile: str
+
+
+class Settings(Section):
+    """Everything configurable, validated. Built once per process by :func:`get_settings`."""
+
+    env: Environment
+    redis_url: str = Field(min_length=1)
+    artifacts_dir: str = Field(min_length=1)
+    model_name: str = Field(min_length=1)
+    logging: LoggingSettings
+    training: TrainingSettings
+    signing: SigningSettings
+    schedule: ScheduleSettings
+    batching: BatchingSettings
+    api: ApiSettings
+    auth: AuthSettings
+    worker: WorkerSettings
+    flower: FlowerSettings
+    gateway: GatewaySettings
 
 
 RESTORE_SWEEP_SECONDS = 1
@@ -110,7 +170,7 @@ RESTORE_SWEEP_SECONDS = 1
 ``unacked_restore_interval``, workers/config.py)."""
 
 
-def redelivery_bound(settings) -> float:
+def redelivery_bound(settings: Settings) -> float:
     """Seconds after a worker node dies by which its messages are back on their queue.
 
     Its messages were renewed at most ``heartbeat_seconds`` before it died (workers/recovery.py),
@@ -120,7 +180,7 @@ def redelivery_bound(settings) -> float:
     return worker.visibility_timeout + RESTORE_SWEEP_SECONDS + worker.heartbeat_seconds
 
 
-def recovery_problems(settings) -> list[str]:
+def recovery_problems(settings: Settings) -> list[str]:
     """The ways these settings would let a job expire before its redelivery, or run twice."""
     worker, api = settings.worker, settings.api
     bound = redelivery_bound(settings)
@@ -152,13 +212,42 @@ def recovery_problems(settings) -> list[str]:
     return problems
 
 
+def _problems(settings: Settings) -> list[str]:
+    """Rules that span several keys."""
+    problems = recovery_problems(settings)
+    api = settings.api
+    if api.idempotency_window_seconds > api.jobs_ttl_seconds:
+        problems.append(
+            f"api.idempotency_window_seconds ({api.idempotency_window_seconds}) must not exceed "
+            f"api.jobs_ttl_seconds ({api.jobs_ttl_seconds}): a replay must find the job its key "
+            "names"
+        )
+    if settings.env == "production" and not settings.auth.enabled:
+        problems.append(
+            "auth.enabled = false is refused in production (MLOPS_ENV=production): every "
+            "endpoint would be open; configure auth.api_keys instead"
+        )
+    if settings.gateway.ssl_keyfile and not settings.gateway.ssl_certfile:
+        problems.append("gateway.ssl_keyfile needs gateway.ssl_certfile")
+    return problems
+
+
 class SettingsError(SystemExit):
-    """Raised at start-up when a setting is missing or has the wrong type."""
+    """Raised at start-up when a setting is missing, has the wrong type or breaks a rule."""
 
 
-def load_settings() -> Dynaconf:
-    """Build and validate a fresh settings object; exit with a message naming a bad key."""
-    settings = Dynaconf(
+def _describe(error: dict) -> str:
+    """One pydantic error as ``key: what is wrong (got value)``; secrets' values are hidden."""
+    key = ".".join(str(part) for part in error["loc"]) or "settings"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown setting (a typo? see settings.toml)"
+    shown = "" if any(w in key for w in _SECRET_WORDS) else f" (got {error.get('input')!r})"
+    return f"{key}: {error['msg']}{shown}"
+
+
+def _read() -> dict:
+    """What dynaconf makes of the files and MLOPS_* variables, as plain data."""
+    loaded = Dynaconf(
         envvar_prefix="MLOPS",
         env_switcher="MLOPS_ENV",
         environments=True,
@@ -173,36 +262,35 @@ def load_settings() -> Dynaconf:
             str(ROOT / ".secrets.toml"),
         ],
     )
-    settings.validators.register(*VALIDATORS)
     try:
-        settings.validators.validate_all()
+        raw = loaded.as_dict()
+    except DynaconfParseError as exc:  # e.g. "@json" with invalid JSON; its text shows the value
+        what = str(exc).split(":", 1)[0]
+        raise SettingsError(
+            f"invalid settings: {what}; check the MLOPS_* variables and the settings files"
+        ) from None
+    data = {key.lower(): value for key, value in raw.items()}
+    data.pop("load_dotenv", None)  # dynaconf's own switches, not ours
+    data["env"] = str(loaded.current_env).lower()
+    return data
+
+
+def load_settings() -> Settings:
+    """Read and validate the settings; exit with a message naming every bad key."""
+    data = _read()
+    try:
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(f"invalid settings: {exc}") from None
-    problems = recovery_problems(settings)
+        problems = [_describe(error) for error in exc.errors()]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+    problems = _problems(settings)
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
-    if settings.api.idempotency_window_seconds > settings.api.jobs_ttl_seconds:
-        raise SettingsError(
-            "invalid settings: api.idempotency_window_seconds "
-            f"({settings.api.idempotency_window_seconds}) must not exceed api.jobs_ttl_seconds "
-            f"({settings.api.jobs_ttl_seconds}): a replay must find the job its key names"
-        )
-    if settings.current_env.lower() not in _ENVIRONMENTS:
-        raise SettingsError(
-            f"invalid settings: MLOPS_ENV={settings.current_env!r}, expected one of {_ENVIRONMENTS}"
-        )
     _check_signing_keys(settings)
-    if environment(settings) == "production" and not settings.auth.enabled:
-        raise SettingsError(
-            "invalid settings: auth.enabled = false is refused in production (MLOPS_ENV="
-            "production): every endpoint would be open; configure auth.api_keys instead"
-        )
-    if settings.gateway.ssl_keyfile and not settings.gateway.ssl_certfile:
-        raise SettingsError("invalid settings: gateway.ssl_keyfile needs gateway.ssl_certfile")
     return settings
 
 
-def _check_signing_keys(settings: Dynaconf) -> None:
+def _check_signing_keys(settings: Settings) -> None:
     """Keys that do not parse stop every process; so does production with no key to verify."""
     from core.signing import InvalidKey, SigningKeys
 
@@ -210,7 +298,7 @@ def _check_signing_keys(settings: Dynaconf) -> None:
         keys = SigningKeys.from_settings(settings)
     except InvalidKey as exc:
         raise SettingsError(f"invalid settings: {exc}") from None
-    if environment(settings) == "production" and not keys.can_verify:
+    if settings.env == "production" and not keys.can_verify:
         raise SettingsError(
             "invalid settings: signing.public_keys is empty and signing.private_key is not set: "
             "production refuses to run without a key to verify model versions with; set "
@@ -219,8 +307,8 @@ def _check_signing_keys(settings: Dynaconf) -> None:
 
 
 @functools.cache
-def get_settings() -> Dynaconf:
-    """The process-wide settings object, built on first use."""
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use (entry points only: pass it down)."""
     return load_settings()
 
 
@@ -233,7 +321,3 @@ def resolve_path(value: str | Path) -> Path:
     """A path from settings: absolute as given, relative ones against the project folder."""
     path = Path(value)
     return path if path.is_absolute() else ROOT / path
-
-
-def environment(settings: Dynaconf) -> str:
-    return str(settings.current_env).lower()

@@ -40,7 +40,7 @@ import redis
 
 from core.errors import MLOpsError
 from core.redis import sync_client
-from core.settings import DEV_SECRETS, environment, get_settings, reset_settings
+from core.settings import DEV_SECRETS, get_settings, reset_settings
 from scripts import commands
 from scripts.supervisor import Child, ChildDied, Console, Interrupted, Supervisor
 
@@ -239,7 +239,7 @@ def ensure_dev_signing_key(settings, path: Path = DEV_SECRETS) -> str | None:
     (.dev-secrets.toml); return what to tell the user, or None when nothing was done."""
     from core.signing import SigningKeys
 
-    if environment(settings) != "development":
+    if settings.env != "development":
         return None
     keys = SigningKeys.from_settings(settings)
     if keys.can_sign or keys.can_verify:
@@ -387,7 +387,7 @@ def metrics_urls(settings, gateway: str) -> list[tuple[str, str]]:
     if answers(f"{gateway}/metrics"):
         found.append(("gateway metrics", f"{gateway}/metrics"))
     port = int(settings.worker.metrics_port)
-    host = display_host(str(settings.worker.get("metrics_address", "127.0.0.1")))
+    host = display_host(settings.worker.metrics_address)
     if port > 0 and answers(f"http://{host}:{port}/metrics"):
         found.append(("worker metrics", f"http://{host}:{port}/metrics"))
     return found
@@ -417,7 +417,7 @@ def banner(
     return "\n".join(
         [
             "",
-            f"==> Two MLOps Toolset is ready ({environment(settings)} environment)",
+            f"==> Two MLOps Toolset is ready ({settings.env} environment)",
             *(f"    {label:<16}{value}" for label, value in rows),
             "",
             f"Try a prediction ({auth.note}):",

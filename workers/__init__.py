@@ -1,7 +1,5 @@
-"""Celery workers: ``celery -A workers worker``, ``celery -A workers beat``, ``... flower``."""
+"""Celery workers: ``celery -A workers worker``, ``celery -A workers beat``, ``... flower``.
 
-from workers.celery_app import create_app
-
-app = create_app()
-
-__all__ = ["app", "create_app"]
+The app lives in ``workers/celery.py`` (where ``-A workers`` finds it); importing this package
+or any other of its modules builds no app.
+"""

@@ -1,4 +1,10 @@
-"""The Celery app, built from the settings object (``celery -A workers worker|beat|flower``)."""
+"""The Celery app, built from a settings object: :func:`create_app`.
+
+``celery -A workers worker|beat|flower`` finds it in ``workers/celery.py`` (Celery's documented
+layout); importing any other module of ``workers`` builds nothing and changes nothing. The
+signal handlers below are connected by :func:`create_app` and read the settings it was given
+(``workers.runtime.app_settings``), never a global of their own.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from loguru import logger
 
 from core.heap import freeze_startup_heap
 from core.logging import setup_logging
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from workers import fastjson, recovery
 from workers import metrics as metrics_module
 from workers import runtime as runtime_module
@@ -18,34 +24,34 @@ from workers.schedule import beat_schedule
 from workers.tasks import register_tasks
 
 
-def create_app(settings=None) -> Celery:
+def create_app(settings: Settings | None = None) -> Celery:
+    """The app for ``settings`` (default: this process's, from the environment)."""
     settings = settings or get_settings()
+    runtime_module.configure(settings)
     fastjson.install()
     app = Celery("workers")
     app.conf.update(celery_config(settings))
     app.conf.beat_schedule = beat_schedule(settings)
     register_tasks(app, settings)
+    for signal, handler in SIGNAL_HANDLERS:
+        signal.connect(handler, weak=False, dispatch_uid=f"mlops.{handler.__name__}")
     return app
 
 
-@signals.setup_logging.connect
 def _route_logging(**_kwargs) -> None:
-    setup_logging(get_settings(), "worker")
+    setup_logging(runtime_module.app_settings(), "worker")
 
 
-@signals.celeryd_init.connect
 def _prepare_metrics(sender, **_kwargs) -> None:
     """`celery worker` only (not beat/flower), before the pool forks: multiprocess metrics."""
-    metrics_module.prepare_multiprocess(get_settings(), str(sender))
+    metrics_module.prepare_multiprocess(runtime_module.app_settings(), str(sender))
 
 
-@signals.celeryd_after_setup.connect
 def _remember_queues(sender, instance, **_kwargs) -> None:
     runtime_module.CONSUMED_QUEUES[:] = sorted(instance.app.amqp.queues.consume_from or {})
     runtime_module.NODE["name"] = str(sender)
 
 
-@signals.worker_process_init.connect
 def _start_child(**_kwargs) -> None:
     """Prefork child: load the production model and start the heartbeat before any task."""
     rt = runtime_module.runtime()
@@ -60,24 +66,20 @@ def _start_child(**_kwargs) -> None:
     freeze_startup_heap()  # with the model loaded
 
 
-@signals.worker_ready.connect
 def _serve_metrics(**_kwargs) -> None:
     """The main process answers Prometheus for the whole node (all pool children)."""
-    metrics_module.start_metrics_server(get_settings())
+    metrics_module.start_metrics_server(runtime_module.app_settings())
 
 
-@signals.worker_ready.connect
 def _renew_held_messages(**_kwargs) -> None:
     """The main process renews the messages this node holds, so only a dead node's come back."""
-    recovery.start_renewer(get_settings())
+    recovery.start_renewer(runtime_module.app_settings())
 
 
-@signals.worker_ready.connect
 def _freeze_main_heap(**_kwargs) -> None:
     freeze_startup_heap()  # core/heap.py; children freeze theirs in _start_child
 
 
-@signals.worker_ready.connect
 def _start_inline_pool(sender, **_kwargs) -> None:
     """solo/threads pools have no child processes: the main process serves.
 
@@ -88,13 +90,25 @@ def _start_inline_pool(sender, **_kwargs) -> None:
         _start_child()
 
 
-@signals.worker_process_shutdown.connect
 def _forget_child_metrics(pid=None, **_kwargs) -> None:
     metrics_module.mark_child_dead(pid or os.getpid())
 
 
-@signals.worker_process_shutdown.connect
-@signals.worker_shutdown.connect
 def _stop_child(**_kwargs) -> None:
     if runtime_module.runtime.cache_info().currsize:
         runtime_module.runtime().stop()
+
+
+SIGNAL_HANDLERS = (
+    (signals.setup_logging, _route_logging),
+    (signals.celeryd_init, _prepare_metrics),
+    (signals.celeryd_after_setup, _remember_queues),
+    (signals.worker_process_init, _start_child),
+    (signals.worker_ready, _serve_metrics),
+    (signals.worker_ready, _renew_held_messages),
+    (signals.worker_ready, _freeze_main_heap),
+    (signals.worker_ready, _start_inline_pool),
+    (signals.worker_process_shutdown, _forget_child_metrics),
+    (signals.worker_process_shutdown, _stop_child),
+    (signals.worker_shutdown, _stop_child),
+)

@@ -19,7 +19,7 @@ from loguru import logger
 
 from core.messages import WORKERS_KEY
 from core.redis import sync_client
-from core.settings import get_settings
+from core.settings import Settings
 from core.store import ModelStore, open_store
 from workers.model_cache import ModelCache
 
@@ -87,9 +87,25 @@ def _load(store: ModelStore, settings, version: int):
     return load_model(store, version, settings)
 
 
+_APP_SETTINGS: list[Settings] = []  # of the Celery app this process runs
+
+
+def configure(settings: Settings) -> None:
+    """``create_app(settings)`` calls this: the signal handlers and the per-process runtime of
+    this process use these settings, not a global of their own."""
+    _APP_SETTINGS[:] = [settings]
+    runtime.cache_clear()
+
+
+def app_settings() -> Settings:
+    if not _APP_SETTINGS:
+        raise RuntimeError("no Celery app in this process: call workers.celery_app.create_app()")
+    return _APP_SETTINGS[0]
+
+
 @functools.cache
 def runtime() -> Runtime:
-    settings = get_settings()
+    settings = app_settings()
     store = open_store(settings)
     cache = ModelCache(store, functools.partial(_load, store, settings))
     return Runtime(

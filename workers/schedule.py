@@ -13,8 +13,9 @@ from loguru import logger
 
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE
 from core.redis import sync_client
-from core.settings import SettingsError, get_settings
+from core.settings import SettingsError
 from core.single_flight import request_retrain
+from workers.runtime import app_settings
 
 RETRAIN_ENTRY = "retrain-on-schedule"
 
@@ -54,7 +55,7 @@ class SingleFlightScheduler(PersistentScheduler):
             return super().apply_async(entry, producer, advance, **kwargs)
         if advance:
             entry = self.reserve(entry)
-        settings = get_settings()
+        settings = app_settings()
         client = sync_client(settings.redis_url)
         try:
             job_id, joined = request_retrain(

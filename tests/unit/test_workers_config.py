@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.settings import RESTORE_SWEEP_SECONDS, get_settings
-from workers import create_app
+from workers.celery_app import create_app
 from workers.config import celery_config
 from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY
 

@@ -18,9 +18,9 @@ from core.single_flight import RETRAIN_LOCK_KEY, RunLease
 from core.store import open_store
 from training.pipeline import STEPS, run_training
 from training.serialization import load_model
-from workers import create_app
 from workers import retrain as retrain_module
 from workers import tasks as tasks_module
+from workers.celery_app import create_app
 from workers.model_cache import ModelCache
 from workers.retrain import AlreadyRunning, run_retrain
 from workers.runtime import Runtime

@@ -12,8 +12,8 @@ import pytest
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE, job_key
 from core.settings import ROOT, SettingsError, get_settings, reset_settings
 from core.single_flight import Holder, holder
-from workers import create_app
 from workers import schedule as schedule_module
+from workers.celery_app import create_app
 from workers.schedule import RETRAIN_ENTRY, SingleFlightScheduler, beat_schedule
 
 
@@ -56,8 +56,11 @@ def test_bad_cron_stops_with_the_setting_named(monkeypatch, cron):
 
 
 def app_schedule(enabled: str) -> str:
-    """`import workers` in a fresh process, as `celery -A workers beat` does."""
-    code = "import sys, workers; sys.stdout.write(repr(sorted(workers.app.conf.beat_schedule)))"
+    """The app `celery -A workers beat` finds (workers.celery:app), in a fresh process."""
+    code = (
+        "import sys; from workers.celery import app; "
+        "sys.stdout.write(repr(sorted(app.conf.beat_schedule)))"
+    )
     env = {"MLOPS_ENV": "testing", "MLOPS_SCHEDULE__RETRAIN_ENABLED": enabled, "PATH": ""}
     done = subprocess.run(
         [sys.executable, "-c", code],

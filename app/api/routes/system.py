@@ -11,7 +11,6 @@ from app.responses import JSONResponse
 from app.schemas import VersionPublic
 from app.services.workers import live_workers, unserved
 from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
-from core.settings import environment
 from core.versions import API_VERSION
 
 router = APIRouter(tags=["system"])
@@ -57,7 +56,7 @@ async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResp
         ],
     }
     status_code = 503 if reasons else 200
-    if environment(gateway.settings) == "production" and not _known_key(gateway, x_api_key):
+    if gateway.settings.env == "production" and not _known_key(gateway, x_api_key):
         return JSONResponse({"status": body["status"]}, status_code=status_code)
     return JSONResponse(body, status_code=status_code)
 
