@@ -3,9 +3,13 @@ the key."""
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
 
-from core.settings import SettingsError, get_settings, reset_settings
+import pytest
+from pydantic import ValidationError
+
+from core.settings import ROOT, Settings, SettingsError, get_settings, reset_settings
 
 
 def test_training_settings_env_override(monkeypatch):
@@ -75,3 +79,60 @@ def test_production_hides_the_api_docs_unless_enabled(monkeypatch):
     monkeypatch.setenv("MLOPS_GATEWAY__DOCS", "true")
     reset_settings()
     assert get_settings().gateway.docs is True
+
+
+def test_settings_are_typed_and_frozen(monkeypatch):
+    monkeypatch.setenv("MLOPS_API__MAX_WAIT_SECONDS", "12")
+    reset_settings()
+    settings = get_settings()
+    assert isinstance(settings, Settings)
+    assert settings.api.max_wait_seconds == 12 and settings.env == "testing"
+    with pytest.raises(ValidationError):
+        settings.api.max_wait_seconds = 1  # one object, read everywhere: never changed
+
+
+def test_an_unknown_key_is_refused_naming_it(monkeypatch):
+    monkeypatch.setenv("MLOPS_API_MAX_WAIT_SECONDS", "3")  # one underscore short of api.
+    reset_settings()
+    with pytest.raises(SettingsError, match=r"api_max_wait_seconds: unknown setting"):
+        get_settings()
+
+
+def test_every_bad_key_is_named_at_once_and_secrets_are_not_echoed(monkeypatch):
+    monkeypatch.setenv("MLOPS_API__MAX_WAIT_SECONDS", "-1")
+    monkeypatch.setenv("MLOPS_AUTH__API_KEYS", '@json {"s3cr3t-key": 5}')
+    reset_settings()
+    with pytest.raises(SettingsError) as refused:
+        get_settings()
+    message = str(refused.value)
+    assert "api.max_wait_seconds: Input should be greater than 0 (got -1)" in message
+    assert "auth.api_keys" in message
+    assert "(got 5)" not in message  # a value under a key, password or token stays unshown
+
+
+def test_an_unknown_environment_is_refused(monkeypatch):
+    monkeypatch.setenv("MLOPS_ENV", "staging")
+    reset_settings()
+    with pytest.raises(SettingsError, match=r"env: Input should be .* \(got 'staging'\)"):
+        get_settings()
+
+
+def test_importing_worker_modules_builds_no_celery_app():
+    """Only workers/celery.py (what `celery -A workers` loads) builds the app and swaps
+    kombu's JSON decoder; any other module imports without side effects."""
+    code = (
+        "import sys, celery, kombu.serialization as s; "
+        "import workers, workers.celery_app, workers.tasks, workers.retrain; "
+        "decoder = s.registry._decoders['application/json'].__module__; "
+        "sys.stdout.write(repr((celery._state.default_app, decoder)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"MLOPS_ENV": "testing", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout == repr((None, "kombu.utils.json")), done.stdout
