@@ -190,7 +190,7 @@ class JobSubmitter:
     async def _enqueue_group(self, group: list[dict], claims: dict[str, Claim]) -> dict[str, str]:
         """One script call: {} once queued, or {job id: held claim} for the jobs whose keys
         were already claimed (then nothing was written)."""
-        # Results go to each job's own key (workers/jobs.py), not to Celery's result backend.
+        # Results go to each job's own key (workers/batches.py), not to Celery's result backend.
         task_id, payload = celery_message(
             PREDICT_TASK, [group], queue=PREDICT_QUEUE, ignore_result=True
         )

@@ -10,7 +10,7 @@ import pytest
 
 from app.auth import Principal
 from app.errors import JobNotFound
-from app.services.jobs import job_status
+from app.services.job_status import job_status
 from core.messages import batch_key, job_key
 
 TTL = 3600

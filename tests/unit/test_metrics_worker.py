@@ -23,7 +23,7 @@ from core.errors import NoProductionModel
 from core.messages import job_key
 from tests.integration.procs import ROOT
 from workers import metrics as worker_metrics_module
-from workers.jobs import run_message
+from workers.batches import run_message
 from workers.metrics import RETRAIN_OUTCOMES, WorkerMetrics, start_metrics_server
 from workers.model_cache import LoadedModel, ModelCache
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from app.api.deps import GatewayDep, PredictScope
 from app.responses import JSONResponse
 from app.schemas import ERROR_RESPONSES, ErrorPublic, JobPublic
-from app.services.jobs import job_status, not_found
+from app.services.job_status import job_status, not_found
 
 router = APIRouter(tags=["jobs"])
 

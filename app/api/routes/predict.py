@@ -26,8 +26,8 @@ from app.schemas import (
     PredictBatch,
     PredictSingle,
 )
-from app.services.inference import await_result, submit_and_wait
-from app.services.jobs import FINISHED, job_status
+from app.services.dataplane import await_result, submit_and_wait
+from app.services.job_status import FINISHED, job_status
 from app.services.rows import load_json, parse_predict_body, read_body
 from app.services.submitter import AlreadyClaimed, Claim
 from app.state import Gateway

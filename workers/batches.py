@@ -17,8 +17,8 @@ import redis
 
 from core.errors import NoProductionModel
 from core.messages import RESULTS_CHANNEL, attempts_key, batch_key, job_key, pack_results
+from workers.inference import expired, failure, predict_jobs
 from workers.model_cache import ModelCache
-from workers.predict import expired, failure, predict_jobs
 
 if TYPE_CHECKING:
     from workers.metrics import WorkerMetrics

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from app.services.jobs import FINISHED
+from app.services.job_status import FINISHED
 from app.services.listener import ResultListener
 from app.services.submitter import Claim, JobSubmitter
 from core.messages import job_key, new_id
