@@ -1,4 +1,8 @@
-"""JSON responses serialised with orjson (several times faster than the standard library)."""
+"""JSON responses serialised with orjson.
+
+Against the standard library as Starlette's JSONResponse calls it, measured on the 2-core
+machine: a 202 body 3.5 -> 0.2 µs, a one-row result 6.9 -> 0.5 µs, 1,000 rows 835 -> 81 µs.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+
+from core import jobs
 
 
 class JSONResponse(Response):
@@ -23,8 +29,5 @@ class RawJSONResponse(Response):
 
 def accepted(job_id: str, *, deduplicated: bool = False, **fields: Any) -> JSONResponse:
     """202 Accepted for a queued job (or one joined), pointing at GET /jobs/{job_id}."""
-    location = f"/jobs/{job_id}"
-    body = {"job_id": job_id, "status": "PENDING", **fields, "location": location}
-    if deduplicated:
-        body["deduplicated"] = True
-    return JSONResponse(body, status_code=202, headers={"Location": location})
+    body = jobs.accepted(job_id, deduplicated=deduplicated, **fields)
+    return JSONResponse(body, status_code=202, headers={"Location": body["location"]})

@@ -11,7 +11,7 @@ import pytest
 from app.auth import Principal
 from app.errors import JobNotFound
 from app.services.job_status import job_status
-from core.messages import batch_key, job_key
+from core.jobs import batch_key, job_key
 
 TTL = 3600
 

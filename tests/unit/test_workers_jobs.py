@@ -8,7 +8,8 @@ import fakeredis
 import orjson
 import pytest
 
-from core.messages import RESULTS_CHANNEL, batch_key, job_key, unpack_results
+from core.jobs import batch_key, job_key
+from core.messages import RESULTS_CHANNEL, unpack_results
 from core.settings import get_settings
 from core.store import open_store
 from training.pipeline import run_training
