@@ -33,6 +33,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from core.jobs import PREDICT, TRAIN
+
 # The *_created series double the exposition and nothing here reads them.
 disable_created_metrics()
 
@@ -188,8 +190,8 @@ class GatewayMetrics:
         self._rejections = {
             status: self.rejected.labels(reason) for status, reason in REJECTION_REASONS.items()
         }
-        self.predict_jobs = self.jobs_submitted.labels("predict")
-        self.train_jobs = self.jobs_submitted.labels("train")
+        self.predict_jobs = self.jobs_submitted.labels(PREDICT)
+        self.train_jobs = self.jobs_submitted.labels(TRAIN)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request: a few dict operations, a counter only for refusals."""

@@ -11,8 +11,6 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from core import jobs
-
 
 class JSONResponse(Response):
     media_type = "application/json"
@@ -27,7 +25,7 @@ class RawJSONResponse(Response):
     media_type = "application/json"
 
 
-def accepted(job_id: str, *, deduplicated: bool = False, **fields: Any) -> JSONResponse:
-    """202 Accepted for a queued job (or one joined), pointing at GET /jobs/{job_id}."""
-    body = jobs.accepted(job_id, deduplicated=deduplicated, **fields)
+def accepted(body: dict[str, Any]) -> JSONResponse:
+    """202 Accepted for a queued job (or one joined): its body (core/jobs.py accepted_body),
+    pointing at GET /jobs/{job_id}."""
     return JSONResponse(body, status_code=202, headers={"Location": body["location"]})

@@ -181,11 +181,21 @@ def train_failure(
     }
 
 
-def accepted(job_id: str, *, deduplicated: bool = False, **fields: Any) -> dict[str, Any]:
+def accepted_body(
+    job_id: str,
+    request_id: str | None = None,
+    *,
+    kind: JobKind = PREDICT,
+    deduplicated: bool = False,
+) -> dict[str, Any]:
     """The 202 body of a job queued (or joined: ``deduplicated``), in :class:`JobAccepted`'s
-    shape; ``location``: where GET /jobs reads it. ``fields``: ``request_id`` of a predict
-    job, ``kind`` of a retrain."""
-    body = {"job_id": job_id, "status": PENDING, **fields, "location": f"/jobs/{job_id}"}
+    shape: a predict job's echoes its ``request_id``, a retrain's says its ``kind``;
+    ``location`` is where GET /jobs reads it."""
+    location = f"/jobs/{job_id}"
+    if kind == PREDICT:
+        body = {"job_id": job_id, "status": PENDING, "request_id": request_id, "location": location}
+    else:
+        body = {"job_id": job_id, "status": PENDING, "kind": kind, "location": location}
     if deduplicated:
         body["deduplicated"] = True
     return body

@@ -22,7 +22,7 @@ from app.errors import IdempotencyConflict
 from app.responses import JSONResponse, RawJSONResponse, accepted
 from app.services.dataplane import await_result
 from app.services.job_status import job_status
-from core.jobs import is_finished
+from core.jobs import accepted_body, is_finished
 
 if TYPE_CHECKING:
     from app.state import Gateway
@@ -91,6 +91,6 @@ async def replay(
         result = await await_result(gateway.submitter, gateway.listener, job_id, future, wait)
         if result is not None:
             return RawJSONResponse(result, headers=REPLAYED)
-    response = accepted(job_id, request_id=request_id, deduplicated=True)
+    response = accepted(accepted_body(job_id, request_id, deduplicated=True))
     response.headers.update(REPLAYED)
     return response

@@ -25,7 +25,7 @@ from app.services.dataplane import submit_and_wait
 from app.services.idempotency import AlreadyClaimed
 from app.services.rows import load_json, parse_predict_body, read_body
 from app.state import Gateway
-from core.jobs import JobAccepted, JobPublic
+from core.jobs import JobAccepted, JobPublic, accepted_body
 from core.messages import new_id
 
 router = APIRouter(tags=["predict"])
@@ -153,7 +153,7 @@ async def serve(request: Request) -> Response:
         raise OutcomeUnknown(job_id, exc) from exc
     if outcome.result is not None:
         return RawJSONResponse(outcome.result)
-    return accepted(outcome.job_id, request_id=request_id)
+    return accepted(accepted_body(outcome.job_id, request_id))
 
 
 @router.post(
