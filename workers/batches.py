@@ -69,9 +69,10 @@ def run_message(
     metrics: WorkerMetrics | None = None,
 ) -> dict:
     """Answer every job of one message; return a summary for Celery/Flower."""
-    # A round trip to mark the jobs STARTED and count the attempt costs as much as predicting
-    # a small message: it is made for redeliveries (crash recovery needs the count) and for
-    # messages large enough that STARTED can be seen; a small one finishes within a millisecond.
+    # A round trip to mark the jobs STARTED and count the attempt costs ~0.12 ms, a quarter of
+    # predicting a small message (0.4-0.5 ms for 1 to 16 one-row jobs; measured on the 2-core
+    # machine): it is made for redeliveries (crash recovery needs the count) and for messages
+    # large enough that STARTED can be seen; a small one finishes within a millisecond.
     if redelivered or sum(len(job.get("rows") or ()) for job in jobs) >= STARTED_MARK_ROWS:
         attempt = _start(client, task_id, ttl)
     else:

@@ -64,7 +64,7 @@ IdempotencyKeyHeader = Annotated[
         description="Repeat a request safely: the same key returns the same job",
     ),
 ]
-ApiKeyHeader = Annotated[
+PredictKeyHeader = Annotated[
     str | None, Header(alias=API_KEY, description="API key with the `predict` scope")
 ]
 
@@ -177,7 +177,7 @@ async def predict(
     wait: WaitQuery = None,
     prefer: PreferHeader = None,
     idempotency_key: IdempotencyKeyHeader = None,
-    x_api_key: ApiKeyHeader = None,
+    x_api_key: PredictKeyHeader = None,
 ) -> Response:
     """Predict one instance or a batch; 202 with a job id, or 200 with the result."""
     return await serve(request)  # plain_routes answer first; the same answer if they did not
