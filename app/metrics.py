@@ -33,6 +33,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from core.jobs import PREDICT, TRAIN
+
 # The *_created series double the exposition and nothing here reads them.
 disable_created_metrics()
 
@@ -60,9 +62,11 @@ LOOP_LAG_INTERVAL = 0.05  # seconds: 20 wake-ups a second, a few microseconds ea
 class RequestStats(Collector):
     """Request counts and latencies in plain dicts, turned into metric families at scrape time.
 
-    About 3x cheaper per request than prometheus-client's children (no lock, no per-bucket
-    loop). Only the event loop thread writes (the middleware) and reads (``GET /metrics``)
-    them, so no lock is needed.
+    No lock and no per-bucket loop: 0.45 µs per request, against 1.6 µs for a prometheus-client
+    Counter and Histogram whose children are already resolved, and 4.5 µs with the
+    ``labels()`` lookups a request's route and status need (measured on the 2-core machine).
+    Only the event loop thread writes (the middleware) and reads (``GET /metrics``) them, so
+    no lock is needed.
     """
 
     def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS):
@@ -186,8 +190,8 @@ class GatewayMetrics:
         self._rejections = {
             status: self.rejected.labels(reason) for status, reason in REJECTION_REASONS.items()
         }
-        self.predict_jobs = self.jobs_submitted.labels("predict")
-        self.train_jobs = self.jobs_submitted.labels("train")
+        self.predict_jobs = self.jobs_submitted.labels(PREDICT)
+        self.train_jobs = self.jobs_submitted.labels(TRAIN)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request: a few dict operations, a counter only for refusals."""

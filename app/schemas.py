@@ -1,12 +1,15 @@
-"""Request and response shapes, for validation where pydantic fits and for the OpenAPI docs."""
+"""Request and response shapes of the gateway, for the OpenAPI docs (the job's: core/jobs.py).
+
+POST /predict is parsed by hand (app/services/rows.py), within the limits declared here.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["PENDING", "STARTED", "SUCCESS", "FAILURE"]
+MAX_REQUEST_ID = 200  # characters; app/services/rows.py enforces it on the measured path
 
 
 class PredictBatch(BaseModel):
@@ -14,7 +17,7 @@ class PredictBatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str | None = Field(None, max_length=200)
+    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID)
     instances: list[dict[str, float] | list[float]] = Field(min_length=1)
 
 
@@ -34,39 +37,7 @@ class PredictSingle(BaseModel):
         },
     )
 
-    request_id: str | None = Field(None, max_length=200)
-
-
-class JobError(BaseModel):
-    reason: str
-    message: str
-
-
-class JobPublic(BaseModel):
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
-    job_id: str
-    status: JobStatus
-    request_id: str | None = None
-    kind: str | None = None
-    model_name: str | None = None
-    model_version: int | None = None
-    api_version: str | None = None
-    predictions: list[Any] | None = None
-    probabilities: list[list[float]] | None = None
-    classes: list[Any] | None = None
-    error: JobError | None = None
-    progress: dict[str, Any] | None = None
-    result: dict[str, Any] | None = None
-
-
-class JobAccepted(BaseModel):
-    job_id: str
-    status: JobStatus
-    request_id: str | None = None
-    kind: str | None = None
-    location: str
-    deduplicated: bool = False
+    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID)
 
 
 class ErrorPublic(BaseModel):

@@ -52,25 +52,6 @@ def unpack_results(data: bytes) -> tuple[list, list[bytes]]:
     return ids, lines
 
 
-def job_key(job_id: str) -> str:
-    """Redis key of a job's record (kind, request id, status, result); expires with the job."""
-    return f"mlops:job:{job_id}"
-
-
-def batch_key(task_id: str) -> str:
-    """Redis key set while the Celery task carrying a group of predict jobs runs."""
-    return f"mlops:batch:{task_id}"
-
-
-def attempts_key(ident: str) -> str:
-    """Redis key counting the deliveries of a message or job: crash-loop protection."""
-    return f"mlops:attempts:{ident}"
-
-
-def idempotency_key(key: str) -> str:
-    return f"mlops:idem:{key}"
-
-
 def new_id() -> str:
     return str(uuid.uuid4())
 

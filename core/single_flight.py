@@ -32,7 +32,8 @@ import redis
 import redis.asyncio as aioredis
 from loguru import logger
 
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE, celery_message, job_key, new_id
+from core.jobs import PENDING, job_key, train_record
+from core.messages import RETRAIN_TASK, TRAIN_QUEUE, celery_message, new_id
 
 RETRAIN_LOCK_KEY = "mlops:lock:retrain"
 RUNNER_SEPARATOR = "|"
@@ -92,7 +93,7 @@ def _request(requested_by: str, owner: str | None, ttl: int) -> tuple[str, tuple
     """A new retrain job's id and the arguments of :data:`REQUEST` that queue it."""
     job_id = new_id()
     record = train_record(
-        job_id, "PENDING", requested_by=requested_by, owner=owner, submitted_at=time.time()
+        job_id, PENDING, requested_by=requested_by, owner=owner, submitted_at=time.time()
     )
     # The message expires with the job's record and claim: Celery drops it unrun after that.
     _, payload = celery_message(RETRAIN_TASK, [], queue=TRAIN_QUEUE, task_id=job_id, expires_in=ttl)
@@ -122,11 +123,6 @@ async def request_retrain_async(
 
 def holder(client: redis.Redis) -> Holder | None:
     return Holder.parse(client.get(RETRAIN_LOCK_KEY))
-
-
-def train_record(job_id: str, status: str, **fields) -> dict:
-    """The job record of a training run, as GET /jobs/{id} shows it."""
-    return {"job_id": job_id, "kind": "train", "status": status, **fields}
 
 
 class RunLease:

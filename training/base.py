@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from training.data import Dataset, Split
 from training.errors import NotEnoughData
 from training.estimators import build_estimator, plain
-from training.metrics import confusion, score_all
+from training.scoring import confusion, score_all
 
 DEFAULT_ESTIMATOR = "sklearn.linear_model.LogisticRegression"
 MIN_CLASSES = 2

@@ -18,9 +18,10 @@ import redis
 from loguru import logger
 
 from core.errors import MLOpsError
-from core.messages import job_key, new_id
+from core.jobs import FAILURE, STARTED, SUCCESS, JobStatus, job_error, job_key, train_record
+from core.messages import new_id
 from core.redis import sync_client
-from core.single_flight import RunLease, train_record
+from core.single_flight import RunLease
 
 
 class TrainingRunning(MLOpsError):
@@ -28,7 +29,7 @@ class TrainingRunning(MLOpsError):
     reason = "training_running"
 
 
-def _record(client: redis.Redis, job_id: str, ttl: int, status: str, **fields) -> None:
+def _record(client: redis.Redis, job_id: str, ttl: int, status: JobStatus, **fields) -> None:
     record = train_record(job_id, status, requested_by="cli", **fields)
     with contextlib.suppress(redis.RedisError):
         client.set(job_key(job_id), orjson.dumps(record), ex=ttl)
@@ -53,17 +54,17 @@ def single_flight(settings) -> Iterator[tuple[dict, RunLease | None]]:
     if holder is not None:
         client.close()
         raise TrainingRunning(f"training job {holder.job_id} is already running")
-    _record(client, job_id, ttl, "STARTED", submitted_at=time.time())
+    _record(client, job_id, ttl, STARTED, submitted_at=time.time())
     try:
         with lease.renewing():
             yield outcome, lease
     except MLOpsError as exc:
-        _record(client, job_id, ttl, "FAILURE", error={"reason": exc.reason, "message": str(exc)})
+        _record(client, job_id, ttl, FAILURE, error=job_error(exc.reason, str(exc)))
         raise
     except BaseException as exc:
-        _record(client, job_id, ttl, "FAILURE", error={"reason": "failed", "message": str(exc)})
+        _record(client, job_id, ttl, FAILURE, error=job_error("failed", str(exc)))
         raise
     else:
-        _record(client, job_id, ttl, "SUCCESS", result=outcome, completed_at=time.time())
+        _record(client, job_id, ttl, SUCCESS, result=outcome, completed_at=time.time())
     finally:
         client.close()

@@ -31,8 +31,9 @@ def celery_config(settings) -> dict:
         # Acknowledge after the task ran, so a worker that dies mid-task does not lose it...
         "task_acks_late": True,
         # ...and when the child process is killed (OOM, SIGKILL) the message is requeued at
-        # once. A job that kills its worker every time is stopped by the attempt counter in
-        # workers/predict.py after worker.max_retries_on_crash attempts.
+        # once. A job that kills its worker every time is stopped by the attempt counters of
+        # workers/batches.py (a retrain: workers/retrain.py) after worker.max_retries_on_crash
+        # attempts.
         "task_reject_on_worker_lost": True,
         # A task that raised or hit its time limit is finished (FAILURE), not redelivered.
         "task_acks_on_failure_or_timeout": True,

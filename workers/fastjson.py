@@ -1,4 +1,9 @@
-"""Decode JSON task messages with orjson: several times faster than the standard library.
+"""Decode the bodies of JSON task messages with orjson instead of kombu's decoder.
+
+kombu's is the standard library's with an ``object_hook`` called for every object; a predict
+message's body decodes 4x faster here (1 job: 7.1 -> 1.8 µs), and 3x for 256 jobs
+(706 -> 229 µs), measured on the 2-core machine. The envelope around the body is decoded by
+kombu's Redis transport itself, with its own decoder (10 µs for 1 job, 67 µs for 256).
 
 kombu's JSON decoder also turns ``{"__type__": ..., "__value__": ...}`` envelopes back into
 datetimes, UUIDs and the like. A message containing such an envelope, or anything orjson

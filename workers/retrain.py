@@ -18,8 +18,16 @@ import orjson
 import redis
 from loguru import logger
 
-from core.messages import attempts_key, job_key
-from core.single_flight import RunLease, train_record
+from core.jobs import (
+    PENDING,
+    attempts_key,
+    decode_record,
+    is_finished,
+    job_key,
+    train_failure,
+    train_record,
+)
+from core.single_flight import RunLease
 from workers.runtime import Runtime
 
 Progress = Callable[[str, int], None]
@@ -39,7 +47,7 @@ def run_retrain(
     settings = rt.settings
     ttl = settings.api.jobs_ttl_seconds
     # A raw message (not queued through core/single_flight) has no record yet: make one.
-    record = train_record(job_id, "PENDING", requested_by=requested_by, submitted_at=time.time())
+    record = train_record(job_id, PENDING, requested_by=requested_by, submitted_at=time.time())
     rt.redis.set(job_key(job_id), orjson.dumps(record), ex=ttl, nx=True)
     lease = RunLease(rt.redis, job_id, settings.training.lock_lease_seconds)
     holder = _start(rt.redis, lease)
@@ -91,8 +99,7 @@ def _start(client: redis.Redis, lease: RunLease) -> str | None:
 
 
 def _finished(client: redis.Redis, job_id: str) -> bool:
-    raw = client.get(job_key(job_id))
-    return bool(raw) and orjson.loads(raw).get("status") in ("SUCCESS", "FAILURE")
+    return is_finished(decode_record(client.get(job_key(job_id))))
 
 
 def _count_attempt(client: redis.Redis, job_id: str, ttl: int) -> int:
@@ -103,21 +110,15 @@ def _count_attempt(client: redis.Redis, job_id: str, ttl: int) -> int:
 
 
 def _requester(client: redis.Redis, job_id: str) -> str:
-    raw = client.get(job_key(job_id))
-    return str(orjson.loads(raw).get("requested_by")) if raw else "unknown"
+    record = decode_record(client.get(job_key(job_id)))
+    return str(record.get("requested_by")) if record else "unknown"
 
 
 def _give_up(rt: Runtime, lease: RunLease, job_id: str, attempt: int, ttl: int) -> dict:
     message = f"the worker died {attempt - 1} times while running this retrain; giving up"
     logger.error("retrain {}: {}", job_id, message)
-    record = orjson.loads(rt.redis.get(job_key(job_id)) or b"{}")
-    failed = {
-        **train_record(job_id, "FAILURE"),
-        **record,
-        "status": "FAILURE",
-        "error": {"reason": "worker_lost", "message": message},
-        "completed_at": time.time(),
-    }
+    record = decode_record(rt.redis.get(job_key(job_id)))
+    failed = train_failure(job_id, "worker_lost", message, record)
     rt.redis.set(job_key(job_id), orjson.dumps(failed), ex=ttl)
     lease.release()
     return {"decision": "failed", "reason": message}

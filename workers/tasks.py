@@ -1,4 +1,4 @@
-"""Thin Celery tasks: each hands its message to a plain function (workers.jobs, .retrain)."""
+"""Thin Celery tasks: each hands its message to a plain function (workers.batches, .retrain)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from loguru import logger
 
 from core.messages import PREDICT_TASK, RETRAIN_TASK
 from core.redis import sync_client
-from workers.jobs import fail_unanswered, run_message
+from workers.batches import fail_unanswered, run_message
 from workers.metrics import worker_metrics
 from workers.retrain import AlreadyRunning, run_retrain
 from workers.runtime import runtime
@@ -54,7 +54,7 @@ def register_tasks(app: Celery, settings) -> None:
         name=PREDICT_TASK,
         bind=True,
         shared=False,
-        # Results go to the jobs' own keys (workers/jobs.py); Celery's backend would only add
+        # Results go to the jobs' own keys (workers/batches.py); Celery's backend would only add
         # two more Redis writes per message.
         ignore_result=True,
         track_started=False,

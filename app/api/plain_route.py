@@ -4,8 +4,9 @@ FastAPI 0.16x spends more CPU on a request than our whole predict handler does: 
 router matching of ``include_router`` and ``solve_dependencies`` even for a route whose only
 parameter is the ``Request`` (measured: 440 -> 280 µs of gateway CPU per predict request).
 A :class:`PlainRoute` placed in front of the documented FastAPI route serves the requests
-with the same handler; the FastAPI route stays for the OpenAPI schema (``/docs``, fuzzing),
-and the app's exception handlers apply to both.
+with a handler that reads its parameters by hand; the FastAPI route stays for the OpenAPI
+schema (``/docs``, fuzzing), declaring the same parameters (app/api/routes/predict.py), and
+the app's exception handlers apply to both.
 """
 
 from __future__ import annotations

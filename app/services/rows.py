@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from app.errors import BadRequest, PayloadTooLarge, RequestTimeout, clip
+from app.schemas import MAX_REQUEST_ID
 from app.services.catalog import Production
 
-MAX_REQUEST_ID = 200
 _MAX_DOUBLE = 1.7976931348623157e308
 _FLOAT = frozenset({float})
 _NUMBER = frozenset({float, int})

@@ -1,10 +1,11 @@
 """Group the predict jobs of a few milliseconds into one Celery message.
 
 Every job keeps its own id, record and result; what is shared is the cost of a message: one
-Lua script call that writes the job records (and the idempotency claims of jobs that have a
-key) and LPUSHes one task message, and on the worker one Celery delivery and one scikit-learn
-call. A request returns only after its group is in Redis, so an accepted job is never only in
-this process's memory.
+call of the Lua script :data:`ENQUEUE`, which LPUSHes one task message and SETs the job
+records (core/jobs.py) and the idempotency claims of the jobs that have a key
+(app/services/idempotency.py), or writes nothing when one of those keys is already claimed;
+and on the worker one Celery delivery and one scikit-learn call. A request returns only after
+its group is in Redis, so an accepted job is never only in this process's memory.
 
 Logging follows the same grouping: one INFO line per message with every job_id and request_id
 bound (the worker logs the same lists), per-job lines only at DEBUG.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 import orjson
 import redis.asyncio as aioredis
@@ -22,12 +22,16 @@ from loguru import logger
 
 from app.metrics import GatewayMetrics
 from app.services.admission import Admission
-from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message, job_key
+from app.services.idempotency import AlreadyClaimed, Claim
+from core.jobs import job_key, pending_predict
+from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message
 
-# One command writes the group's idempotency claims, job records and task message, atomically:
-# cheaper than a MULTI of N+1 commands. Redis does not roll a script back, so the one write
-# that can fail comes first: the LPUSH (out of memory is checked at a script's first write;
-# no other command runs before the SETs, so no worker sees the message before its records).
+# One command writes the group's idempotency claims, job records and task message, atomically.
+# The gateway's CPU per group, this script against a MULTI of the same N+1 commands (redis-py
+# asyncio, measured on the 2-core machine): 1 job 143 vs 231 µs, 16 jobs 182 vs 548 µs, 64 jobs
+# 275 vs 1,539 µs. Redis does not roll a script back, so the one write that can fail comes
+# first: the LPUSH (out of memory is checked at a script's first write; no other command runs
+# before the SETs, so no worker sees the message before its records).
 # A claim is written with its job or not at all: a crash or a timeout cannot leave a key
 # without its job.
 # KEYS: the queue, n idempotency keys, the job keys. ARGV: job TTL, message, n, idempotency
@@ -54,22 +58,6 @@ end
 return depth
 """
 BACKLOG = 1  # predict messages queued beyond this mean the workers are behind
-
-
-@dataclass(frozen=True)
-class Claim:
-    """An idempotency key to write with a job: its Redis key and value ("<job id> <digest>")."""
-
-    key: str
-    value: str
-
-
-class AlreadyClaimed(Exception):
-    """Another job holds this idempotency key; ``held`` is its claim's value."""
-
-    def __init__(self, held: str):
-        super().__init__(held)
-        self.held = held
 
 
 class JobSubmitter:
@@ -190,7 +178,7 @@ class JobSubmitter:
     async def _enqueue_group(self, group: list[dict], claims: dict[str, Claim]) -> dict[str, str]:
         """One script call: {} once queued, or {job id: held claim} for the jobs whose keys
         were already claimed (then nothing was written)."""
-        # Results go to each job's own key (workers/jobs.py), not to Celery's result backend.
+        # Results go to each job's own key (workers/batches.py), not to Celery's result backend.
         task_id, payload = celery_message(
             PREDICT_TASK, [group], queue=PREDICT_QUEUE, ignore_result=True
         )
@@ -201,16 +189,7 @@ class JobSubmitter:
         records = []
         for job in group:
             keys.append(job_key(job["job_id"]))
-            record = {
-                "job_id": job["job_id"],
-                "kind": "predict",
-                "status": "PENDING",
-                "request_id": job.get("request_id"),
-                "owner": job.get("owner"),
-                "task_id": task_id,
-                "submitted_at": now,
-            }
-            records.append(orjson.dumps(record))
+            records.append(orjson.dumps(pending_predict(job, task_id, now)))
         args = [self.ttl, payload, len(mine), self.idempotency_window, *(c.value for c in mine)]
         reply = await self._enqueue(keys=keys, args=[*args, *records])
         if isinstance(reply, list):

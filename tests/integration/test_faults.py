@@ -41,7 +41,7 @@ from tests.integration.stack import (
     poll_job,
     run_stack,
 )
-from workers.jobs import STARTED_MARK_ROWS
+from workers.batches import STARTED_MARK_ROWS
 from workers.recovery import UNACKED_KEY
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ def submit(client: httpx.Client, row: list[float] = GOOD_ROW, **params) -> str:
 
 def submit_slow(client: httpx.Client, seconds: float) -> str:
     """A job that sleeps in the model; 256 rows, so the worker marks it STARTED (small
-    messages finish too fast for that round trip to be worth it, workers/jobs.py)."""
+    messages finish too fast for that round trip to be worth it, workers/batches.py)."""
     rows = [[SLOW, seconds, 1.4, 0.2]] + [GOOD_ROW] * (STARTED_MARK_ROWS - 1)
     response = client.post("/predict", json={"request_id": "slow", "instances": rows})
     assert response.status_code == 202, response.text

@@ -18,7 +18,8 @@ import httpx
 import orjson
 import pytest
 
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE, attempts_key, celery_message
+from core.jobs import attempts_key
+from core.messages import RETRAIN_TASK, TRAIN_QUEUE, celery_message
 from core.single_flight import RETRAIN_LOCK_KEY
 from tests.integration.procs import process_table, wait_until
 from tests.integration.stack import (

@@ -10,8 +10,8 @@ import pytest
 
 from app.auth import Principal
 from app.errors import JobNotFound
-from app.services.jobs import job_status
-from core.messages import batch_key, job_key
+from app.services.job_status import job_status
+from core.jobs import batch_key, job_key
 
 TTL = 3600
 

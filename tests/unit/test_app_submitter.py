@@ -11,8 +11,10 @@ import pytest
 import redis.exceptions
 
 from app.services.admission import Admission
-from app.services.submitter import BACKLOG, AlreadyClaimed, Claim, JobSubmitter
-from core.messages import PREDICT_QUEUE, PREDICT_TASK, idempotency_key, job_key
+from app.services.idempotency import AlreadyClaimed, Claim, idempotency_key
+from app.services.submitter import BACKLOG, JobSubmitter
+from core.jobs import job_key
+from core.messages import PREDICT_QUEUE, PREDICT_TASK
 
 NEVER_MS = 600_000.0  # a window that never closes by time: only size or drain flushes it
 

@@ -9,7 +9,8 @@ import fakeredis
 import orjson
 import pytest
 
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE, job_key
+from core.jobs import job_key
+from core.messages import RETRAIN_TASK, TRAIN_QUEUE
 from core.settings import get_settings
 from core.single_flight import RETRAIN_LOCK_KEY, Holder, RunLease, holder, request_retrain
 from training import single_flight as single_flight_module

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.main import create_app
 from app.metrics import GatewayMetrics, RequestMetrics, watch_event_loop
 from app.services.admission import Admission
-from app.services.inference import await_result
+from app.services.dataplane import await_result
 from app.services.listener import ResultListener
 from app.services.submitter import JobSubmitter
 from app.state import Gateway

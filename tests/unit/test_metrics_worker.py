@@ -20,10 +20,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.errors import NoProductionModel
-from core.messages import job_key
+from core.jobs import job_key
 from tests.integration.procs import ROOT
 from workers import metrics as worker_metrics_module
-from workers.jobs import run_message
+from workers.batches import run_message
 from workers.metrics import RETRAIN_OUTCOMES, WorkerMetrics, start_metrics_server
 from workers.model_cache import LoadedModel, ModelCache
 

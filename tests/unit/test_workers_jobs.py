@@ -1,4 +1,4 @@
-"""workers/jobs.py run_message against fakeredis: deadlines, no model, redelivery, results."""
+"""workers/batches.py run_message against fakeredis: deadlines, no model, redelivery, results."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import fakeredis
 import orjson
 import pytest
 
-from core.messages import RESULTS_CHANNEL, batch_key, job_key, unpack_results
+from core.jobs import batch_key, job_key
+from core.messages import RESULTS_CHANNEL, unpack_results
 from core.settings import get_settings
 from core.store import open_store
 from training.pipeline import run_training
 from training.serialization import load_model
-from workers.jobs import STARTED_MARK_ROWS, run_message
+from workers.batches import STARTED_MARK_ROWS, run_message
 from workers.model_cache import ModelCache
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]

@@ -9,8 +9,8 @@ from core.settings import get_settings
 from core.store import open_store
 from training.pipeline import run_training
 from training.serialization import load_model
+from workers.inference import predict_jobs
 from workers.model_cache import ModelCache
-from workers.predict import predict_jobs
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 

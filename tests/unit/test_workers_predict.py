@@ -1,4 +1,4 @@
-"""workers/predict.py predict_jobs: one scikit-learn call per batch, results per job."""
+"""workers/inference.py predict_jobs: one scikit-learn call per batch, results per job."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from core.store import open_store
 from core.versions import API_VERSION
 from training.pipeline import run_training
 from training.serialization import load_model
+from workers.inference import predict_jobs
 from workers.model_cache import LoadedModel
-from workers.predict import predict_jobs
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.9, 3.1, 5.4, 2.1]

@@ -1,4 +1,4 @@
-"""The one-pass shortcut in workers/predict.py must agree with scikit-learn's own predict()."""
+"""The one-pass shortcut in workers/inference.py must agree with scikit-learn's own predict()."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from workers.inference import PREDICT_IS_ARGMAX_PROBA, _predict, predict_is_argmax_proba
 from workers.model_cache import LoadedModel
-from workers.predict import PREDICT_IS_ARGMAX_PROBA, _predict, predict_is_argmax_proba
 
 MODULES = {
     "DecisionTreeClassifier": "sklearn.tree",

@@ -12,7 +12,8 @@ import pytest
 from celery.exceptions import Ignore
 
 from core.errors import TrainingError
-from core.messages import RETRAIN_TASK, attempts_key, job_key
+from core.jobs import attempts_key, job_key
+from core.messages import RETRAIN_TASK
 from core.settings import get_settings, reset_settings
 from core.single_flight import RETRAIN_LOCK_KEY, RunLease
 from core.store import open_store

@@ -9,7 +9,8 @@ import fakeredis
 import orjson
 import pytest
 
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE, job_key
+from core.jobs import job_key
+from core.messages import RETRAIN_TASK, TRAIN_QUEUE
 from core.settings import ROOT, SettingsError, get_settings, reset_settings
 from core.single_flight import Holder, holder
 from workers import schedule as schedule_module

@@ -6,8 +6,9 @@ from fastapi import APIRouter
 
 from app.api.deps import GatewayDep, PredictScope
 from app.responses import JSONResponse
-from app.schemas import ERROR_RESPONSES, ErrorPublic, JobPublic
-from app.services.jobs import job_status, not_found
+from app.schemas import ERROR_RESPONSES, ErrorPublic
+from app.services.job_status import job_status, not_found
+from core.jobs import JobPublic
 
 router = APIRouter(tags=["jobs"])
 

@@ -1,59 +1,72 @@
-"""POST /predict: validate, group into a message, answer 202 (async) or wait for the result."""
+"""POST /predict: validate, group into a message, answer 202 (async) or wait for the result.
+
+:func:`serve` answers the requests, from a plain Starlette route in front of the documented one
+(app/api/plain_route.py), and reads its parameters by hand: FastAPI's dependency machinery
+costs more per request than everything :func:`serve` does. The FastAPI route :func:`predict`
+is there for the OpenAPI schema (``/docs``, the fuzz tests): it declares the same parameters,
+with the names, models and limits :func:`serve` parses them with.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import re
+from typing import Annotated
 
 import redis.exceptions
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Body, Header, Query, Request
+from starlette.responses import Response
 
 from app.api.plain_route import PlainRoute
-from app.errors import (
-    BadRequest,
-    IdempotencyConflict,
-    OutcomeUnknown,
-    UnsupportedMediaType,
-    clip,
-    never_ran,
-)
-from app.responses import JSONResponse, RawJSONResponse, accepted
-from app.schemas import (
-    ERROR_RESPONSES,
-    ErrorPublic,
-    JobAccepted,
-    JobPublic,
-    PredictBatch,
-    PredictSingle,
-)
-from app.services.inference import await_result, submit_and_wait
-from app.services.jobs import FINISHED, job_status
+from app.errors import BadRequest, OutcomeUnknown, UnsupportedMediaType, clip, never_ran
+from app.responses import RawJSONResponse, accepted
+from app.schemas import ERROR_RESPONSES, ErrorPublic, PredictBatch, PredictSingle
+from app.services import idempotency
+from app.services.dataplane import submit_and_wait
+from app.services.idempotency import AlreadyClaimed
 from app.services.rows import load_json, parse_predict_body, read_body
-from app.services.submitter import AlreadyClaimed, Claim
 from app.state import Gateway
-from core.messages import idempotency_key, new_id
+from core.jobs import JobAccepted, JobPublic, accepted_body
+from core.messages import new_id
 
 router = APIRouter(tags=["predict"])
 
-MAX_IDEMPOTENCY_KEY = 200
-REPLAYED = {"Idempotent-Replayed": "true"}
+WAIT = "wait"
+PREFER = "Prefer"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+API_KEY = "X-API-Key"
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)")
 _PREFER_READ = 1024  # characters of a Prefer header read: searching 1 MB took ~15 ms
-BODY_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "anyOf": [
-                        PredictSingle.model_json_schema(),
-                        PredictBatch.model_json_schema(),
-                    ]
-                }
-            }
-        },
-    }
-}
+
+# The parameters as documented; serve() reads the same ones by hand.
+PredictBody = Annotated[PredictSingle | PredictBatch, Body()]
+WaitQuery = Annotated[
+    float | None,
+    Query(
+        alias=WAIT,
+        ge=0,
+        description="Seconds to wait for the result (200); 202 when it is not ready by then. "
+        "Capped at `api.max_wait_seconds`",
+    ),
+]
+PreferHeader = Annotated[
+    str | None,
+    Header(
+        alias=PREFER,
+        description="RFC 7240 preference, e.g. `wait=5` (the query parameter wins)",
+    ),
+]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=IDEMPOTENCY_KEY,
+        min_length=1,
+        max_length=idempotency.MAX_KEY,
+        description="Repeat a request safely: the same key returns the same job",
+    ),
+]
+PredictKeyHeader = Annotated[
+    str | None, Header(alias=API_KEY, description="API key with the `predict` scope")
+]
 
 
 def wait_seconds(query: float | None, prefer: str | None, ceiling: float) -> float:
@@ -74,103 +87,50 @@ def _check_json(request: Request) -> None:
         )
 
 
-PARAMETERS = [
-    {
-        "name": "wait",
-        "in": "query",
-        "required": False,
-        "description": "Seconds to wait for the result (200); 202 when it is not ready by then",
-        "schema": {"type": "number", "minimum": 0},
-    },
-    {
-        "name": "Prefer",
-        "in": "header",
-        "required": False,
-        "description": "RFC 7240 preference, e.g. `wait=5` (the query parameter wins)",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "Idempotency-Key",
-        "in": "header",
-        "required": False,
-        "description": "Repeat a request safely: the same key returns the same job",
-        "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY},
-    },
-    {
-        "name": "X-API-Key",
-        "in": "header",
-        "required": False,
-        "description": "API key with the `predict` scope",
-        "schema": {"type": "string"},
-    },
-]
-
-
 def _wait_param(request: Request, limits) -> float:
-    raw = request.query_params.get("wait")
+    raw = request.query_params.get(WAIT)
     if raw is None:
-        return wait_seconds(None, request.headers.get("prefer"), limits.max_wait)
+        return wait_seconds(None, request.headers.get(PREFER), limits.max_wait)
     try:
         value = float(raw)
     except ValueError:
-        raise BadRequest(
-            "must be a number of seconds", ["query", "wait"], "float_parsing"
-        ) from None
+        raise BadRequest("must be a number of seconds", ["query", WAIT], "float_parsing") from None
     if not value >= 0:  # also refuses nan
-        raise BadRequest("must be at least 0", ["query", "wait"], "greater_than_equal")
+        raise BadRequest("must be at least 0", ["query", WAIT], "greater_than_equal")
     return wait_seconds(value, None, limits.max_wait)
 
 
 def _idempotency_header(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not 0 < len(key) <= idempotency.MAX_KEY:
         raise BadRequest(
-            f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
-            ["header", "Idempotency-Key"],
+            f"must be 1 to {idempotency.MAX_KEY} characters",
+            ["header", IDEMPOTENCY_KEY],
             "string_too_long",
         )
     return key
 
 
-@router.post(
-    "/predict",
-    status_code=202,
-    openapi_extra={**BODY_SCHEMA, "parameters": PARAMETERS},
-    responses={
-        200: {"model": JobPublic, "description": "Finished within the wait (sync mode)"},
-        202: {"model": JobAccepted, "description": "Accepted; poll Location"},
-        408: {"model": ErrorPublic, "description": "Body not received in time"},
-        409: {"model": ErrorPublic, "description": "Idempotency key reused with another body"},
-        413: {"model": ErrorPublic, "description": "Body too large"},
-        415: {"model": ErrorPublic, "description": "Body is not JSON"},
-        422: {"model": ErrorPublic, "description": "Invalid features"},
-        429: {"model": ErrorPublic, "description": "Queue full; retry after Retry-After"},
-        **ERROR_RESPONSES,
-    },
-)
-async def predict(request: Request) -> JSONResponse:
-    """Predict one instance or a batch; 202 with a job id, or 200 with the result."""
-    # The hottest route: parameters are read by hand, not through FastAPI's dependency
-    # machinery, which costs more per request than everything below together.
+async def serve(request: Request) -> Response:
+    """POST /predict, as served: the parameters of :func:`predict`, read by hand."""
     gateway: Gateway = request.app.state.gateway
     limits = gateway.limits
-    principal = gateway.keys.authorize(request.headers.get("x-api-key"), "predict")
+    principal = gateway.keys.authorize(request.headers.get(API_KEY), "predict")
     _check_json(request)
     timeout = _wait_param(request, limits)
-    idempotency = _idempotency_header(request)
+    key = _idempotency_header(request)
     body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
     production = gateway.catalog.require_production()
     data = load_json(body, production, limits.max_instances)
     request_id, rows, _ = parse_predict_body(data, production, limits.max_instances)
     job_id = new_id()
-    key = idempotency or (request_id if limits.idempotency_from_request_id else None)
+    key = key or (request_id if limits.idempotency_from_request_id else None)
     claim = None
     if key:
-        digest = hashlib.sha256(body).hexdigest()[:32]
-        claim = Claim(idempotency_key(f"{principal.owner}:{key}"), f"{job_id} {digest}")
-        held = await gateway.redis.get(claim.key)
+        claim = idempotency.new_claim(principal.owner, key, job_id, body)
+        held = await idempotency.held_value(gateway.redis, claim)
         if held is not None:  # a retry: answer with the job the key names, queue nothing
-            return await _replay(gateway, held.decode(), claim, request_id, timeout)
+            return await idempotency.replay(gateway, held, claim, request_id, timeout)
     gateway.admission.check()
     try:
         outcome = await submit_and_wait(
@@ -186,41 +146,41 @@ async def predict(request: Request) -> JSONResponse:
             claim=claim,
         )
     except AlreadyClaimed as exc:  # a concurrent request with the same key queued its job first
-        return await _replay(gateway, exc.held, claim, request_id, timeout)
+        return await idempotency.replay(gateway, exc.held, claim, request_id, timeout)
     except redis.exceptions.RedisError as exc:
         if never_ran(exc):
             raise
         raise OutcomeUnknown(job_id, exc) from exc
     if outcome.result is not None:
         return RawJSONResponse(outcome.result)
-    return accepted(outcome.job_id, request_id=request_id)
+    return accepted(accepted_body(outcome.job_id, request_id))
 
 
-# Requests are served here; the FastAPI route above documents them (app/api/plain_route.py).
-plain_routes = [PlainRoute("/predict", predict, methods=["POST"])]
+@router.post(
+    "/predict",
+    status_code=202,
+    responses={
+        200: {"model": JobPublic, "description": "Finished within the wait (sync mode)"},
+        202: {"model": JobAccepted, "description": "Accepted; poll Location"},
+        408: {"model": ErrorPublic, "description": "Body not received in time"},
+        409: {"model": ErrorPublic, "description": "Idempotency key reused with another body"},
+        413: {"model": ErrorPublic, "description": "Body too large"},
+        415: {"model": ErrorPublic, "description": "Body is not JSON"},
+        422: {"model": ErrorPublic, "description": "Invalid features"},
+        429: {"model": ErrorPublic, "description": "Queue full; retry after Retry-After"},
+        **ERROR_RESPONSES,
+    },
+)
+async def predict(
+    request: Request,
+    body: PredictBody,
+    wait: WaitQuery = None,
+    prefer: PreferHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+    x_api_key: PredictKeyHeader = None,
+) -> Response:
+    """Predict one instance or a batch; 202 with a job id, or 200 with the result."""
+    return await serve(request)  # plain_routes answer first; the same answer if they did not
 
 
-async def _replay(gateway, held: str, claim: Claim, request_id, wait: float) -> JSONResponse:
-    """Answer a request whose idempotency key already names a job: that job, or 409 if the
-    key came with another body. A claim is written with its job, so the job exists."""
-    job_id, _, digest = held.partition(" ")
-    if digest != claim.value.partition(" ")[2]:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was already used with a different body; use a new key"
-        )
-    future = gateway.listener.register(job_id) if wait else None
-    try:
-        record = await job_status(gateway.redis, job_id, gateway.limits.jobs_ttl)
-    except BaseException:
-        gateway.listener.discard(job_id)
-        raise
-    if record.get("status") in FINISHED:
-        gateway.listener.discard(job_id)
-        return JSONResponse(record, headers=REPLAYED)
-    if future is not None:
-        result = await await_result(gateway.submitter, gateway.listener, job_id, future, wait)
-        if result is not None:
-            return RawJSONResponse(result, headers=REPLAYED)
-    response = accepted(job_id, request_id=request_id, deduplicated=True)
-    response.headers.update(REPLAYED)
-    return response
+plain_routes = [PlainRoute("/predict", serve, methods=["POST"])]

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from app.api.deps import AdminScope, GatewayDep
 from app.responses import JSONResponse, accepted
-from app.schemas import ERROR_RESPONSES, JobAccepted
+from app.schemas import ERROR_RESPONSES
+from core.jobs import TRAIN, JobAccepted, accepted_body
 from core.single_flight import request_retrain_async
 
 router = APIRouter(tags=["models"])
@@ -23,4 +24,4 @@ async def retrain(gateway: GatewayDep, principal: AdminScope) -> JSONResponse:
     )
     if not joined:
         gateway.metrics.train_jobs.inc()
-    return accepted(job_id, kind="train", deduplicated=joined)
+    return accepted(accepted_body(job_id, kind=TRAIN, deduplicated=joined))

@@ -1,17 +1,22 @@
-"""Turn rows into an accepted job, then await its answer: plain functions any route can use."""
+"""The data plane of a prediction: turn rows into an accepted job, then await its answer.
+
+Plain functions any route can use (MLServer keeps this hop in ``handlers/dataplane.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import orjson
-
-from app.services.jobs import FINISHED
 from app.services.listener import ResultListener
-from app.services.submitter import Claim, JobSubmitter
-from core.messages import job_key, new_id
+from core.jobs import decode_record, is_finished, job_key
+from core.messages import new_id
+
+if TYPE_CHECKING:  # types only: the submitter imports idempotency.py, which imports this module
+    from app.services.idempotency import Claim
+    from app.services.submitter import JobSubmitter
 
 
 @dataclass
@@ -66,7 +71,7 @@ async def await_result(submitter, listener, job_id: str, future, wait: float) ->
         listener.discard(job_id)
         # A result published while the listener was reconnecting is still in its record.
         raw = await submitter.client.get(job_key(job_id))
-        if raw and orjson.loads(raw).get("status") in FINISHED:
+        if is_finished(decode_record(raw)):
             return raw
         submitter.metrics.sync_wait_timeouts.inc()
         return None

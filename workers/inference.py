@@ -1,4 +1,4 @@
-"""Predict jobs in batches: plain functions, unit-tested without Celery.
+"""The model call on a batch of predict jobs: plain functions, unit-tested without Celery.
 
 A message from the gateway carries a group of jobs: ``{"job_id", "request_id", "owner",
 "rows", "features", "expires_at"}`` (``owner``: the API key's fingerprint, kept in the result
@@ -8,31 +8,11 @@ call; if that call fails, each job is retried alone so only the failing jobs get
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import numpy as np
 import sklearn
 
-from core.versions import API_VERSION
+from core.jobs import predict_failure, predict_success
 from workers.model_cache import LoadedModel
-
-
-def failure(job: dict, reason: str, message: str, model: LoadedModel | None = None) -> dict:
-    result = {
-        "job_id": job["job_id"],
-        "kind": "predict",
-        "status": "FAILURE",
-        "request_id": job.get("request_id"),
-        "owner": job.get("owner"),
-        "error": {"reason": reason, "message": message},
-        "api_version": API_VERSION,
-        "completed_at": time.time(),
-    }
-    if model is not None:
-        result["model_name"] = model.name
-        result["model_version"] = model.version
-    return result
 
 
 def _columns(model: LoadedModel, features: list[str] | None) -> list[int] | None:
@@ -83,25 +63,6 @@ def _predict(model: LoadedModel, matrix: np.ndarray) -> tuple[list, list | None]
     return predictions, np.round(probabilities, 6).tolist()
 
 
-def _success(job: dict, model: LoadedModel, predictions: list, probabilities: list | None) -> dict:
-    result: dict[str, Any] = {
-        "job_id": job["job_id"],
-        "kind": "predict",
-        "status": "SUCCESS",
-        "request_id": job.get("request_id"),
-        "owner": job.get("owner"),
-        "model_name": model.name,
-        "model_version": model.version,
-        "api_version": API_VERSION,
-        "predictions": predictions,
-        "completed_at": time.time(),
-    }
-    if probabilities is not None:
-        result["probabilities"] = probabilities
-        result["classes"] = model.metadata.classes
-    return result
-
-
 def expired(job: dict, now: float) -> bool:
     deadline = job.get("expires_at")
     return deadline is not None and now > deadline
@@ -119,12 +80,13 @@ def predict_jobs(model: LoadedModel, jobs: list[dict]) -> list[dict]:
             if block.ndim != 2 or columns is None or block.shape[1] != len(columns):
                 raise ValueError
         except (TypeError, ValueError):
-            results[index] = failure(
+            results[index] = predict_failure(
                 job,
                 "schema_mismatch",
                 f"model {model.name} v{model.version} expects rows of the features "
                 f"{model.feature_names}",
-                model,
+                model.name,
+                model.version,
             )
             continue
         blocks.append(block[:, columns] if columns != list(range(len(columns))) else block)
@@ -132,11 +94,14 @@ def predict_jobs(model: LoadedModel, jobs: list[dict]) -> list[dict]:
     if blocks:
         try:
             predictions, probabilities = _predict(model, np.vstack(blocks))
+            name, version, classes = model.name, model.version, model.metadata.classes
             start = 0
             for index, block in zip(owners, blocks, strict=True):
                 stop = start + len(block)
                 probs = probabilities[start:stop] if probabilities is not None else None
-                results[index] = _success(jobs[index], model, predictions[start:stop], probs)
+                results[index] = predict_success(
+                    jobs[index], name, version, predictions[start:stop], probs, classes
+                )
                 start = stop
         except Exception:
             for index, block in zip(owners, blocks, strict=True):
@@ -148,5 +113,9 @@ def _predict_one(model: LoadedModel, job: dict, block: np.ndarray) -> dict:
     try:
         predictions, probabilities = _predict(model, block)
     except Exception as exc:  # the model rejected this job's rows; the others are unaffected
-        return failure(job, "prediction_error", f"{type(exc).__name__}: {exc}", model)
-    return _success(job, model, predictions, probabilities)
+        return predict_failure(
+            job, "prediction_error", f"{type(exc).__name__}: {exc}", model.name, model.version
+        )
+    return predict_success(
+        job, model.name, model.version, predictions, probabilities, model.metadata.classes
+    )

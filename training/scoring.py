@@ -1,4 +1,6 @@
-"""The metrics the gate may compare (settings.training.metric) and the confusion matrix."""
+"""Evaluation scores of a trained model: those the gate may compare (settings.training.metric)
+and the confusion matrix. (The Prometheus metrics are app/metrics.py and workers/metrics.py.)
+"""
 
 from __future__ import annotations
 

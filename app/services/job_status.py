@@ -9,9 +9,19 @@ import redis.asyncio as aioredis
 
 from app.auth import Principal
 from app.errors import JobNotFound
-from core.messages import PREDICT_QUEUE, TRAIN_QUEUE, batch_key, job_key
+from core.jobs import (
+    FAILURE,
+    PENDING,
+    STARTED,
+    SUCCESS,
+    TRAIN,
+    batch_key,
+    is_finished,
+    job_error,
+    job_key,
+)
+from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
 
-FINISHED = ("SUCCESS", "FAILURE")
 CELERY_META = "celery-task-meta-{}"
 
 
@@ -23,23 +33,24 @@ def not_found(job_id: str, ttl: int) -> JobNotFound:
 
 
 def _celery_state(job_id: str, record: dict, meta: dict) -> dict:
-    status = meta.get("status", "PENDING")
+    """The record of a retrain still running, brought up to date from Celery's task state."""
+    status = meta.get("status", PENDING)  # Celery's names: ours, PROGRESS (update_state), REVOKED
     answer = {**record, "status": status}
     result = meta.get("result")
-    if status == "SUCCESS":
+    if status == SUCCESS:
         answer["result"] = result
     elif status == "PROGRESS" and isinstance(result, dict):
-        answer["status"] = "STARTED"
+        answer["status"] = STARTED
         answer["progress"] = result
-    elif status == "FAILURE":
+    elif status == FAILURE:
         if isinstance(result, dict):
             message = f"{result.get('exc_type', 'Error')}: {result.get('exc_message')}"
         else:
             message = str(result)
-        answer["error"] = {"reason": "task_failed", "message": message}
+        answer["error"] = job_error("task_failed", message)
     elif status == "REVOKED":
-        answer["status"] = "FAILURE"
-        answer["error"] = {"reason": "revoked", "message": "the task was revoked or expired"}
+        answer["status"] = FAILURE
+        answer["error"] = job_error("revoked", "the task was revoked or expired")
     return answer
 
 
@@ -60,23 +71,23 @@ async def job_status(
     record = orjson.loads(raw)
     if viewer is not None and not viewer.may_read(record.get("owner")):
         raise not_found(job_id, ttl)  # the same answer as for an unknown id: no oracle
-    if record.get("status") in FINISHED:
+    if is_finished(record):
         return record
-    if record.get("kind") == "train":
+    if record.get("kind") == TRAIN:
         meta = await client.get(CELERY_META.format(job_id))
         if meta:
             record = _celery_state(job_id, record, orjson.loads(meta))
     else:
         task_id = record.get("task_id")
         if task_id and await client.exists(batch_key(task_id)):
-            record["status"] = "STARTED"
-    if record["status"] == "PENDING" and consumers is not None:
+            record["status"] = STARTED
+    if record["status"] == PENDING and consumers is not None:
         _say_if_unserved(record, consumers)
     return record
 
 
 def _say_if_unserved(record: dict, consumers: Callable[[str], int | None]) -> None:
-    queue = TRAIN_QUEUE if record.get("kind") == "train" else PREDICT_QUEUE
+    queue = TRAIN_QUEUE if record.get("kind") == TRAIN else PREDICT_QUEUE
     if consumers(queue) == 0:
         record["waiting"] = {
             "queue": queue,
