@@ -18,56 +18,20 @@ from app.services.submitter import JobSubmitter
 from app.services.workers import WorkerView
 from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
 from core.redis import async_client
+from core.settings import Settings
 from core.store import open_store
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The settings read on every predict request, copied out of dynaconf once.
-
-    A dynaconf attribute lookup costs microseconds; these are read several times a request.
-    """
-
-    max_instances: int
-    max_body_bytes: int
-    max_queue_depth: int
-    retry_after: int
-    max_wait: float
-    sync_grace: float
-    jobs_ttl: int
-    idempotency_window: int
-    idempotency_from_request_id: bool
-    body_timeout: float
-
-    @classmethod
-    def from_settings(cls, settings) -> Limits:
-        api = settings.api
-        return cls(
-            max_instances=int(api.max_instances),
-            max_body_bytes=int(api.max_body_bytes),
-            max_queue_depth=int(api.max_queue_depth),
-            retry_after=int(api.retry_after_seconds),
-            max_wait=float(api.max_wait_seconds),
-            sync_grace=float(api.sync_grace_seconds),
-            jobs_ttl=int(api.jobs_ttl_seconds),
-            idempotency_window=int(api.idempotency_window_seconds),
-            idempotency_from_request_id=bool(api.idempotency_from_request_id),
-            body_timeout=float(settings.gateway.body_timeout_seconds),
-        )
-
 
 WORKERS_EVERY = 4  # watcher turns (0.25 s) between two reads of the worker heartbeats
 
 
 @dataclass
 class Gateway:
-    settings: object
+    settings: Settings
     redis: aioredis.Redis
     submitter: JobSubmitter
     listener: ResultListener
     catalog: ModelCatalog
     keys: KeyRing
-    limits: Limits
     admission: Admission
     workers: WorkerView = field(default_factory=WorkerView)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
@@ -102,7 +66,6 @@ class Gateway:
             listener=ResultListener(listener_client),
             catalog=ModelCatalog(open_store(settings)),
             keys=KeyRing(settings.auth.api_keys, enabled=settings.auth.enabled),
-            limits=Limits.from_settings(settings),
             metrics=metrics,
         )
 

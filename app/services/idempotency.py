@@ -80,7 +80,7 @@ async def replay(
         )
     future = gateway.listener.register(job_id) if wait else None
     try:
-        record = await job_status(gateway.redis, job_id, gateway.limits.jobs_ttl)
+        record = await job_status(gateway.redis, job_id, gateway.settings.api.jobs_ttl_seconds)
     except BaseException:
         gateway.listener.discard(job_id)
         raise

@@ -37,7 +37,7 @@ def gateway(client) -> SimpleNamespace:
         redis=client,
         listener=ResultListener(client),
         submitter=submitter,
-        limits=SimpleNamespace(jobs_ttl=60),
+        settings=SimpleNamespace(api=SimpleNamespace(jobs_ttl_seconds=60)),
     )
 
 

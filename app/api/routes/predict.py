@@ -87,17 +87,17 @@ def _check_json(request: Request) -> None:
         )
 
 
-def _wait_param(request: Request, limits) -> float:
+def _wait_param(request: Request, ceiling: float) -> float:
     raw = request.query_params.get(WAIT)
     if raw is None:
-        return wait_seconds(None, request.headers.get(PREFER), limits.max_wait)
+        return wait_seconds(None, request.headers.get(PREFER), ceiling)
     try:
         value = float(raw)
     except ValueError:
         raise BadRequest("must be a number of seconds", ["query", WAIT], "float_parsing") from None
     if not value >= 0:  # also refuses nan
         raise BadRequest("must be at least 0", ["query", WAIT], "greater_than_equal")
-    return wait_seconds(value, None, limits.max_wait)
+    return wait_seconds(value, None, ceiling)
 
 
 def _idempotency_header(request: Request) -> str | None:
@@ -114,17 +114,19 @@ def _idempotency_header(request: Request) -> str | None:
 async def serve(request: Request) -> Response:
     """POST /predict, as served: the parameters of :func:`predict`, read by hand."""
     gateway: Gateway = request.app.state.gateway
-    limits = gateway.limits
+    api = gateway.settings.api
     principal = gateway.keys.authorize(request.headers.get(API_KEY), "predict")
     _check_json(request)
-    timeout = _wait_param(request, limits)
+    timeout = _wait_param(request, api.max_wait_seconds)
     key = _idempotency_header(request)
-    body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
+    body = await read_body(
+        request, api.max_body_bytes, gateway.settings.gateway.body_timeout_seconds
+    )
     production = gateway.catalog.require_production()
-    data = load_json(body, production, limits.max_instances)
-    request_id, rows, _ = parse_predict_body(data, production, limits.max_instances)
+    data = load_json(body, production, api.max_instances)
+    request_id, rows, _ = parse_predict_body(data, production, api.max_instances)
     job_id = new_id()
-    key = key or (request_id if limits.idempotency_from_request_id else None)
+    key = key or (request_id if api.idempotency_from_request_id else None)
     claim = None
     if key:
         claim = idempotency.new_claim(principal.owner, key, job_id, body)
@@ -140,7 +142,7 @@ async def serve(request: Request) -> Response:
             features=production.feature_names,
             request_id=request_id,
             wait=timeout,
-            expires_in=timeout + limits.sync_grace if timeout else limits.jobs_ttl,
+            expires_in=timeout + api.sync_grace_seconds if timeout else api.jobs_ttl_seconds,
             owner=principal.owner,
             job_id=job_id,
             claim=claim,
