@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import sys
 
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 
 _OPEN_ENVIRONMENTS = ("development",)
 
 
-def flower_options(settings) -> dict[str, object]:
+def flower_options(settings: Settings) -> dict[str, object]:
     """Flower's options from settings; exit with a message when the password is required."""
     flower = settings.flower
     env = settings.env

@@ -36,6 +36,7 @@ from loguru import logger
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.metrics import SERVER_STATS, ServerStats
+from core.settings import Settings
 
 LOG_EVERY_SECONDS = 10.0
 RETRY_AFTER_SECONDS = 1
@@ -48,7 +49,7 @@ class EdgeLimits:
     max_requests: int
 
     @classmethod
-    def from_settings(cls, settings, max_connections: int | None = None) -> EdgeLimits:
+    def from_settings(cls, settings: Settings, max_connections: int | None = None) -> EdgeLimits:
         gateway = settings.gateway
         return cls(
             header_timeout=float(gateway.header_timeout_seconds),

@@ -18,7 +18,7 @@ from loguru import logger
 
 from app.edge import EdgeLimits, GatewayProtocol
 from core.logging import setup_logging
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 
 APP = "app.main:app"
 FD_RESERVE = 256
@@ -52,7 +52,7 @@ def connection_cap(configured: int, fd_limit: int) -> int:
     return min(configured, fitting)
 
 
-def uvicorn_options(settings, host: str, port: int, fd_limit: int) -> dict:
+def uvicorn_options(settings: Settings, host: str, port: int, fd_limit: int) -> dict:
     gateway = settings.gateway
     limits = EdgeLimits.from_settings(
         settings, max_connections=connection_cap(int(gateway.max_connections), fd_limit)

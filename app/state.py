@@ -38,7 +38,7 @@ class Gateway:
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
-    def from_settings(cls, settings, metrics: GatewayMetrics | None = None) -> Gateway:
+    def from_settings(cls, settings: Settings, metrics: GatewayMetrics | None = None) -> Gateway:
         metrics = metrics if metrics is not None else GatewayMetrics()
         timeout = settings.api.redis_timeout_seconds
         client = async_client(settings.redis_url, socket_timeout=timeout)

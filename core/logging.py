@@ -13,6 +13,8 @@ import sys
 
 from loguru import logger
 
+from core.settings import Settings
+
 TEXT_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
     "{extra[component]} | <cyan>{name}</cyan> - <level>{message}</level>{extra[ids]}"
@@ -41,7 +43,7 @@ def _ids(record) -> None:
     extra.setdefault("component", "-")
 
 
-def setup_logging(settings, component: str) -> None:
+def setup_logging(settings: Settings, component: str) -> None:
     """Configure loguru for this process: JSON lines or readable text, per settings."""
     logger.remove()
     level = str(settings.logging.level).upper()

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel
 
 from core.errors import IntegrityError, SigningKeyMissing
+from core.settings import Settings
 
 ALGORITHM = "ed25519"
 RAW_KEY_BYTES = 32
@@ -130,7 +131,7 @@ class SigningKeys:
         self._public = {key_id(k): k for k in trusted}
 
     @classmethod
-    def from_settings(cls, settings) -> SigningKeys:
+    def from_settings(cls, settings: Settings) -> SigningKeys:
         """Parse ``signing.private_key`` and ``signing.public_keys``; InvalidKey names a bad one."""
         cfg = settings.signing
         private = str(cfg.private_key or "")

@@ -42,6 +42,7 @@ from core.errors import (
     ModelNotFound,
     NoProductionModel,
 )
+from core.settings import Settings
 from core.signing import Signature, SigningKeys
 
 ANY_PRODUCTION = object()  # promote() without a compare-and-set on the current production
@@ -493,7 +494,7 @@ def _v(version: object) -> str:
     return "none" if version is None else f"v{version}"
 
 
-def open_store(settings) -> ModelStore:
+def open_store(settings: Settings) -> ModelStore:
     """The store for the configured model, on the configured artifacts folder, with the
     configured signing keys and artifact format."""
     from core.settings import resolve_path

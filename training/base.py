@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from core.settings import Settings
 from training.data import Dataset, Split
 from training.errors import NotEnoughData
 from training.estimators import build_estimator, plain
@@ -49,7 +50,7 @@ class Trainer(BaseEstimator, ABC):
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def params_from_settings(cls, settings) -> dict[str, Any]:
+    def params_from_settings(cls, settings: Settings) -> dict[str, Any]:
         training = settings.training
         return {
             "test_size": float(training.test_size),
@@ -59,7 +60,7 @@ class Trainer(BaseEstimator, ABC):
         }
 
     @classmethod
-    def from_settings(cls, settings) -> Trainer:
+    def from_settings(cls, settings: Settings) -> Trainer:
         return cls(**cls.params_from_settings(settings))
 
     # -- steps ------------------------------------------------------------------------------

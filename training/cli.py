@@ -16,7 +16,7 @@ from dynaconf import ValidationError as SettingsValidationError
 from pydantic import ValidationError as MetadataValidationError
 
 from core.errors import MLOpsError
-from core.settings import SettingsError, get_settings
+from core.settings import Settings, SettingsError, get_settings
 
 USAGE_ERROR = 2
 
@@ -25,7 +25,7 @@ def _out(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
-def cmd_train(args, settings, store) -> None:
+def cmd_train(args, settings: Settings, store) -> None:
     from training.pipeline import run_training
     from training.single_flight import single_flight
 
@@ -35,7 +35,7 @@ def cmd_train(args, settings, store) -> None:
     _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
 
 
-def cmd_list(args, settings, store) -> None:
+def cmd_list(args, settings: Settings, store) -> None:
     metric = str(settings.training.metric)
     production = store.production_version()
     versions = store.all_metadata()
@@ -52,19 +52,19 @@ def cmd_list(args, settings, store) -> None:
     _out("* = production")
 
 
-def cmd_promote(args, settings, store) -> None:
+def cmd_promote(args, settings: Settings, store) -> None:
     before = store.production_version()
     aliases = store.promote(args.version, actor=_actor())
     _out(f"{store.model_name} production: v{aliases.production} (was {_v(before)})")
 
 
-def cmd_rollback(args, settings, store) -> None:
+def cmd_rollback(args, settings: Settings, store) -> None:
     before = store.production_version()
     aliases = store.rollback(actor=_actor())
     _out(f"{store.model_name} production: v{aliases.production} (was {_v(before)})")
 
 
-def cmd_card(args, settings, store) -> None:
+def cmd_card(args, settings: Settings, store) -> None:
     from training.cards import card_path, write_card
 
     write_card(store, args.version)
@@ -81,7 +81,7 @@ def _actor() -> str:
     return f"cli ({user}@{socket.gethostname()})"
 
 
-def cmd_sign(args, settings, store) -> None:
+def cmd_sign(args, settings: Settings, store) -> None:
     store.keys.require_signer()
     versions = store.versions() if args.all else [args.version]
     if not versions:

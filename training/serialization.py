@@ -16,6 +16,7 @@ import sklearn
 from loguru import logger
 
 from core.errors import IncompatibleArtifact
+from core.settings import Settings
 from core.store import ARTIFACT_FILES, ModelMetadata, ModelStore
 
 FORMATS = tuple(ARTIFACT_FILES)
@@ -89,7 +90,7 @@ def check_compatible(meta: ModelMetadata, allow_mismatch: bool) -> None:
     logger.warning("{}; loading anyway (training.allow_sklearn_mismatch)", message)
 
 
-def load_model(store: ModelStore, version: int, settings) -> tuple[ModelMetadata, object]:
+def load_model(store: ModelStore, version: int, settings: Settings) -> tuple[ModelMetadata, object]:
     """Metadata and fitted pipeline of ``version``, after signature, integrity and version
     checks, deserialized in the format of the settings (the store's), never the metadata's."""
     fmt = str(settings.training.artifact_format)

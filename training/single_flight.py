@@ -21,6 +21,7 @@ from core.errors import MLOpsError
 from core.jobs import FAILURE, STARTED, SUCCESS, JobStatus, job_error, job_key, train_record
 from core.messages import new_id
 from core.redis import sync_client
+from core.settings import Settings
 from core.single_flight import RunLease
 
 
@@ -36,7 +37,7 @@ def _record(client: redis.Redis, job_id: str, ttl: int, status: JobStatus, **fie
 
 
 @contextlib.contextmanager
-def single_flight(settings) -> Iterator[tuple[dict, RunLease | None]]:
+def single_flight(settings: Settings) -> Iterator[tuple[dict, RunLease | None]]:
     """Hold the retrain lock for the block; yields ``(result, lease)``: the dict takes the
     run's result, the lease (None without Redis) goes to ``run_training``."""
     outcome: dict = {}

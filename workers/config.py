@@ -10,11 +10,11 @@ from kombu import Exchange, Queue
 
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.redis import ssl_options, transport_options
-from core.settings import RESTORE_SWEEP_SECONDS
+from core.settings import RESTORE_SWEEP_SECONDS, Settings
 from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY, UNACKED_MUTEX_KEY
 
 
-def celery_config(settings) -> dict:
+def celery_config(settings: Settings) -> dict:
     worker = settings.worker
     return {
         "broker_url": settings.redis_url,

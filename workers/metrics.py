@@ -28,6 +28,7 @@ from loguru import logger
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from core.settings import Settings
     from workers.model_cache import LoadedModel
 
 RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "skipped")
@@ -156,7 +157,7 @@ def worker_metrics() -> WorkerMetrics:
 # --- the node's exposition, in the worker's main process ----------------------------------
 
 
-def metrics_dir(settings, node: str) -> Path:
+def metrics_dir(settings: Settings, node: str) -> Path:
     """``worker.metrics_dir``, or one folder per worker node under the system temp dir."""
     if settings.worker.metrics_dir:
         return Path(settings.worker.metrics_dir)
@@ -164,7 +165,7 @@ def metrics_dir(settings, node: str) -> Path:
     return Path(tempfile.gettempdir()) / "mlops-worker-metrics" / safe_node
 
 
-def prepare_multiprocess(settings, node: str) -> Path | None:
+def prepare_multiprocess(settings: Settings, node: str) -> Path | None:
     """Main process, before the pool forks: wipe the node's folder and turn multiprocess on.
 
     Nothing to do when the metrics port is 0: children then keep their values in memory.
@@ -219,7 +220,7 @@ def node_registry(path: Path) -> CollectorRegistry:
     return registry
 
 
-def start_metrics_server(settings):
+def start_metrics_server(settings: Settings):
     """Serve the node's metrics on ``worker.metrics_address:metrics_port``; None if off or taken.
 
     A taken port is logged, not fatal: a worker that predicts without metrics beats no worker.

@@ -24,6 +24,7 @@ import redis
 from loguru import logger
 
 from core.redis import sync_client
+from core.settings import Settings
 
 # kombu's key names, set explicitly in the transport options (workers/config.py).
 UNACKED_KEY = "unacked"
@@ -114,7 +115,7 @@ class Renewer:
 RENEWER: dict[str, Renewer] = {}
 
 
-def start_renewer(settings) -> Renewer:
+def start_renewer(settings: Settings) -> Renewer:
     """The worker node's main process, once (``worker_ready``): a daemon thread with its own
     client. A thread does not survive the pool's forks, and its client is never used there."""
     if "node" not in RENEWER:

@@ -81,7 +81,7 @@ class Runtime:
             self.redis.hdel(WORKERS_KEY, self.identity)
 
 
-def _load(store: ModelStore, settings, version: int):
+def _load(store: ModelStore, settings: Settings, version: int):
     from training.serialization import load_model
 
     return load_model(store, version, settings)

@@ -13,7 +13,7 @@ from loguru import logger
 
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE
 from core.redis import sync_client
-from core.settings import SettingsError
+from core.settings import Settings, SettingsError
 from core.single_flight import request_retrain
 from workers.runtime import app_settings
 
@@ -35,7 +35,7 @@ def retrain_crontab(cron: str) -> crontab:
         raise SettingsError(f"invalid settings: schedule.retrain_cron {cron!r}: {exc}") from None
 
 
-def beat_schedule(settings) -> dict:
+def beat_schedule(settings: Settings) -> dict:
     if not settings.schedule.retrain_enabled:
         return {}
     return {

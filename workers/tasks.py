@@ -10,13 +10,14 @@ from loguru import logger
 
 from core.messages import PREDICT_TASK, RETRAIN_TASK
 from core.redis import sync_client
+from core.settings import Settings
 from workers.batches import fail_unanswered, run_message
 from workers.metrics import worker_metrics
 from workers.retrain import AlreadyRunning, run_retrain
 from workers.runtime import runtime
 
 
-def _fail_open_jobs(settings):
+def _fail_open_jobs(settings: Settings):
     """``on_failure`` of the predict task: its message is acknowledged, so answer its jobs.
 
     Celery calls it in the pool child when the task raised, and in the main process when the
@@ -44,7 +45,7 @@ def _fail_open_jobs(settings):
     return on_failure
 
 
-def register_tasks(app: Celery, settings) -> None:
+def register_tasks(app: Celery, settings: Settings) -> None:
     """Tasks of this app only (``shared=False``): by default Celery also registers them in every
     app created later, so a second ``create_app(settings)`` would run the first app's tasks,
     with the first settings' time limits."""

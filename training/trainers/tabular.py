@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.settings import resolve_path
+from core.settings import Settings, resolve_path
 from training.base import DEFAULT_ESTIMATOR, Trainer
 from training.data import Dataset, make_dataset
 from training.errors import (
@@ -53,7 +53,7 @@ class CsvTrainer(Trainer):
         self.features = features
 
     @classmethod
-    def params_from_settings(cls, settings) -> dict[str, Any]:
+    def params_from_settings(cls, settings: Settings) -> dict[str, Any]:
         csv_settings = settings.training.csv
         return {
             **super().params_from_settings(settings),
