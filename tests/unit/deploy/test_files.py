@@ -24,7 +24,7 @@ import yaml
 from scripts import commands, security
 from tests.integration.procs import signing_env
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 DOCKERFILES = ["Dockerfile.api", "Dockerfile.worker"]
 COMPOSE = ROOT / "docker-compose.yaml"

@@ -22,7 +22,7 @@ from app.main import create_app
 from app.metrics import GatewayMetrics
 from app.services.rows import read_body
 from core.settings import get_settings, reset_settings
-from tests.unit.test_metrics_gateway import samples, value
+from tests.unit.app.test_metrics import samples, value
 
 
 @pytest.fixture

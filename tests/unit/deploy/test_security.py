@@ -19,7 +19,7 @@ from core.redis import async_client, ssl_options, sync_client
 from core.settings import get_settings
 from workers.config import celery_config
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SOURCES = ["core", "app", "workers", "training", "scripts"]
 SERIALIZER_KEYS = ("task_serializer", "result_serializer", "event_serializer")
 
