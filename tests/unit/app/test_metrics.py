@@ -1,8 +1,9 @@
-"""Gateway metrics: the class, the ASGI middleware on the real app, the submitter and waits.
+"""Gateway metrics (app/metrics.py): the class, the ASGI middleware on the real app, /metrics.
 
-No Redis server: the requests used here are answered before the gateway touches Redis, and
-the submitter runs on fakeredis. The queue-depth gauge is checked in the integration test
-(its watcher also sends INFO, which fakeredis does not know).
+No Redis server: the requests used here are answered before the gateway touches Redis. What the
+submitter and the sync wait count is tested with them (services/test_submitter.py,
+services/test_dataplane.py); the queue-depth gauge in the integration test (its watcher also
+sends INFO, which fakeredis does not know).
 """
 
 from __future__ import annotations
@@ -11,51 +12,17 @@ import asyncio
 import json
 import time
 
-import fakeredis
 import httpx
 import pytest
 from fastapi import FastAPI
-from loguru import logger
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.main import create_app
 from app.metrics import GatewayMetrics, RequestMetrics, watch_event_loop
-from app.services.admission import Admission
-from app.services.inference import await_result
-from app.services.listener import ResultListener
-from app.services.submitter import JobSubmitter
 from app.state import Gateway
 from core.settings import get_settings, reset_settings
+from tests.factories import run, samples, value
 
 KEY = "unit-predict-key"
-NEVER_MS = 600_000.0
-
-
-def open_admission() -> Admission:
-    """Admission that never refuses: these tests are about grouping, not backpressure."""
-    return Admission(
-        max_queue_depth=10**9, max_queue_bytes=10**12, memory_backpressure=0.8, retry_after=1
-    )
-
-
-def samples(exposition: bytes | str) -> list[tuple[str, dict, float]]:
-    text = exposition.decode() if isinstance(exposition, bytes) else exposition
-    return [
-        (s.name, s.labels, s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    ]
-
-
-def value(found, name: str, **labels: str) -> float | None:
-    """The sample named ``name`` with exactly ``labels``, or None if absent."""
-    matches = [v for n, lab, v in found if n == name and lab == labels]
-    assert len(matches) <= 1
-    return matches[0] if matches else None
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
 
 
 # --- the class --------------------------------------------------------------------------
@@ -197,61 +164,30 @@ def test_a_request_that_raises_is_counted_as_a_500():
     )
 
 
-# --- the submitter and the sync wait -------------------------------------------------------
+# --- the connection counters of app/edge.py, and /metrics behind a token ------------------
+def test_server_counters_start_at_zero_in_every_registry():
+    found = samples(GatewayMetrics().exposition())
+    for reason in ("max_connections", "max_requests"):
+        assert value(found, "mlops_connections_refused_total", reason=reason) is not None
+    for phase in ("request_head", "keep_alive"):
+        assert value(found, "mlops_connections_timed_out_total", phase=phase) is not None
+    assert value(found, "mlops_connections_open") is not None
+    assert value(found, "mlops_requests_rejected_total", reason="timeout") == 0
 
 
-def job(job_id: str) -> dict:
-    return {
-        "job_id": job_id,
-        "request_id": f"req-{job_id}",
-        "rows": [[1.0, 2.0, 3.0, 4.0]],
-        "features": ["a", "b", "c", "d"],
-        "expires_at": None,
-    }
+def test_metrics_need_the_bearer_token_when_one_is_set(monkeypatch):
+    monkeypatch.setenv("MLOPS_GATEWAY__METRICS_TOKEN", "scrape-me")
+    reset_settings()
+    app = create_app(get_settings())
 
+    async def scrape(headers: dict) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.get("/metrics", headers=headers)
 
-def test_submitter_counts_jobs_and_logs_one_line_per_message_with_every_id():
-    lines: list[dict] = []
-    sink = logger.add(lambda message: lines.append(message.record), level="INFO")
-
-    async def scenario():
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-        metrics = GatewayMetrics()
-        submitter = JobSubmitter(
-            client,
-            admission=open_admission(),
-            max_rows=3,
-            max_wait_ms=NEVER_MS,
-            ttl=60,
-            metrics=metrics,
-        )
-        await asyncio.gather(*(submitter.submit(job(f"j{i}")) for i in range(3)))
-        return metrics
-
-    try:
-        metrics = run(scenario())
-    finally:
-        logger.remove(sink)
-    found = samples(metrics.exposition())
-    assert value(found, "mlops_jobs_submitted_total", kind="predict") == 3
-    queued = [r for r in lines if r["name"] == "app.services.submitter"]
-    assert len(queued) == 1
-    assert queued[0]["extra"]["job_id"] == "j0,j1,j2"
-    assert queued[0]["extra"]["request_id"] == "req-j0,req-j1,req-j2"
-
-
-def test_a_sync_wait_that_ends_without_a_result_is_counted():
-    async def scenario():
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-        metrics = GatewayMetrics()
-        submitter = JobSubmitter(
-            client, admission=open_admission(), max_rows=1, max_wait_ms=1, ttl=60, metrics=metrics
-        )
-        listener = ResultListener(client)
-        future = listener.register("never-answered")
-        result = await await_result(submitter, listener, "never-answered", future, 0.01)
-        return result, metrics
-
-    result, metrics = run(scenario())
-    assert result is None
-    assert value(samples(metrics.exposition()), "mlops_sync_wait_timeouts_total") == 1
+    assert asyncio.run(scrape({})).status_code == 401
+    assert asyncio.run(scrape({"Authorization": "Bearer wrong"})).status_code == 401
+    denied = asyncio.run(scrape({"Authorization": "Basic scrape-me"}))
+    assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+    allowed = asyncio.run(scrape({"Authorization": "Bearer scrape-me"}))
+    assert allowed.status_code == 200 and "mlops_connections_open" in allowed.text

@@ -10,14 +10,9 @@ import pytest
 from celery import Celery
 
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE, celery_message
+from tests.factories import decode_message, predict_job
 
-JOBS = [{"job_id": "j1", "rows": [[5.1, 3.5, 1.4, 0.2]], "features": ["a", "b", "c", "d"]}]
-
-
-def decode(payload: bytes) -> tuple[dict, list]:
-    envelope = json.loads(payload)
-    assert envelope["properties"]["body_encoding"] == "base64"
-    return envelope, json.loads(base64.b64decode(envelope["body"]))
+JOBS = [predict_job("j1", features=["a", "b", "c", "d"])]
 
 
 @pytest.fixture
@@ -34,7 +29,7 @@ def celery_envelope() -> dict:
 
 def test_the_body_is_args_kwargs_embed():
     task_id, payload = celery_message(PREDICT_TASK, [JOBS], queue=PREDICT_QUEUE)
-    envelope, body = decode(payload)
+    envelope, body = decode_message(payload)
     assert body == [[JOBS], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
     assert envelope["content-type"] == "application/json"
     assert envelope["content-encoding"] == "utf-8"
@@ -48,7 +43,7 @@ def test_a_given_task_id_and_kwargs_are_kept():
     task_id, payload = celery_message(
         RETRAIN_TASK, [], queue=TRAIN_QUEUE, task_id="fixed", kwargs={"x": 1}
     )
-    envelope, body = decode(payload)
+    envelope, body = decode_message(payload)
     assert task_id == "fixed" == envelope["headers"]["id"]
     assert body[:2] == [[], {"x": 1}]
     assert envelope["properties"]["delivery_info"]["routing_key"] == TRAIN_QUEUE

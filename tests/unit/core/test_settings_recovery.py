@@ -6,18 +6,12 @@ import re
 
 import pytest
 
-from core.settings import SettingsError, get_settings, redelivery_bound, reset_settings
-
-
-def load(monkeypatch, **env: str):
-    for key, value in env.items():
-        monkeypatch.setenv(f"MLOPS_{key}", value)
-    reset_settings()
-    return get_settings()
+from core.settings import SettingsError, redelivery_bound
+from tests.factories import settings_with
 
 
 def test_the_defaults_redeliver_within_twelve_seconds_and_run_long_tasks_once(monkeypatch):
-    settings = load(monkeypatch)
+    settings = settings_with(monkeypatch)
     assert redelivery_bound(settings) == 10 + 1 + 1.0
     # The old rule (visibility timeout > every time limit) is gone: a running task is renewed.
     assert settings.worker.visibility_timeout < settings.worker.retrain_time_limit
@@ -66,7 +60,7 @@ def test_the_defaults_redeliver_within_twelve_seconds_and_run_long_tasks_once(mo
 )
 def test_each_refused_combination_names_its_keys_and_numbers(monkeypatch, env, named):
     with pytest.raises(SettingsError) as refused:
-        load(monkeypatch, **env)
+        settings_with(monkeypatch, **env)
     message = str(refused.value)
     assert message.startswith("invalid settings: ")
     for pattern in named:
@@ -75,7 +69,7 @@ def test_each_refused_combination_names_its_keys_and_numbers(monkeypatch, env, n
 
 def test_every_problem_is_reported_at_once(monkeypatch):
     with pytest.raises(SettingsError) as refused:
-        load(monkeypatch, WORKER__VISIBILITY_TIMEOUT="2", API__SYNC_GRACE_SECONDS="0")
+        settings_with(monkeypatch, WORKER__VISIBILITY_TIMEOUT="2", API__SYNC_GRACE_SECONDS="0")
     message = str(refused.value)
     assert "worker.visibility_timeout (2s)" in message
     assert "api.sync_grace_seconds (0s)" in message
@@ -83,7 +77,7 @@ def test_every_problem_is_reported_at_once(monkeypatch):
 
 def test_the_smallest_legal_settings_are_accepted(monkeypatch):
     """visibility = 3 x heartbeat, grace = the bound, TTL just above its sum: all allowed."""
-    settings = load(
+    settings = settings_with(
         monkeypatch,
         WORKER__HEARTBEAT_SECONDS="0.5",
         WORKER__VISIBILITY_TIMEOUT="2",
@@ -98,6 +92,6 @@ def test_the_smallest_legal_settings_are_accepted(monkeypatch):
 
 def test_an_idempotency_key_may_not_outlive_the_job_it_names(monkeypatch):
     with pytest.raises(SettingsError) as refused:
-        load(monkeypatch, API__IDEMPOTENCY_WINDOW_SECONDS="3601")
+        settings_with(monkeypatch, API__IDEMPOTENCY_WINDOW_SECONDS="3601")
     assert "api.idempotency_window_seconds (3601)" in str(refused.value)
     assert "api.jobs_ttl_seconds (3600)" in str(refused.value)

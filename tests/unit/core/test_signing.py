@@ -14,33 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from core.errors import IncompatibleArtifact, IntegrityError, SigningKeyMissing
 from core.settings import SettingsError, get_settings, reset_settings
 from core.signing import InvalidKey, SigningKeys, key_id, parse_private_key, parse_public_key
-from core.store import FeatureSpec, GateDecision, LocalStorage, ModelMetadata, ModelStore
+from core.store import GateDecision, ModelStore
 from core.store import sha256_hex as sha256
 from tests import attacker
 from tests.attacker import code_running_pickle
+from tests.factories import metadata, store_at
 from training import serialization
-
-
-def make_meta(fmt: str = "joblib", **changes) -> ModelMetadata:
-    fields = {
-        "name": "m",
-        "trainer": "iris",
-        "metrics": {"accuracy": 0.9},
-        "features": [FeatureSpec(name="a"), FeatureSpec(name="b")],
-        "classes": ["x", "y"],
-        "data_fingerprint": "0" * 64,
-        "trained_at": "2024-01-01T00:00:00+00:00",
-        "python_version": "3.11",
-        "sklearn_version": "1.0",
-        "joblib_version": "1.0",
-        "artifact_file": f"model.{fmt}",
-        "artifact_format": fmt,
-    }
-    return ModelMetadata(**{**fields, **changes})
-
-
-def store_with(root: Path, keys: SigningKeys, fmt: str = "joblib") -> ModelStore:
-    return ModelStore(LocalStorage(root), "m", keys, fmt)
 
 
 @pytest.fixture
@@ -50,7 +29,7 @@ def keys() -> SigningKeys:
 
 @pytest.fixture
 def store(tmp_path, keys) -> ModelStore:
-    return store_with(tmp_path / "store", keys)
+    return store_at(tmp_path / "store", "m", keys=keys)
 
 
 def folder(store: ModelStore, version: int) -> Path:
@@ -64,7 +43,7 @@ def edit_metadata(store: ModelStore, number: int, **fields) -> None:
 
 # -- what training registers ------------------------------------------------------------------
 def test_register_signs_the_version_with_the_training_key(store, keys):
-    meta = store.register(b"model bytes", make_meta())
+    meta = store.register(b"model bytes", metadata())
     assert meta.signature is not None
     assert meta.signature.key_id == keys.signing_key_id
     assert store.read_artifact(meta.version) == (meta, b"model bytes")
@@ -73,12 +52,12 @@ def test_register_signs_the_version_with_the_training_key(store, keys):
 def test_a_verify_only_store_cannot_register(tmp_path, keys):
     verify_only = SigningKeys(public_keys=[parse_public_key(keys.public_text())])
     with pytest.raises(SigningKeyMissing, match=r"signing\.private_key"):
-        store_with(tmp_path, verify_only).register(b"bytes", make_meta())
-    assert store_with(tmp_path, verify_only).versions() == []
+        store_at(tmp_path, "m", keys=verify_only).register(b"bytes", metadata())
+    assert store_at(tmp_path, "m", keys=verify_only).versions() == []
 
 
 def test_gate_decisions_and_notes_change_without_breaking_the_signature(store):
-    version = store.register(b"bytes", make_meta()).version
+    version = store.register(b"bytes", metadata()).version
     gate = GateDecision(decision="promoted", reason="first", metric="accuracy", candidate=0.9)
     store.update_metadata(version, gate=gate, note="reviewed")
     assert store.verify(version).gate == gate
@@ -88,7 +67,7 @@ def test_gate_decisions_and_notes_change_without_breaking_the_signature(store):
 
 # -- what someone who can write the store can try ---------------------------------------------
 def test_tampered_artifact_bytes_are_refused(store):
-    version = store.register(b"model bytes", make_meta()).version
+    version = store.register(b"model bytes", metadata()).version
     (folder(store, version) / "model.joblib").write_bytes(b"other bytes")
     with pytest.raises(IntegrityError, match="does not match its signed sha256"):
         store.read_artifact(version)
@@ -96,7 +75,7 @@ def test_tampered_artifact_bytes_are_refused(store):
 
 def test_artifact_and_its_sha256_rewritten_together_never_load(store, tmp_path):
     """Before signing, this passed: the sha256 beside the artifact was all that was checked."""
-    version = store.register(b"model bytes", make_meta()).version
+    version = store.register(b"model bytes", metadata()).version
     marker = tmp_path / "code-ran"
     attacker.replace_artifact(folder(store, version), code_running_pickle(marker))
     with pytest.raises(IntegrityError, match="signature does not match"):
@@ -121,14 +100,14 @@ def test_artifact_and_its_sha256_rewritten_together_never_load(store, tmp_path):
     ids=lambda change: next(iter(change)),
 )
 def test_every_signed_field_edited_is_refused(store, change):
-    version = store.register(b"model bytes", make_meta()).version
+    version = store.register(b"model bytes", metadata()).version
     edit_metadata(store, version, **change)
     with pytest.raises(IntegrityError, match="signature does not match"):
         store.verify(version)
 
 
 def test_metadata_that_is_not_plain_json_is_refused_not_a_crash(store):
-    version = store.register(b"model bytes", make_meta()).version
+    version = store.register(b"model bytes", metadata()).version
     path = folder(store, version) / "metadata.json"
     path.write_text(path.read_text().replace('"classes": [', '"classes": [NaN, '))
     with pytest.raises(IntegrityError, match="not plain JSON"):
@@ -136,7 +115,7 @@ def test_metadata_that_is_not_plain_json_is_refused_not_a_crash(store):
 
 
 def test_a_signed_version_copied_under_another_number_is_refused(store):
-    store.register(b"model bytes", make_meta())
+    store.register(b"model bytes", metadata())
     shutil.copytree(folder(store, 1), folder(store, 7))
     with pytest.raises(IntegrityError, match="signed for m v1"):
         store.verify(7)
@@ -145,15 +124,15 @@ def test_a_signed_version_copied_under_another_number_is_refused(store):
 
 
 def test_an_unsigned_version_is_refused_and_named_so(store):
-    version = store.register(b"model bytes", make_meta()).version
+    version = store.register(b"model bytes", metadata()).version
     edit_metadata(store, version, signature=None)
     with pytest.raises(IntegrityError, match=r"m v1 is not signed.*python -m training sign"):
         store.verify(version)
 
 
 def test_a_version_signed_by_an_unknown_key_is_refused(tmp_path, store, keys):
-    other = store_with(tmp_path / "store", SigningKeys.generate())
-    version = other.register(b"model bytes", make_meta()).version  # same folder, another key
+    other = store_at(tmp_path / "store", "m", keys=SigningKeys.generate())
+    version = other.register(b"model bytes", metadata()).version  # same folder, another key
     with pytest.raises(IntegrityError, match="not trusted here") as refused:
         store.verify(version)
     assert keys.signing_key_id in str(refused.value)  # the trusted key ids are listed
@@ -161,7 +140,7 @@ def test_a_version_signed_by_an_unknown_key_is_refused(tmp_path, store, keys):
 
 def test_rollback_skips_versions_that_do_not_verify(store):
     for payload in (b"v1", b"v2", b"v3"):
-        store.register(payload, make_meta())
+        store.register(payload, metadata())
     for version in (1, 2, 3):
         store.promote(version)
     edit_metadata(store, 2, signature=None)
@@ -170,8 +149,8 @@ def test_rollback_skips_versions_that_do_not_verify(store):
 
 # -- the format comes from settings, never from the store --------------------------------------
 def test_a_format_switch_in_metadata_is_refused_on_a_skops_deployment(tmp_path, keys):
-    store = store_with(tmp_path / "store", keys, "skops")
-    version = store.register(b"skops bytes", make_meta("skops")).version
+    store = store_at(tmp_path / "store", "m", "skops", keys=keys)
+    version = store.register(b"skops bytes", metadata(fmt="skops")).version
     marker = tmp_path / "code-ran"
     attacker.replace_artifact(folder(store, version), code_running_pickle(marker), "joblib")
     with pytest.raises(IntegrityError):
@@ -186,9 +165,9 @@ def test_even_a_validly_signed_joblib_version_is_not_loaded_by_a_skops_deploymen
     monkeypatch.setenv("MLOPS_TRAINING__ARTIFACT_FORMAT", "skops")
     reset_settings()
     marker = tmp_path / "code-ran"
-    signer = store_with(tmp_path / "store", keys, "joblib")
-    version = signer.register(code_running_pickle(marker), make_meta("joblib")).version
-    skops_store = store_with(tmp_path / "store", keys, "skops")
+    signer = store_at(tmp_path / "store", "m", "joblib", keys=keys)
+    version = signer.register(code_running_pickle(marker), metadata(fmt="joblib")).version
+    skops_store = store_at(tmp_path / "store", "m", "skops", keys=keys)
     with pytest.raises(IncompatibleArtifact, match="loads skops only"):
         serialization.load_model(skops_store, version, get_settings())
     with pytest.raises(IncompatibleArtifact):
@@ -197,7 +176,7 @@ def test_even_a_validly_signed_joblib_version_is_not_loaded_by_a_skops_deploymen
 
 
 def test_the_loader_refuses_a_store_opened_for_another_format(tmp_path, keys):
-    store = store_with(tmp_path / "store", keys, "skops")  # settings say joblib
+    store = store_at(tmp_path / "store", "m", "skops", keys=keys)  # settings say joblib
     with pytest.raises(IncompatibleArtifact, match="settings say joblib"):
         serialization.load_model(store, 1, get_settings())
 
@@ -243,20 +222,24 @@ def test_a_key_that_does_not_parse_is_named(text, message):
 def test_rotation_old_versions_verify_while_the_old_public_key_is_listed(tmp_path):
     old, new = SigningKeys.generate(), SigningKeys.generate()
     root = tmp_path / "store"
-    v1 = store_with(root, old).register(b"v1", make_meta()).version
+    v1 = store_at(root, "m", keys=old).register(b"v1", metadata()).version
     old_public = parse_public_key(old.public_text())
     rotated = SigningKeys(parse_private_key(new.private_text()), [old_public])
-    v2 = store_with(root, rotated).register(b"v2", make_meta()).version
+    v2 = store_at(root, "m", keys=rotated).register(b"v2", metadata()).version
     readers = SigningKeys(public_keys=[old_public, parse_public_key(new.public_text())])
-    assert store_with(root, readers).verify(v1) and store_with(root, readers).verify(v2)
+    assert store_at(root, "m", keys=readers).verify(v1) and store_at(
+        root, "m", keys=readers
+    ).verify(v2)
     # Re-sign the old versions with the new key, then the old key can go.
-    assert store_with(root, rotated).sign(v1).signature.key_id == new.signing_key_id
+    assert store_at(root, "m", keys=rotated).sign(v1).signature.key_id == new.signing_key_id
     new_only = SigningKeys(public_keys=[parse_public_key(new.public_text())])
-    assert store_with(root, new_only).verify(v1) and store_with(root, new_only).verify(v2)
+    assert store_at(root, "m", keys=new_only).verify(v1) and store_at(
+        root, "m", keys=new_only
+    ).verify(v2)
 
 
 def test_sign_refuses_a_version_whose_bytes_do_not_match(store):
-    version = store.register(b"model bytes", make_meta()).version
+    version = store.register(b"model bytes", metadata()).version
     (folder(store, version) / "model.joblib").write_bytes(b"other bytes")
     with pytest.raises(IntegrityError, match="not signing it"):
         store.sign(version)
@@ -295,6 +278,8 @@ def test_development_runs_without_keys_and_refuses_every_version(monkeypatch, tm
     reset_settings()
     keys = SigningKeys.from_settings(get_settings())
     assert not keys.can_sign and not keys.can_verify
-    signed = store_with(tmp_path / "store", SigningKeys.generate()).register(b"b", make_meta())
+    signed = store_at(tmp_path / "store", "m", keys=SigningKeys.generate()).register(
+        b"b", metadata()
+    )
     with pytest.raises(IntegrityError, match=r"none: set signing\.public_keys"):
-        store_with(tmp_path / "store", keys).verify(signed.version)
+        store_at(tmp_path / "store", "m", keys=keys).verify(signed.version)

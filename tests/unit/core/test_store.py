@@ -11,30 +11,14 @@ import pytest
 from loguru import logger
 
 from core.errors import AliasConflict, IntegrityError, ModelNotFound
-from core.store import FeatureSpec, ModelMetadata, ModelStore
-from tests.stores import store_at
-
-
-def make_meta(**changes) -> ModelMetadata:
-    fields = {
-        "name": "m",
-        "trainer": "iris",
-        "metrics": {"accuracy": 0.9},
-        "features": [FeatureSpec(name="a")],
-        "data_fingerprint": "0" * 64,
-        "trained_at": "2024-01-01T00:00:00+00:00",
-        "python_version": "3.11",
-        "sklearn_version": "1.0",
-        "joblib_version": "1.0",
-        "artifact_file": "model.joblib",
-    }
-    return ModelMetadata(**{**fields, **changes})
+from core.store import ModelStore
+from tests.factories import metadata, store_at
 
 
 def register_one(root: str, payload: bytes) -> int:
     """Runs in a separate process: versions must not collide across processes either."""
     store = store_at(Path(root), "m")
-    return store.register(payload, make_meta()).version
+    return store.register(payload, metadata()).version
 
 
 @pytest.fixture
@@ -44,7 +28,7 @@ def store(tmp_path) -> ModelStore:
 
 def test_training_store_versions_increase(store):
     assert store.versions() == []
-    versions = [store.register(f"a{i}".encode(), make_meta()).version for i in range(3)]
+    versions = [store.register(f"a{i}".encode(), metadata()).version for i in range(3)]
     assert versions == [1, 2, 3] == store.versions()
     meta = store.metadata(2)
     assert meta.version == 2 and len(meta.artifact_sha256) == 64
@@ -53,7 +37,7 @@ def test_training_store_versions_increase(store):
 
 def test_training_store_promote_and_rollback(store):
     for i in range(3):
-        store.register(f"a{i}".encode(), make_meta())
+        store.register(f"a{i}".encode(), metadata())
     assert store.production_version() is None
     store.promote(1)
     store.promote(3)
@@ -71,7 +55,7 @@ def test_training_store_tamper_detected_before_unpickle(store, monkeypatch):
     from core.settings import get_settings
     from training import serialization
 
-    version = store.register(b"original bytes", make_meta()).version
+    version = store.register(b"original bytes", metadata()).version
     path = Path(store.storage.root) / "m" / str(version) / "model.joblib"
     path.write_bytes(b"tampered bytes")
     calls = []
@@ -90,7 +74,7 @@ def test_training_store_concurrent_registrations_threads(store):
 
     def worker(i: int) -> None:
         barrier.wait()
-        results.append(store.register(f"t{i}".encode(), make_meta()).version)
+        results.append(store.register(f"t{i}".encode(), metadata()).version)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     for t in threads:
@@ -111,8 +95,8 @@ def test_training_store_concurrent_registrations_processes(tmp_path):
 
 
 def test_promote_with_an_expected_production_is_a_compare_and_set(store):
-    first = store.register(b"a", make_meta()).version
-    second = store.register(b"b", make_meta()).version
+    first = store.register(b"a", metadata()).version
+    second = store.register(b"b", metadata()).version
     store.promote(first)
     with pytest.raises(AliasConflict, match="changed from none to v1"):
         store.promote(second, expected=None)
@@ -122,8 +106,8 @@ def test_promote_with_an_expected_production_is_a_compare_and_set(store):
 
 
 def test_promote_and_rollback_leave_an_audit_entry_and_line(store):
-    first = store.register(b"a", make_meta()).version
-    second = store.register(b"b", make_meta()).version
+    first = store.register(b"a", metadata()).version
+    second = store.register(b"b", metadata()).version
     lines = []
     handler = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
     try:

@@ -22,10 +22,9 @@ import pytest
 import yaml
 
 from scripts import commands, security
-from tests.integration.procs import signing_env
+from scripts.processes import BIN, ROOT
+from tests.factories import signing_env
 
-ROOT = Path(__file__).resolve().parents[3]
-BIN = Path(sys.executable).parent
 DOCKERFILES = ["Dockerfile.api", "Dockerfile.worker"]
 COMPOSE = ROOT / "docker-compose.yaml"
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))

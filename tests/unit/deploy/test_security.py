@@ -3,7 +3,6 @@ credentials, bandit clean with every ``# nosec`` explained."""
 
 from __future__ import annotations
 
-import base64
 import re
 import ssl
 import subprocess
@@ -17,9 +16,10 @@ import redis
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message
 from core.redis import async_client, ssl_options, sync_client
 from core.settings import get_settings
+from scripts.processes import ROOT
+from tests.factories import decode_message, predict_job
 from workers.config import celery_config
 
-ROOT = Path(__file__).resolve().parents[3]
 SOURCES = ["core", "app", "workers", "training", "scripts"]
 SERIALIZER_KEYS = ("task_serializer", "result_serializer", "event_serializer")
 
@@ -43,12 +43,12 @@ def test_the_built_celery_app_keeps_json_only(monkeypatch):
 
 
 def test_gateway_task_messages_are_json_through_and_through():
-    jobs = [{"job_id": "j1", "rows": [[1.0, 2.0]], "features": ["a", "b"], "expires_at": 1.0}]
+    jobs = [predict_job("j1", [[1.0, 2.0]], ["a", "b"], expires_at=1.0)]
     task_id, payload = celery_message(PREDICT_TASK, [jobs], queue=PREDICT_QUEUE)
     envelope = orjson.loads(payload)
     assert envelope["content-type"] == "application/json"
     assert envelope["properties"]["body_encoding"] == "base64"
-    args, kwargs, _embed = orjson.loads(base64.b64decode(envelope["body"]))
+    _, (args, kwargs, _embed) = decode_message(payload)
     assert args == [jobs]
     assert kwargs == {}
     assert envelope["headers"]["id"] == task_id

@@ -1,19 +1,16 @@
-"""`make run` (scripts/run_service.py, scripts/supervisor.py) without starting the service.
+"""`make run`'s steps (scripts/run_service.py) without starting the service.
 
 The whole run against real processes is in tests/integration/test_run_service.py.
 """
 
 from __future__ import annotations
 
-import collections
 import io
 import json
 import shlex
 import shutil
-import socket
 import stat
 import sys
-import threading
 
 import fakeredis
 import pytest
@@ -21,9 +18,10 @@ import redis
 
 from app.auth import KeyRing
 from core import settings as settings_module
-from core.settings import get_settings, reset_settings
+from core.settings import get_settings
 from core.signing import SigningKeys
 from scripts import run_service
+from scripts.processes import Console, free_port
 from scripts.run_service import (
     SAMPLE_BODY,
     AuthPlan,
@@ -38,30 +36,17 @@ from scripts.run_service import (
     executable,
     find_or_start_redis,
     flower_plan,
-    port_taken,
     probe_redis,
     redact,
     wait_ready,
 )
-from scripts.supervisor import Child, ChildDied, Console, Interrupted, Supervisor, pump
-
-
-def fresh_settings(monkeypatch, **env: str):
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
-    return get_settings()
+from scripts.supervisor import Supervisor
+from tests.factories import settings_with
 
 
 def quiet_supervisor() -> tuple[Supervisor, io.StringIO]:
     out = io.StringIO()
     return Supervisor(Console(out)), out
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- URLs and commands --------------------------------------------------------------------------
@@ -121,25 +106,23 @@ def test_curl_without_auth_sends_no_key():
 
 
 def test_without_keys_a_run_key_is_generated_that_the_gateway_accepts(monkeypatch):
-    settings = fresh_settings(monkeypatch, MLOPS_AUTH__API_KEYS="@json {}")
+    settings = settings_with(monkeypatch, MLOPS_AUTH__API_KEYS="@json {}")
     plan = auth_plan(settings, make_key=lambda: "generated-key")
     assert plan.header == "X-API-Key: generated-key"
     assert "this run only" in plan.note
     # The gateway reads the variable through dynaconf like any other setting.
-    gateway_settings = fresh_settings(monkeypatch, **plan.env)
+    gateway_settings = settings_with(monkeypatch, **plan.env)
     ring = KeyRing(gateway_settings.auth.api_keys, enabled=True)
     assert ring.authorize("generated-key", "predict").allows("admin")
 
 
 def test_generated_keys_differ_between_runs(monkeypatch):
-    settings = fresh_settings(monkeypatch, MLOPS_AUTH__API_KEYS="@json {}")
+    settings = settings_with(monkeypatch, MLOPS_AUTH__API_KEYS="@json {}")
     assert auth_plan(settings).header != auth_plan(settings).header
 
 
 def test_configured_keys_are_never_printed(monkeypatch):
-    settings = fresh_settings(
-        monkeypatch, MLOPS_AUTH__API_KEYS='@json {"real-secret": ["predict"]}'
-    )
+    settings = settings_with(monkeypatch, MLOPS_AUTH__API_KEYS='@json {"real-secret": ["predict"]}')
     plan = auth_plan(settings)
     assert plan.env == {}
     assert plan.header == "X-API-Key: $YOUR_KEY"
@@ -147,18 +130,18 @@ def test_configured_keys_are_never_printed(monkeypatch):
 
 
 def test_disabled_auth_needs_no_key(monkeypatch):
-    plan = auth_plan(fresh_settings(monkeypatch, MLOPS_AUTH__ENABLED="false"))
+    plan = auth_plan(settings_with(monkeypatch, MLOPS_AUTH__ENABLED="false"))
     assert plan.header is None
     assert plan.env == {}
 
 
 def test_empty_flower_password_gets_one_for_this_run_that_flower_uses(monkeypatch):
-    settings = fresh_settings(monkeypatch, MLOPS_FLOWER__PASSWORD="")
+    settings = settings_with(monkeypatch, MLOPS_FLOWER__PASSWORD="")
     plan = flower_plan(settings, make_password=lambda: "pw-for-run")
     assert plan.env == {"MLOPS_FLOWER__PASSWORD": "pw-for-run"}
     assert "pw-for-run" in plan.credentials
     sys.modules.pop("flowerconfig", None)
-    fresh_settings(monkeypatch, **plan.env)  # MLOPS_ENV=testing: a password is required
+    settings_with(monkeypatch, **plan.env)  # MLOPS_ENV=testing: a password is required
     import flowerconfig
 
     assert flowerconfig.basic_auth == [f"{settings.flower.user}:pw-for-run"]
@@ -166,7 +149,7 @@ def test_empty_flower_password_gets_one_for_this_run_that_flower_uses(monkeypatc
 
 
 def test_configured_flower_password_is_kept_and_not_printed(monkeypatch):
-    plan = flower_plan(fresh_settings(monkeypatch, MLOPS_FLOWER__PASSWORD="mine"))
+    plan = flower_plan(settings_with(monkeypatch, MLOPS_FLOWER__PASSWORD="mine"))
     assert plan.env == {}
     assert "mine" not in plan.credentials
 
@@ -179,7 +162,7 @@ def without_signing_keys(monkeypatch, dev_secrets, **env: str):
     monkeypatch.setattr(settings_module, "DEV_SECRETS", dev_secrets)
     monkeypatch.delenv("MLOPS_SIGNING__PRIVATE_KEY")
     monkeypatch.delenv("MLOPS_SIGNING__PUBLIC_KEYS")
-    return fresh_settings(monkeypatch, **env)
+    return settings_with(monkeypatch, **env)
 
 
 def test_development_without_a_key_gets_a_pair_that_later_runs_keep(monkeypatch, tmp_path):
@@ -188,11 +171,11 @@ def test_development_without_a_key_gets_a_pair_that_later_runs_keep(monkeypatch,
     said = ensure_dev_signing_key(settings, path)
     assert said is not None and "generated a development key pair" in said
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    later = fresh_settings(monkeypatch)  # this run's services, and every later `make run`
+    later = settings_with(monkeypatch)  # this run's services, and every later `make run`
     keys = SigningKeys.from_settings(later)
     assert keys.can_sign and keys.signing_key_id in said
     assert ensure_dev_signing_key(later, path) is None  # said once, not on every run
-    testing = fresh_settings(monkeypatch, MLOPS_ENV="testing")
+    testing = settings_with(monkeypatch, MLOPS_ENV="testing")
     assert not SigningKeys.from_settings(testing).can_verify  # development only
 
 
@@ -200,7 +183,7 @@ def test_no_development_key_outside_development_or_when_one_is_configured(monkey
     path = tmp_path / ".dev-secrets.toml"
     assert ensure_dev_signing_key(without_signing_keys(monkeypatch, path), path) is None
     mine = SigningKeys.generate()
-    configured = fresh_settings(
+    configured = settings_with(
         monkeypatch, MLOPS_ENV="development", MLOPS_SIGNING__PRIVATE_KEY=mine.private_text()
     )
     assert ensure_dev_signing_key(configured, path) is None
@@ -258,7 +241,7 @@ def test_probe_answers_none_when_redis_pongs(monkeypatch):
 
 
 def test_probe_says_why_when_nothing_listens():
-    reason = probe_redis(f"redis://127.0.0.1:{unused_port()}/0", timeout=2)
+    reason = probe_redis(f"redis://127.0.0.1:{free_port()}/0", timeout=2)
     assert reason is not None
     assert "Connection" in reason
 
@@ -289,7 +272,7 @@ def test_no_redis_and_no_redis_server_says_how_to_get_one(monkeypatch, tmp_path)
     monkeypatch.setattr(run_service, "probe_redis", lambda url: "Connection refused")
     monkeypatch.setattr(run_service.shutil, "which", lambda name: None)
     supervisor, _ = quiet_supervisor()
-    settings = fresh_settings(monkeypatch, MLOPS_REDIS_URL="redis://:pw@127.0.0.1:9/0")
+    settings = settings_with(monkeypatch, MLOPS_REDIS_URL="redis://:pw@127.0.0.1:9/0")
     with pytest.raises(StartupError) as info:
         find_or_start_redis(settings, supervisor, tmp_path, {})
     message = str(info.value)
@@ -303,19 +286,11 @@ def test_no_redis_and_no_redis_server_says_how_to_get_one(monkeypatch, tmp_path)
 def test_a_redis_that_answers_is_used_as_is(monkeypatch, tmp_path):
     monkeypatch.setattr(run_service, "probe_redis", lambda url: None)
     supervisor, out = quiet_supervisor()
-    settings = fresh_settings(monkeypatch, MLOPS_REDIS_URL="redis://127.0.0.1:6399/2")
+    settings = settings_with(monkeypatch, MLOPS_REDIS_URL="redis://127.0.0.1:6399/2")
     found = find_or_start_redis(settings, supervisor, tmp_path, {})
     assert found == RedisTarget("redis://127.0.0.1:6399/2")
     assert supervisor.infrastructure == []
     assert "using Redis at redis://127.0.0.1:6399/2" in out.getvalue()
-
-
-def test_port_taken():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen()
-        assert port_taken("127.0.0.1", sock.getsockname()[1])
-    assert not port_taken("127.0.0.1", unused_port())
 
 
 # -- readiness and the banner ------------------------------------------------------------------
@@ -337,7 +312,7 @@ def test_a_silent_gateway_is_reported_as_such(monkeypatch):
 
 
 def test_banner_lists_the_urls_and_a_curl_line(monkeypatch):
-    settings = fresh_settings(monkeypatch, MLOPS_GATEWAY__PORT="8123", MLOPS_FLOWER__PORT="5123")
+    settings = settings_with(monkeypatch, MLOPS_GATEWAY__PORT="8123", MLOPS_FLOWER__PORT="5123")
     text = banner(
         settings,
         RedisTarget("redis://:pw@127.0.0.1:7000/0", private=None),
@@ -357,7 +332,7 @@ def test_banner_lists_the_urls_and_a_curl_line(monkeypatch):
 
 
 def test_banner_in_production_leaves_out_hidden_docs_and_the_model_it_was_not_told(monkeypatch):
-    settings = fresh_settings(monkeypatch, MLOPS_ENV="production", MLOPS_GATEWAY__PORT="8123")
+    settings = settings_with(monkeypatch, MLOPS_ENV="production", MLOPS_GATEWAY__PORT="8123")
     text = banner(
         settings,
         RedisTarget("redis://127.0.0.1:7000/0", private=None),
@@ -368,72 +343,3 @@ def test_banner_in_production_leaves_out_hidden_docs_and_the_model_it_was_not_to
     )
     assert "/docs" not in text and "None" not in text
     assert "http://127.0.0.1:8123" in text
-
-
-# -- the supervisor -----------------------------------------------------------------------------
-
-
-def test_pump_prefixes_each_line_and_keeps_the_last_ones():
-    out = io.StringIO()
-    tail = collections.deque(maxlen=2)
-    pump(io.BytesIO(b"one\ntwo\r\nthr\xffee\n"), "worker", Console(out), tail)
-    lines = out.getvalue().splitlines()
-    assert lines == ["worker   | one", "worker   | two", "worker   | thr\ufffdee"]
-    assert list(tail) == ["two", "thr\ufffdee"]
-
-
-def test_console_lines_from_threads_never_interleave():
-    out = io.StringIO()
-    console = Console(out)
-
-    def write(name: str) -> None:
-        for i in range(200):
-            console.line(name, f"{name}-{i}")
-
-    threads = [threading.Thread(target=write, args=(n,)) for n in ("a", "b", "c")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    lines = out.getvalue().splitlines()
-    assert len(lines) == 600
-    for line in lines:
-        name, text = line.split(" | ")
-        assert text.startswith(name.strip() + "-")
-
-
-def test_a_signal_interrupts_any_wait_and_a_second_one_forces():
-    supervisor, out = quiet_supervisor()
-    supervisor.on_signal(2, None)
-    with pytest.raises(Interrupted):
-        supervisor.wait_until(lambda: False, None)
-    assert "stopping" in out.getvalue()
-    assert not supervisor.forced.is_set()
-    supervisor.on_signal(15, None)
-    assert supervisor.forced.is_set()
-
-
-def test_a_child_that_exits_is_reported_with_its_last_lines():
-    supervisor, _ = quiet_supervisor()
-    code = "print('about to fail', flush=True); raise SystemExit(3)"
-    child = supervisor.start(Child("flaky", [sys.executable, "-c", code], {}))
-    try:
-        with pytest.raises(ChildDied) as info:
-            supervisor.wait_until(lambda: False, 60)
-    finally:
-        supervisor.shutdown()
-    assert info.value.child is child
-    assert child.returncode() == 3
-    assert "exit code 3" in str(info.value)
-    assert "about to fail" in child.last_lines()
-
-
-def test_shutdown_stops_a_running_child_and_its_group():
-    supervisor, out = quiet_supervisor()
-    code = "import time; print('up', flush=True); time.sleep(120)"
-    child = supervisor.start(Child("sleeper", [sys.executable, "-c", code], {}))
-    assert supervisor.wait_until(lambda: "up" in child.last_lines(), 60)
-    supervisor.shutdown(timeout=30)
-    assert not child.running()
-    assert child.returncode() != 0  # ended by SIGTERM
-    assert "stopping sleeper" in out.getvalue()

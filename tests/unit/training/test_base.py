@@ -1,4 +1,5 @@
-"""Each trainer step on its own, plus one contract test over every registered trainer."""
+"""training/base.py: one contract test over every registered trainer, then each step of the base
+class on its own (the iris trainer as the concrete one)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,10 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.errors import TrainingError
 from core.settings import get_settings
-from training.errors import (
-    DataFileNotFound,
-    EmptyDataset,
-    InvalidEstimator,
-    MalformedData,
-    NonNumericFeature,
-    NotEnoughData,
-    UnknownColumn,
-)
-from training.estimators import build_estimator
+from training.errors import NotEnoughData
 from training.registry import available_trainers, get_trainer
-from training.trainers.iris import FEATURE_NAMES, IrisTrainer
-from training.trainers.tabular import CsvTrainer
-
-
-def write_csv(tmp_path, text: str, name: str = "data.csv"):
-    path = tmp_path / name
-    path.write_text(text)
-    return path
+from training.trainers.iris import IrisTrainer
 
 
 # -- contract: every registered trainer behaves like a scikit-learn estimator ----------------
@@ -73,22 +57,7 @@ def test_training_contract_unfitted_predict_fails(trainer):
         trainer.predict(np.zeros((1, 4)))
 
 
-# -- iris -------------------------------------------------------------------------------------
-def test_training_iris_load_data_names_and_labels():
-    data = IrisTrainer().load_data()
-    assert data.feature_names == [
-        "sepal_length",
-        "sepal_width",
-        "petal_length",
-        "petal_width",
-    ]
-    assert data.feature_names == FEATURE_NAMES
-    assert data.X.shape == (150, 4) and data.X.dtype == np.float64
-    assert sorted(set(data.y)) == ["setosa", "versicolor", "virginica"]
-    assert len(data.fingerprint) == 64
-    assert IrisTrainer().load_data().fingerprint == data.fingerprint
-
-
+# -- the steps ---------------------------------------------------------------------------------
 def test_training_split_is_stratified_and_reproducible():
     trainer = IrisTrainer(test_size=0.2, random_state=1)
     data = trainer.load_data()
@@ -135,89 +104,3 @@ def test_training_split_refuses_too_few_rows():
     tiny = make_dataset(np.arange(6.0).reshape(3, 2), ["a", "b", "b"], ["p", "q"])
     with pytest.raises(NotEnoughData, match="cannot split 3 rows"):
         IrisTrainer().split(tiny)
-
-
-# -- csv ----------------------------------------------------------------------------------------
-def test_training_csv_reads_shipped_penguins():
-    data = CsvTrainer.from_settings(get_settings()).load_data()
-    assert data.feature_names == [
-        "bill_length_mm",
-        "bill_depth_mm",
-        "flipper_length_mm",
-        "body_mass_g",
-    ]
-    assert 60 <= data.n_rows <= 150
-    assert sorted(set(data.y)) == ["Adelie", "Chinstrap", "Gentoo"]
-
-
-def test_training_csv_selected_features_and_fingerprint_follows_rows(tmp_path):
-    one = write_csv(tmp_path, "a,b,c,t\n1,2,3,x\n4,5,6,y\n", "one.csv")
-    two = write_csv(tmp_path, "a,b,c,t\r\n1.0,2,3,x\r\n4,5,6,y\r\n", "two.csv")
-    three = write_csv(tmp_path, "a,b,c,t\n1,2,3,x\n4,5,7,y\n", "three.csv")
-    data = CsvTrainer(path=str(one), target="t", features=["c", "a"]).load_data()
-    assert data.feature_names == ["c", "a"]
-    assert data.X.tolist() == [[3.0, 1.0], [6.0, 4.0]]
-    assert list(data.y) == ["x", "y"]
-    fp = {p: CsvTrainer(path=str(p), target="t").load_data().fingerprint for p in (one, two, three)}
-    assert fp[one] == fp[two] != fp[three]
-
-
-@pytest.mark.parametrize(
-    ("text", "kwargs", "error", "message"),
-    [
-        ("", {}, EmptyDataset, "is empty"),
-        ("a,b,t\n", {}, EmptyDataset, "no data rows"),
-        ("a,b,t\n1,2,x\n", {"target": "kind"}, UnknownColumn, "target column 'kind'"),
-        ("a,b,t\n1,2,x\n", {"features": ["a", "zz"]}, UnknownColumn, "'zz'"),
-        ("a,b,t\n1,2,x\n3,abc,y\n", {}, NonNumericFeature, "'b'.*'abc'.*row 2 \\(line 3\\)"),
-        ("a,b,t\n1,,x\n", {}, NonNumericFeature, "'b'.*row 1"),
-        ("a,b,t\n1,nan,x\n", {}, NonNumericFeature, "'b'"),
-        ("a,b,t\n1,2\n", {}, MalformedData, "2 fields"),
-        ("a,b,t\n1,2, \n", {}, MalformedData, "empty target"),
-        ("t\nx\n", {}, EmptyDataset, "no feature columns"),
-    ],
-)
-def test_training_csv_user_mistakes(tmp_path, text, kwargs, error, message):
-    path = write_csv(tmp_path, text)
-    trainer = CsvTrainer(path=str(path), **{"target": "t", **kwargs})
-    with pytest.raises(error, match=message) as info:
-        trainer.load_data()
-    assert isinstance(info.value, TrainingError)
-
-
-def test_training_csv_missing_file(tmp_path):
-    with pytest.raises(DataFileNotFound, match=r"nope\.csv"):
-        CsvTrainer(path=str(tmp_path / "nope.csv"), target="t").load_data()
-
-
-def test_training_csv_relative_path_is_resolved_against_project():
-    data = CsvTrainer(path="tests/data/penguins_small.csv", target="species").load_data()
-    assert data.source.endswith("tests/data/penguins_small.csv")
-
-
-# -- estimator allow-list -------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("class_path", "message"),
-    [
-        ("os.system", "not allowed"),
-        ("subprocess.Popen", "not allowed"),
-        ("sklearnx.Thing", "not allowed"),
-        ("sklearn.nope.Thing", "cannot be imported"),
-        ("sklearn.utils.check_array", "not a scikit-learn estimator"),
-        ("sklearn.preprocessing.StandardScaler", "not a classifier"),
-        ("sklearn.linear_model.LinearRegression", "not a classifier"),
-    ],
-)
-def test_training_estimator_allow_list(class_path, message):
-    with pytest.raises(InvalidEstimator, match=message):
-        build_estimator(class_path, {})
-
-
-def test_training_estimator_unknown_param():
-    with pytest.raises(InvalidEstimator, match="bogus"):
-        build_estimator("sklearn.linear_model.LogisticRegression", {"bogus": 1})
-
-
-def test_training_estimator_params_are_passed():
-    est = build_estimator("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 7})
-    assert est.n_estimators == 7

@@ -5,32 +5,30 @@ from __future__ import annotations
 import re
 
 from core.settings import get_settings
-from core.store import FeatureSpec, GateDecision, ModelMetadata, open_store
+from core.store import GateDecision, ModelMetadata, open_store
+from tests.factories import metadata
 from training.cards import card_path, confusion_svg, render_card, write_card
 from training.pipeline import run_training
 
+SHOWN = {
+    "name": "iris",
+    "version": 3,
+    "metrics": {"accuracy": 0.9667},
+    "classes": ["setosa", "<b>evil</b>"],
+    "data_fingerprint": "f" * 64,
+    "sklearn_version": "1.5",
+    "joblib_version": "1.4",
+    "confusion_matrix": [[9, 1], [0, 10]],
+    "gate": GateDecision(
+        decision="rejected", reason="accuracy <script>", metric="accuracy", candidate=0.5,
+        production=0.9, production_version=2, margin=0.0,
+    ),
+}  # fmt: skip
+
 
 def meta(**changes) -> ModelMetadata:
-    fields = {
-        "name": "iris",
-        "version": 3,
-        "trainer": "iris",
-        "metrics": {"accuracy": 0.9667},
-        "features": [FeatureSpec(name="petal_length")],
-        "classes": ["setosa", "<b>evil</b>"],
-        "data_fingerprint": "f" * 64,
-        "trained_at": "2024-01-01T00:00:00+00:00",
-        "python_version": "3.11",
-        "sklearn_version": "1.5",
-        "joblib_version": "1.4",
-        "artifact_file": "model.joblib",
-        "confusion_matrix": [[9, 1], [0, 10]],
-        "gate": GateDecision(
-            decision="rejected", reason="accuracy <script>", metric="accuracy", candidate=0.5,
-            production=0.9, production_version=2, margin=0.0,
-        ),
-    }  # fmt: skip
-    return ModelMetadata(**{**fields, **changes})
+    """A version to show, with markup in a class name and in the gate's reason."""
+    return metadata(("petal_length",), **{**SHOWN, **changes})
 
 
 def test_training_card_is_self_contained_and_escaped():

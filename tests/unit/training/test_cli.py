@@ -21,21 +21,20 @@ import pytest
 
 from core.settings import ROOT, get_settings, reset_settings
 from core.store import open_store
-from tests.integration.procs import signing_env
-from tests.stores import store_at
+from tests import attacker
+from tests.factories import service_env, store_at
 from training.pipeline import run_training
 
 
 def cli_env(artifacts: Path | None = None, **env: str) -> dict[str, str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    full.update(signing_env())
-    full["MLOPS_ENV"] = "testing"
-    full["MLOPS_ARTIFACTS_DIR"] = str(artifacts or os.environ["MLOPS_ARTIFACTS_DIR"])
-    # No shared Redis in unit tests: `train` then runs without the single-flight lock, and
-    # its warning about that stays out of the one-line error these tests check.
-    full["MLOPS_REDIS_URL"] = "redis://127.0.0.1:1/0"
-    full["MLOPS_LOGGING__LEVEL"] = "ERROR"
-    return full | {f"MLOPS_{k}": v for k, v in env.items()}
+    return service_env(
+        # No shared Redis in unit tests: `train` then runs without the single-flight lock, and
+        # its warning about that stays out of the one-line error these tests check.
+        "redis://127.0.0.1:1/0",
+        artifacts or os.environ["MLOPS_ARTIFACTS_DIR"],
+        MLOPS_LOGGING__LEVEL="ERROR",
+        **{f"MLOPS_{k}": v for k, v in env.items()},
+    )
 
 
 def start(*args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -134,8 +133,7 @@ def test_cli_help(command):
 
 # -- user mistakes, run concurrently ----------------------------------------------------------
 def tamper(root: Path) -> None:
-    artifact = root / "iris" / "2" / "model.joblib"
-    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    attacker.tamper(root / "iris" / "2" / "model.joblib")
 
 
 def corrupt_metadata(root: Path) -> None:

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from core.store import FeatureSpec, ModelMetadata
+from core.store import ModelMetadata
+from tests.factories import metadata
 from training.gate import decide
 
 
 def meta(version: int, accuracy: float, features=("a", "b"), **metrics) -> ModelMetadata:
-    return ModelMetadata(
-        name="m",
-        version=version,
-        trainer="iris",
-        metrics={"accuracy": accuracy, **metrics},
-        features=[FeatureSpec(name=f) for f in features],
-        data_fingerprint="0" * 64,
-        trained_at="2024-01-01T00:00:00+00:00",
-        python_version="3.11",
-        sklearn_version="1.0",
-        joblib_version="1.0",
-        artifact_file="model.joblib",
-    )
+    return metadata(features, version=version, metrics={"accuracy": accuracy, **metrics})
 
 
 def test_training_gate_first_version_always_passes():

@@ -8,17 +8,11 @@ import pytest
 import sklearn
 
 from core.errors import TrainingError, UnknownTrainer
-from core.settings import get_settings, reset_settings
+from core.settings import get_settings
 from core.store import open_store
+from tests.factories import settings_with
 from training.pipeline import STEPS, TrainingOutcome, run_training
 from training.serialization import load_model
-
-
-def settings_with(monkeypatch, **env):
-    for key, value in env.items():
-        monkeypatch.setenv(f"MLOPS_{key}", str(value))
-    reset_settings()
-    return get_settings()
 
 
 def test_training_first_run_registers_and_promotes():

@@ -9,9 +9,8 @@ from loguru import logger
 
 from core.errors import IncompatibleArtifact
 from core.settings import get_settings, reset_settings
-from core.store import FeatureSpec, ModelMetadata
-from tests.stores import store_at
-from training.serialization import ARTIFACT_FILES, dump_model, load_model, loads_model
+from tests.factories import metadata, store_at
+from training.serialization import dump_model, load_model, loads_model
 from training.trainers.iris import IrisTrainer
 
 
@@ -25,18 +24,7 @@ def fitted():
 
 def register(tmp_path, pipeline, fmt="joblib", sklearn_version=sklearn.__version__):
     store = store_at(tmp_path / "store", "iris", fmt)
-    meta = ModelMetadata(
-        name="iris",
-        trainer="iris",
-        features=[FeatureSpec(name="sepal_length")],
-        data_fingerprint="0" * 64,
-        trained_at="2024-01-01T00:00:00+00:00",
-        python_version="3.11",
-        sklearn_version=sklearn_version,
-        joblib_version="1.0",
-        artifact_file=ARTIFACT_FILES[fmt],
-        artifact_format=fmt,
-    )
+    meta = metadata(("sepal_length",), fmt, name="iris", sklearn_version=sklearn_version)
     return store, store.register(dump_model(pipeline, fmt), meta).version
 
 

@@ -10,14 +10,11 @@ import pytest
 from core.settings import get_settings
 from core.store import open_store
 from core.versions import API_VERSION
+from tests.factories import SETOSA, VERSICOLOR, VIRGINICA, loaded_model, predict_job
 from training.pipeline import run_training
 from training.serialization import load_model
 from workers.model_cache import LoadedModel
 from workers.predict import predict_jobs
-
-SETOSA = [5.1, 3.5, 1.4, 0.2]
-VIRGINICA = [6.9, 3.1, 5.4, 2.1]
-VERSICOLOR = [5.9, 2.8, 4.3, 1.3]
 
 
 class CountingEstimator:
@@ -54,17 +51,7 @@ def fitted(tmp_path_factory):
 @pytest.fixture
 def model(fitted):
     metadata, estimator = fitted
-    return LoadedModel("iris", metadata.version, CountingEstimator(estimator), metadata, 0.0)
-
-
-def job(job_id: str, rows, features=None, **extra) -> dict:
-    return {
-        "job_id": job_id,
-        "request_id": f"r-{job_id}",
-        "rows": rows,
-        "features": features,
-        **extra,
-    }
+    return loaded_model(metadata.version, CountingEstimator(estimator), metadata)
 
 
 def alone(model: LoadedModel, rows) -> list:
@@ -72,7 +59,9 @@ def alone(model: LoadedModel, rows) -> list:
 
 
 def test_one_sklearn_call_for_many_jobs(model):
-    jobs = [job(str(i), [SETOSA, VIRGINICA][: 1 + i % 2] + [VERSICOLOR] * i) for i in range(6)]
+    jobs = [
+        predict_job(str(i), [SETOSA, VIRGINICA][: 1 + i % 2] + [VERSICOLOR] * i) for i in range(6)
+    ]
     results = predict_jobs(model, jobs)
     total = sum(len(j["rows"]) for j in jobs)
     # one pass: predict_proba, then predict (the wrapper hides which classifier it is)
@@ -95,8 +84,8 @@ def test_reordered_features_are_mapped_to_the_models_order(model):
     results = predict_jobs(
         model,
         [
-            job("plain", [SETOSA, VIRGINICA], names),
-            job("reversed", [list(reversed(SETOSA)), list(reversed(VIRGINICA))], reordered),
+            predict_job("plain", [SETOSA, VIRGINICA], names),
+            predict_job("reversed", [list(reversed(SETOSA)), list(reversed(VIRGINICA))], reordered),
         ],
     )
     assert results[0]["predictions"] == results[1]["predictions"] == ["setosa", "virginica"]
@@ -107,15 +96,15 @@ def test_reordered_features_are_mapped_to_the_models_order(model):
 @pytest.mark.parametrize(
     "bad",
     [
-        job("bad", [[1.0, 2.0, 3.0]]),  # too few columns
-        job("bad", [SETOSA], ["a", "b", "c", "d"]),  # unknown feature names
-        job("bad", [["x", "y", "z", "w"]]),  # not numbers
-        job("bad", [SETOSA, [1.0, 2.0]]),  # ragged
-        job("bad", []),  # no rows
+        predict_job("bad", [[1.0, 2.0, 3.0]]),  # too few columns
+        predict_job("bad", [SETOSA], ["a", "b", "c", "d"]),  # unknown feature names
+        predict_job("bad", [["x", "y", "z", "w"]]),  # not numbers
+        predict_job("bad", [SETOSA, [1.0, 2.0]]),  # ragged
+        predict_job("bad", []),  # no rows
     ],
 )
 def test_schema_mismatch_fails_alone(model, bad):
-    results = predict_jobs(model, [job("a", [SETOSA]), bad, job("b", [VIRGINICA])])
+    results = predict_jobs(model, [predict_job("a", [SETOSA]), bad, predict_job("b", [VIRGINICA])])
     assert [r["status"] for r in results] == ["SUCCESS", "FAILURE", "SUCCESS"]
     assert results[1]["error"]["reason"] == "schema_mismatch"
     assert results[1]["model_version"] == model.version
@@ -124,7 +113,11 @@ def test_schema_mismatch_fails_alone(model, bad):
 
 def test_failing_batch_falls_back_per_job(model):
     """NaN passes the schema check but scikit-learn refuses it: only that job fails."""
-    jobs = [job("a", [SETOSA]), job("nan", [[math.nan, 1.0, 1.0, 1.0]]), job("b", [VIRGINICA])]
+    jobs = [
+        predict_job("a", [SETOSA]),
+        predict_job("nan", [[math.nan, 1.0, 1.0, 1.0]]),
+        predict_job("b", [VIRGINICA]),
+    ]
     results = predict_jobs(model, jobs)
     assert [r["status"] for r in results] == ["SUCCESS", "FAILURE", "SUCCESS"]
     assert results[1]["error"]["reason"] == "prediction_error"
@@ -141,8 +134,8 @@ def test_estimator_without_probabilities(fitted):
         def predict(self, X):
             return estimator.predict(X)
 
-    model = LoadedModel("iris", metadata.version, LabelsOnly(), metadata, 0.0)
-    result = predict_jobs(model, [job("a", [SETOSA])])[0]
+    model = loaded_model(metadata.version, LabelsOnly(), metadata)
+    result = predict_jobs(model, [predict_job("a", [SETOSA])])[0]
     assert result["predictions"] == ["setosa"]
     assert "probabilities" not in result and "classes" not in result
 

@@ -11,7 +11,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from workers.model_cache import LoadedModel
+from tests.factories import loaded_model
 from workers.predict import PREDICT_IS_ARGMAX_PROBA, _predict, predict_is_argmax_proba
 
 MODULES = {
@@ -25,10 +25,6 @@ MODULES = {
 }
 
 
-def loaded(estimator) -> LoadedModel:
-    return LoadedModel(name="m", version=1, estimator=estimator, metadata=None, load_seconds=0.0)
-
-
 @pytest.mark.parametrize("name", sorted(PREDICT_IS_ARGMAX_PROBA))
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_one_pass_predictions_equal_predict(name, n_classes):
@@ -40,7 +36,7 @@ def test_one_pass_predictions_equal_predict(name, n_classes):
     pipeline = make_pipeline(StandardScaler(), estimator).fit(X, labels)
     assert predict_is_argmax_proba(pipeline)
     rows = np.random.default_rng(1).normal(size=(500, 6)) * 2
-    predictions, probabilities = _predict(loaded(pipeline), rows)
+    predictions, probabilities = _predict(loaded_model(estimator=pipeline, name="m"), rows)
     assert predictions == pipeline.predict(rows).tolist()
     assert np.allclose(probabilities, pipeline.predict_proba(rows), atol=1e-6)
 
@@ -49,6 +45,6 @@ def test_other_classifiers_still_call_predict():
     X, y = make_classification(n_samples=200, n_features=4, random_state=0)
     pipeline = make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)).fit(X, y)
     assert not predict_is_argmax_proba(pipeline)
-    predictions, probabilities = _predict(loaded(pipeline), X)
+    predictions, probabilities = _predict(loaded_model(estimator=pipeline, name="m"), X)
     assert predictions == pipeline.predict(X).tolist()
     assert len(probabilities) == len(X)

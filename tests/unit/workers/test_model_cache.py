@@ -1,4 +1,5 @@
-"""workers/model_cache.py: load once, follow the alias, refuse tampered versions."""
+"""workers/model_cache.py: load once, follow the alias, refuse tampered versions, report each
+switch."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import pytest
 from core.errors import IntegrityError, NoProductionModel
 from core.settings import get_settings
 from core.store import open_store
+from tests.attacker import tamper
+from tests.factories import SETOSA, Constant, stand_in_metadata
 from training.pipeline import run_training
 from training.serialization import load_model
 from workers.model_cache import ModelCache
 from workers.predict import predict_jobs
-
-ROW = [5.1, 3.5, 1.4, 0.2]
 
 
 class CountingLoader:
@@ -51,11 +52,8 @@ def train() -> int:
     return run_training(get_settings()).version
 
 
-def tamper(store, version: int) -> None:
-    path = store.storage.root / store.model_name / str(version) / "model.joblib"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+def artifact(store, version: int):
+    return store.storage.root / store.model_name / str(version) / "model.joblib"
 
 
 def test_no_production_model_raises(cache):
@@ -105,14 +103,14 @@ def test_refuses_tampered_version_and_keeps_serving_previous(cache, loader, stor
     train()
     assert cache.current().version == 1
     train()  # v2 promoted on disk ...
-    tamper(store, 2)  # ... but its bytes changed before this worker loaded it
+    tamper(artifact(store, 2))  # ... but its bytes changed before this worker loaded it
     assert store.production_version() == 2
     model = cache.current()
     assert model.version == 1
     assert cache.served_version == 1
     assert loader.versions == [1, 2]
     assert isinstance(loader.refused[0], IntegrityError)
-    assert predict_jobs(model, [{"job_id": "a", "rows": [ROW]}])[0]["model_version"] == 1
+    assert predict_jobs(model, [{"job_id": "a", "rows": [SETOSA]}])[0]["model_version"] == 1
     cache.current()
     assert loader.versions == [1, 2]  # refused once, not retried on every batch
 
@@ -122,7 +120,7 @@ def test_batch_keeps_the_version_it_started_with(cache):
     held = cache.current()
     train()
     assert cache.current().version == 2
-    result = predict_jobs(held, [{"job_id": "a", "rows": [ROW, ROW]}])[0]
+    result = predict_jobs(held, [{"job_id": "a", "rows": [SETOSA, SETOSA]}])[0]
     assert result["status"] == "SUCCESS" and result["model_version"] == 1
     assert held.version == 1  # the object a batch holds never changes underneath it
 
@@ -133,3 +131,36 @@ def test_production_alias_removed_serves_nothing(cache, store):
     store.storage.update_aliases(store.model_name, lambda _raw: b'{"production": null}')
     with pytest.raises(NoProductionModel):
         cache.current()
+
+
+# -- what it reports (workers/metrics.py listens) -----------------------------------------------
+class FakeStore:
+    model_name = "iris"
+
+    def __init__(self):
+        self.production: int | None = 1
+        self.token = 0
+
+    def aliases_token(self):
+        return self.token
+
+    def production_version(self):
+        return self.production
+
+
+def test_model_cache_reports_every_switch_including_back_to_a_cached_version():
+    store = FakeStore()
+    cache = ModelCache(store, lambda version: (stand_in_metadata(), Constant()))
+    loaded, served = [], []
+    cache.on_load = lambda m: loaded.append(m.version)
+    cache.on_serve = lambda m: served.append(m.version if m else None)
+    cache.refresh()
+    cache.refresh()  # nothing changed: no callback
+    store.production, store.token = 2, 1
+    cache.refresh()
+    store.production, store.token = 1, 2  # rollback to a version still in memory
+    cache.refresh()
+    store.production, store.token = None, 3
+    cache.refresh()
+    assert loaded == [1, 2]
+    assert served == [1, 2, 1, None]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 
@@ -13,23 +12,22 @@ from celery.exceptions import Ignore
 
 from core.errors import TrainingError
 from core.messages import RETRAIN_TASK, attempts_key, job_key
-from core.settings import get_settings, reset_settings
+from core.settings import get_settings
 from core.single_flight import RETRAIN_LOCK_KEY, RunLease
 from core.store import open_store
+from tests.factories import serving_cache, settings_with
 from training.pipeline import STEPS, run_training
-from training.serialization import load_model
 from workers import create_app
 from workers import retrain as retrain_module
 from workers import tasks as tasks_module
-from workers.model_cache import ModelCache
 from workers.retrain import AlreadyRunning, run_retrain
 from workers.runtime import Runtime
 
 
-def make_runtime() -> Runtime:
-    settings = get_settings()
+def make_runtime(settings=None) -> Runtime:
+    settings = settings or get_settings()
     store = open_store(settings)
-    cache = ModelCache(store, functools.partial(load_model, store, settings=settings))
+    cache = serving_cache(store, settings)
     return Runtime(settings=settings, store=store, redis=fakeredis.FakeRedis(), cache=cache)
 
 
@@ -42,10 +40,7 @@ def rt() -> Runtime:
 
 
 def with_env(monkeypatch, **env: str) -> Runtime:
-    for key, value in env.items():
-        monkeypatch.setenv(f"MLOPS_{key}", value)
-    reset_settings()
-    return make_runtime()
+    return make_runtime(settings_with(monkeypatch, **env))
 
 
 def test_promoted_retrain_is_served_at_once_and_releases_the_lock(rt):

@@ -10,22 +10,18 @@ import orjson
 import pytest
 
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE, job_key
-from core.settings import ROOT, SettingsError, get_settings, reset_settings
+from core.settings import ROOT, SettingsError
 from core.single_flight import Holder, holder
+from tests.factories import settings_with
 from workers import create_app
 from workers import schedule as schedule_module
 from workers.schedule import RETRAIN_ENTRY, SingleFlightScheduler, beat_schedule
 
 
-def settings_with(monkeypatch, **env: str):
-    for key, value in env.items():
-        monkeypatch.setenv(f"MLOPS_SCHEDULE__{key}", value)
-    reset_settings()
-    return get_settings()
-
-
 def test_entry_from_settings(monkeypatch):
-    settings = settings_with(monkeypatch, RETRAIN_ENABLED="true", RETRAIN_CRON="15 4 1-7 */2 mon")
+    settings = settings_with(
+        monkeypatch, SCHEDULE__RETRAIN_ENABLED="true", SCHEDULE__RETRAIN_CRON="15 4 1-7 */2 mon"
+    )
     entry = beat_schedule(settings)[RETRAIN_ENTRY]
     assert entry["task"] == RETRAIN_TASK
     assert entry["options"] == {"queue": TRAIN_QUEUE}
@@ -38,19 +34,21 @@ def test_entry_from_settings(monkeypatch):
 
 
 def test_default_cron_is_daily_at_three(monkeypatch):
-    settings = settings_with(monkeypatch, RETRAIN_ENABLED="true")
+    settings = settings_with(monkeypatch, SCHEDULE__RETRAIN_ENABLED="true")
     cron = beat_schedule(settings)[RETRAIN_ENTRY]["schedule"]
     assert (cron.minute, cron.hour) == ({0}, {3})
     assert cron.day_of_week == set(range(7)) and len(cron.day_of_month) == 31
 
 
 def test_switched_off(monkeypatch):
-    assert beat_schedule(settings_with(monkeypatch, RETRAIN_ENABLED="false")) == {}
+    assert beat_schedule(settings_with(monkeypatch, SCHEDULE__RETRAIN_ENABLED="false")) == {}
 
 
 @pytest.mark.parametrize("cron", ["61 * * * *", "0 25 * * *", "0 3 * * funday"])
 def test_bad_cron_stops_with_the_setting_named(monkeypatch, cron):
-    settings = settings_with(monkeypatch, RETRAIN_ENABLED="true", RETRAIN_CRON=cron)
+    settings = settings_with(
+        monkeypatch, SCHEDULE__RETRAIN_ENABLED="true", SCHEDULE__RETRAIN_CRON=cron
+    )
     with pytest.raises(SettingsError, match=r"schedule\.retrain_cron"):
         beat_schedule(settings)
 
@@ -76,20 +74,20 @@ def test_celery_app_schedule_follows_the_environment():
     assert app_schedule("false") == "[]"
 
 
-def test_beat_queues_its_retrain_through_the_single_flight(monkeypatch, tmp_path):
+def test_beat_queues_its_retrain_through_the_single_flight(
+    monkeypatch, tmp_path, redis_server, redis_client
+):
     """Due twice while the first retrain waits: one job queued, the second joins it."""
-    server = fakeredis.FakeServer()
     monkeypatch.setattr(
-        schedule_module, "sync_client", lambda _url: fakeredis.FakeRedis(server=server)
+        schedule_module, "sync_client", lambda _url: fakeredis.FakeRedis(server=redis_server)
     )
-    app = create_app(settings_with(monkeypatch, RETRAIN_ENABLED="true"))
+    app = create_app(settings_with(monkeypatch, SCHEDULE__RETRAIN_ENABLED="true"))
     scheduler = SingleFlightScheduler(app, schedule_filename=str(tmp_path / "beat"), lazy=True)
     scheduler.setup_schedule()
     entry = scheduler.schedule[RETRAIN_ENTRY]
     scheduler.apply_async(entry, advance=False)
     scheduler.apply_async(entry, advance=False)
-    client = fakeredis.FakeRedis(server=server)
-    (message,) = client.lrange(TRAIN_QUEUE, 0, -1)
+    (message,) = redis_client.lrange(TRAIN_QUEUE, 0, -1)
     job_id = orjson.loads(message)["headers"]["id"]
-    assert holder(client) == Holder(job_id, running=False)
-    assert orjson.loads(client.get(job_key(job_id)))["requested_by"] == "beat"
+    assert holder(redis_client) == Holder(job_id, running=False)
+    assert orjson.loads(redis_client.get(job_key(job_id)))["requested_by"] == "beat"

@@ -9,27 +9,14 @@ from loguru import logger
 
 from app.services.catalog import ModelCatalog
 from core.settings import get_settings
-from core.store import Aliases, FeatureSpec, ModelMetadata, open_store
-
-
-def meta(*features: str) -> ModelMetadata:
-    return ModelMetadata(
-        name="iris",
-        trainer="iris",
-        features=[FeatureSpec(name=f) for f in features],
-        data_fingerprint="0" * 64,
-        trained_at="2024-01-01T00:00:00+00:00",
-        python_version="3.11",
-        sklearn_version="1.0",
-        joblib_version="1.0",
-        artifact_file="model.joblib",
-    )
+from core.store import Aliases, open_store
+from tests.factories import metadata
 
 
 def test_features_from_metadata_that_fails_its_signature_are_not_used():
     store = open_store(get_settings())
-    store.promote(store.register(b"v1", meta("a", "b")).version)
-    v2 = store.register(b"v2", meta("a", "b")).version
+    store.promote(store.register(b"v1", metadata(("a", "b"), name="iris")).version)
+    v2 = store.register(b"v2", metadata(("a", "b"), name="iris")).version
     catalog = ModelCatalog(store)
     asyncio.run(catalog.refresh())
     assert catalog.require_production().feature_names == ("a", "b")
@@ -52,6 +39,8 @@ def test_features_from_metadata_that_fails_its_signature_are_not_used():
     assert production.version == 1 and production.feature_names == ("a", "b")
     assert len(messages) == 1 and "still validating against v1" in messages[0]
 
-    store.promote(store.register(b"v3", meta("c")).version)  # a signed version: followed
+    store.promote(
+        store.register(b"v3", metadata(("c",), name="iris")).version
+    )  # a signed version: followed
     asyncio.run(catalog.refresh())
     assert catalog.require_production().feature_names == ("c",)

@@ -1,17 +1,26 @@
-"""parse_predict_body and load_json: every body form the gateway accepts, and each 422."""
+"""app/services/rows.py: parse_predict_body and load_json (every body form the gateway accepts,
+and each 422), and read_body's deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 
 import pytest
+from starlette.requests import Request
 
-from app.errors import BadRequest
+from app.errors import BadRequest, RequestTimeout
 from app.services.catalog import Production
-from app.services.rows import MAX_NESTING, MAX_REQUEST_ID, load_json, parse_predict_body
-from core.store import FeatureSpec, ModelMetadata
+from app.services.rows import (
+    MAX_NESTING,
+    MAX_REQUEST_ID,
+    load_json,
+    parse_predict_body,
+    read_body,
+)
+from tests.factories import metadata
 
 NAMES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -19,19 +28,7 @@ ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_widt
 
 @pytest.fixture
 def production() -> Production:
-    meta = ModelMetadata(
-        name="iris",
-        version=1,
-        trainer="iris",
-        features=[FeatureSpec(name=n) for n in NAMES],
-        data_fingerprint="x",
-        trained_at="2024-01-01T00:00:00Z",
-        python_version="3.11",
-        sklearn_version="1.5",
-        joblib_version="1.4",
-        artifact_file="model.joblib",
-    )
-    return Production(meta, NAMES, frozenset(NAMES))
+    return Production(metadata(NAMES, name="iris", version=1), NAMES, frozenset(NAMES))
 
 
 def rejected(data, production, max_instances=1000) -> BadRequest:
@@ -276,3 +273,46 @@ def test_a_body_refused_by_the_count_still_gets_an_error_of_its_first_64_kib(
         load_json(body, production, max_instances=1000)
     assert info.value.kind == kind
     assert words in info.value.message
+
+
+# --- the body deadline (app/services/rows.py read_body) -----------------------------------
+
+
+def slow_request(declared: bool) -> Request:
+    """A request whose body starts but never finishes."""
+    headers = [(b"content-length", b"100")] if declared else []
+    sent = []
+
+    async def receive():
+        if not sent:
+            sent.append(True)
+            return {"type": "http.request", "body": b"{", "more_body": True}
+        await asyncio.sleep(3600)
+
+    return Request({"type": "http", "method": "POST", "headers": headers}, receive)
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_body_not_received_within_the_deadline_is_a_408(declared):
+    async def read():
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RequestTimeout, match=r"within 0\.2 s") as info:
+            await read_body(slow_request(declared), 1024, 0.2)
+        return info.value, asyncio.get_running_loop().time() - started
+
+    error, waited = asyncio.run(read())
+    assert error.status_code == 408 and error.reason == "timeout"
+    assert 0.2 <= waited < 2
+
+
+def test_a_cancelled_body_read_stays_cancelled():
+    """Only the deadline's own cancellation becomes a 408; a client gone or a shutdown does not."""
+
+    async def read():
+        task = asyncio.create_task(read_body(slow_request(True), 1024, 0.5))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(read())

@@ -1,7 +1,9 @@
 """Load generators: wrk where installed, else a small asyncio HTTP/1.1 client in its own process.
 
 Both hold N keep-alive connections, each sending the next request when the last answer
-arrives (closed loop), and report requests/s and latency percentiles in milliseconds.
+arrives (closed loop), and report requests/s and latency percentiles in milliseconds. Shared by
+`make bench` (benchmarks/run.py) and the soak test (tests/integration/test_faults.py), so the
+soak's rate compares with the benchmark's.
 """
 
 from __future__ import annotations
@@ -46,9 +48,9 @@ def run_wrk(url: str, body: bytes, headers: dict, connections: int, seconds: flo
         fh.write(lua)
     threads = max(1, min(2, connections))
     duration = f"{max(1, round(seconds))}s"
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}", "--timeout", "10s",
-         "-s", fh.name, url],
+    out = subprocess.run(  # noqa: S603 - wrk with arguments built here, no shell
+        [shutil.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}",
+         "--timeout", "10s", "-s", fh.name, url],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     ).stdout  # fmt: skip
     Path(fh.name).unlink()
@@ -114,8 +116,8 @@ async def _python_load(url, body, headers, connections, seconds) -> dict:
 def run_python(url: str, body: bytes, headers: dict, connections: int, seconds: float) -> dict:
     """Run the asyncio generator in a separate process, so it does not share the GIL."""
     args = json.dumps([url, body.decode(), headers, connections, seconds])
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.load", args],
+    out = subprocess.run(  # noqa: S603 - this module in this interpreter, no shell
+        [sys.executable, "-m", "scripts.load", args],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     ).stdout  # fmt: skip
     return json.loads(out)
