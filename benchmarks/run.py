@@ -8,6 +8,7 @@ and writes benchmarks/results/latest.json, latest.md and latency.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -20,18 +21,19 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.load import generator_name, run_load
 from benchmarks.report import evaluate, write_reports
 from core.settings import get_settings
 from core.signing import SigningKeys
 from scripts import commands
-from tests.integration.procs import (
+from scripts.load import generator_name, run_load
+from scripts.processes import (
     ROOT,
+    Process,
     RedisServer,
-    Service,
+    child_env,
     free_port,
-    process_table,
-    service_env,
+    process_tree,
+    status_kib,
     wait_until,
 )
 
@@ -60,22 +62,22 @@ class Bench:
         self.work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
         self.redis = RedisServer(self.work / "redis")
         self.env = {}
-        self.services: list[Service] = []
+        self.services: list[Process] = []
 
     def log(self, text: str) -> None:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
 
-    def start(self, name: str, args: list[str], **env: str) -> Service:
-        service = Service(name, args, {**self.env, **env}, self.work / "logs").start()
+    def start(self, name: str, args: list[str], **env: str) -> Process:
+        service = Process(name, args, {**self.env, **env}, self.work / "logs").start()
         self.services.append(service)
         return service
 
-    def stop(self, service: Service) -> None:
+    def stop(self, service: Process) -> None:
         service.stop()
         self.services.remove(service)
 
-    def http_up(self, port: int, service: Service, path: str = "/openapi.json") -> None:
+    def http_up(self, port: int, service: Process, path: str = "/openapi.json") -> None:
         def up() -> bool:
             if not service.alive():
                 raise RuntimeError(f"{service.name} exited:\n{service.output()[-3000:]}")
@@ -102,7 +104,7 @@ class Bench:
         wait_until(lambda: client.llen("predict") == 0, 300, "the predict queue to drain")
 
     # -- the measurements --------------------------------------------------------------
-    def yardstick(self, app: str, **env: str) -> tuple[dict, Service]:
+    def yardstick(self, app: str, **env: str) -> tuple[dict, Process]:
         port = free_port()
         args = ["uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
         service = self.start(app.split(":")[1], args, **env)
@@ -153,9 +155,10 @@ class Bench:
     def run(self) -> dict:
         self.redis.start()
         keys = SigningKeys.generate()  # this run's: training signs, worker and gateway verify
-        self.env = service_env(
-            self.redis.url,
-            self.work / "artifacts",
+        self.env = child_env(
+            inherit_settings=False,
+            MLOPS_REDIS_URL=self.redis.url,
+            MLOPS_ARTIFACTS_DIR=str(self.work / "artifacts"),
             MLOPS_SIGNING__PRIVATE_KEY=keys.private_text(),
             MLOPS_SIGNING__PUBLIC_KEYS=json.dumps([keys.public_text()]),
             MLOPS_ENV="production",
@@ -224,25 +227,16 @@ class Bench:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def process_tree(pid: int) -> list[int]:
-    children = [child for child, fields in process_table() if int(fields[1]) == pid]
-    return [pid] + [q for child in children for q in process_tree(child)]
-
-
-def peak_rss(service: Service) -> float:
+def peak_rss(service: Process) -> float:
     """Peak resident memory (VmHWM) of the service's process tree, in MiB, summed."""
     total = 0
     for pid in process_tree(service.pid):
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
-            continue
+        with contextlib.suppress(FileNotFoundError):
+            total += status_kib(pid, "VmHWM")
     return round(total / 1024, 1)
 
 
-def maps_mention(service: Service, needle: str) -> bool:
+def maps_mention(service: Process, needle: str) -> bool:
     for pid in process_tree(service.pid):
         try:
             if needle in Path(f"/proc/{pid}/maps").read_text():

@@ -25,7 +25,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -42,10 +41,19 @@ from core.errors import MLOpsError
 from core.redis import sync_client
 from core.settings import DEV_SECRETS, get_settings, reset_settings
 from scripts import commands
-from scripts.supervisor import Child, ChildDied, Console, Interrupted, Supervisor
+from scripts.processes import (
+    BIN,
+    REDIS_INSTALL,
+    ROOT,
+    Console,
+    Process,
+    RedisServer,
+    RedisServerMissing,
+    child_env,
+    port_taken,
+)
+from scripts.supervisor import ChildDied, Interrupted, Supervisor
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent  # the venv's bin folder: uvicorn and celery live here
 RUN_DIR = ROOT / ".run"  # git-ignored
 READY_TIMEOUT = 60.0
 REDIS_PROBE_TIMEOUT = 1.0
@@ -63,9 +71,7 @@ INSTALL_REDIS = """\
 make run needs Redis: nothing answers at {url} ({reason})
 and redis-server is not installed, so a private one cannot be started for this run.
 Either install redis-server and run `make run` again:
-  Debian/Ubuntu:  sudo apt-get install redis-server
-  macOS:          brew install redis
-  conda:          conda install -c conda-forge redis-server
+{install}
 or start a Redis and point MLOPS_REDIS_URL at it:
   docker run --rm -p 6379:6379 redis:7
   MLOPS_REDIS_URL=redis://127.0.0.1:6379/0 make run"""
@@ -187,22 +193,6 @@ def probe_redis(url: str, timeout: float = REDIS_PROBE_TIMEOUT) -> str | None:
         client.close()
 
 
-def port_taken(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def get_text(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     """(status, body) of a GET; (0, b"") when nothing answers."""
     try:
@@ -266,7 +256,7 @@ class RedisTarget:
     """The Redis this run uses, and the private redis-server when we started one."""
 
     url: str
-    private: Child | None = None
+    private: Process | None = None
 
 
 def find_or_start_redis(settings, supervisor: Supervisor, run_dir: Path, base_env) -> RedisTarget:
@@ -275,32 +265,30 @@ def find_or_start_redis(settings, supervisor: Supervisor, run_dir: Path, base_en
     if reason is None:
         supervisor.console.say(f"==> using Redis at {redact(url)}")
         return RedisTarget(url)
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise StartupError(INSTALL_REDIS.format(url=redact(url), reason=reason))
+    folder = run_dir / "redis"
+    try:
+        server = RedisServer(folder)
+    except RedisServerMissing:
+        raise StartupError(
+            INSTALL_REDIS.format(url=redact(url), reason=reason, install=REDIS_INSTALL)
+        ) from None
     supervisor.console.say(
         f"==> nothing answers at {redact(url)} ({reason}): starting a private redis-server"
     )
-    folder = run_dir / "redis"
-    folder.mkdir(parents=True, exist_ok=True)
     for _ in range(3):  # another process may take the free port before redis-server binds it
-        port = free_port()
-        args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
-        args += ["--save", "", "--appendonly", "no"]
-        child = supervisor.start(Child("redis", args, base_env), infrastructure=True)
-        private_url = f"redis://127.0.0.1:{port}/0"
+        child = supervisor.start(server.child(base_env), infrastructure=True)
         try:
-            if supervisor.wait_until(lambda u=private_url: probe_redis(u) is None, 15):
+            if supervisor.wait_until(lambda u=server.url: probe_redis(u) is None, 15):
                 supervisor.console.say(
-                    f"==> private redis-server (pid {child.pid}) at {private_url}: "
+                    f"==> private redis-server (pid {child.pid}) at {server.url}: "
                     "no persistence, stopped on exit"
                 )
-                return RedisTarget(private_url, child)
+                return RedisTarget(server.url, child)
         except ChildDied:
             pass
         supervisor.infrastructure.remove(child)
-        child.signal_group(signal.SIGTERM)
-        child.finish()
+        child.kill()
+        server = RedisServer(folder)  # on another free port
     raise StartupError(f"redis-server did not start; its last lines:\n{child.last_lines()}")
 
 
@@ -328,7 +316,7 @@ def ensure_model(settings, supervisor: Supervisor, env: dict[str, str]) -> None:
     supervisor.console.say(
         f"==> no production model of {store.model_name!r} yet: training a first one"
     )
-    train = Child("train", [sys.executable, "-m", "training", "train"], env)
+    train = Process("train", [sys.executable, "-m", "training", "train"], env)
     code = supervisor.run_to_end(train)
     if code != 0:
         raise StartupError(
@@ -440,11 +428,7 @@ def serve(settings, supervisor: Supervisor, run_dir: Path, ready_timeout: float)
         supervisor.console.say(generated)
         reset_settings()
         settings = get_settings()
-    base_env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    base_env = child_env()
     redis_ = find_or_start_redis(settings, supervisor, run_dir, base_env)
     base_env["MLOPS_REDIS_URL"] = redis_.url
     ensure_model(settings, supervisor, base_env)
@@ -458,7 +442,7 @@ def serve(settings, supervisor: Supervisor, run_dir: Path, ready_timeout: float)
         ("flower", commands.flower(), {**base_env, **flower.env}),
         ("gateway", gateway_args, {**base_env, **auth.env}),
     ):
-        supervisor.start(Child(name, executable(args), env))
+        supervisor.start(Process(name, executable(args), env))
     gateway = gateway_url(settings)
     ready = wait_ready(supervisor, gateway, ready_timeout)
     metrics = metrics_urls(settings, gateway)

@@ -28,6 +28,13 @@ def code_running_pickle(marker: Path) -> bytes:
     return buffer.getvalue()
 
 
+def tamper(artifact: Path) -> None:
+    """Flip one byte in the middle of a file: same size, other bytes."""
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+
+
 def edit_metadata(version_dir: Path, **fields) -> None:
     path = version_dir / "metadata.json"
     meta = json.loads(path.read_text())

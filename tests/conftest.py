@@ -14,7 +14,7 @@ from core.signing import SigningKeys
 @pytest.fixture(scope="session", autouse=True)
 def signing_keys():
     """Training signs with this session's private key, everything verifies with its public key;
-    subprocesses get both through MLOPS_SIGNING__* (tests/integration/procs.py)."""
+    subprocesses get both through MLOPS_SIGNING__* (tests/factories.py signing_env)."""
     keys = SigningKeys.generate()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLOPS_SIGNING__PRIVATE_KEY", keys.private_text())

@@ -27,7 +27,7 @@ def _columns(model: LoadedModel, features: list[str] | None) -> list[int] | None
 
 
 # Classifiers whose predict() is the class of highest predict_proba(), so one pass through
-# the pipeline gives both (tests/unit/test_workers_predict_argmax.py checks each on data).
+# the pipeline gives both (tests/unit/workers/test_inference_argmax.py checks each on data).
 PREDICT_IS_ARGMAX_PROBA = frozenset(
     {
         "DecisionTreeClassifier",

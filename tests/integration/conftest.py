@@ -6,25 +6,29 @@ import shutil
 
 import pytest
 
-from tests.integration.procs import INSTALL_HINT
-from tests.integration.stack import Stack, run_stack
+from scripts.processes import REDIS_INSTALL
+from tests.integration.stack import Stack, running
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _require_redis_server():
     if shutil.which("redis-server") is None:
-        pytest.fail(INSTALL_HINT, pytrace=False)
+        pytest.fail(
+            "redis-server is required for the integration tests and was not found on PATH.\n"
+            f"Install it:\n{REDIS_INSTALL}",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """One running service (Redis, 1 worker, gateway) shared by the tests of a module."""
-    yield from run_stack(Stack(tmp_path_factory.mktemp("stack")), Stack.start)
+    with running(Stack(tmp_path_factory.mktemp("stack"))) as started:
+        yield started
 
 
 @pytest.fixture
 def fresh_stack(tmp_path):
     """A stack for one test (fault tests that break things). Not started: call .start()."""
-    running = Stack(tmp_path)
-    yield running
-    running.stop()
+    with running(Stack(tmp_path), start=lambda _stack: None) as unstarted:
+        yield unstarted

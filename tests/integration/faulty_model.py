@@ -64,7 +64,7 @@ def faulty_artifact(inner) -> bytes:
 
 def register_faulty_version(artifacts_dir, model_name: str = "iris", promote: bool = True) -> int:
     """Register the production model wrapped in FaultyClassifier as a new version; promote it."""
-    from tests.stores import store_at
+    from tests.factories import store_at
     from training.serialization import loads_model
 
     store = store_at(artifacts_dir, model_name, "joblib")  # signed with the session's key

@@ -1,10 +1,12 @@
 """The whole service for integration tests: private redis-server, real workers, real gateway.
 
-Every part runs as the same command `make run` and the containers use (scripts/commands.py).
+Every part runs as the same command `make run` and the containers use (scripts/commands.py),
+with the process toolkit `make run` and `make bench` use (scripts/processes.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -17,8 +19,8 @@ import httpx
 
 from core.store import ModelStore
 from scripts import commands
-from tests.integration.procs import ROOT, RedisServer, Service, free_port, service_env, wait_until
-from tests.stores import store_at
+from scripts.processes import ROOT, Process, RedisServer, free_port, wait_until
+from tests.factories import scrape, service_env, store_at
 
 PREDICT_KEY = "test-predict-key"
 OTHER_PREDICT_KEY = "test-other-predict-key"  # another client with the same scope
@@ -43,7 +45,7 @@ class Stack:
         self.logs = self.workdir / "logs"
         self.redis = RedisServer(self.workdir / "redis", appendonly=appendonly, extra=redis_args)
         self.extra_env = {"MLOPS_AUTH__API_KEYS": f"@json {API_KEYS}", **env}
-        self.services: dict[str, Service] = {}
+        self.services: dict[str, Process] = {}
         self.gateway_port: int | None = None
 
     # -- processes ------------------------------------------------------------------------
@@ -73,15 +75,15 @@ class Stack:
         concurrency: int = 1,
         wait: bool = True,
         **env: str,
-    ) -> Service:
+    ) -> Process:
         args = [*commands.worker(queues, concurrency), "--hostname", f"{name}@%h"]
-        service = Service(name, args, self.env(**env), self.logs).start()
+        service = Process(name, args, self.env(**env), self.logs).start()
         self.services[name] = service
         if wait:
             self.wait_for_worker(service)
         return service
 
-    def wait_for_worker(self, service: Service, timeout: float = 60) -> None:
+    def wait_for_worker(self, service: Process, timeout: float = 60) -> None:
         """Wait for the worker log to say ready and a fresh heartbeat in Redis."""
         node = f"{service.name}@{socket.gethostname()}"
 
@@ -93,12 +95,12 @@ class Stack:
 
         wait_until(heartbeat, timeout, f"worker {service.name}")
 
-    def start_gateway(self, **env: str) -> Service:
+    def start_gateway(self, **env: str) -> Process:
         """The gateway, with public keys only: it verifies versions, it never signs one."""
         self.gateway_port = free_port()
         args = commands.gateway("127.0.0.1", self.gateway_port)
         env = {"MLOPS_SIGNING__PRIVATE_KEY": "", **env}
-        service = Service("gateway", args, self.env(**env), self.logs).start()
+        service = Process("gateway", args, self.env(**env), self.logs).start()
         self.services["gateway"] = service
 
         def healthy() -> bool:
@@ -149,20 +151,28 @@ class Stack:
     def admin(self) -> httpx.Client:
         return self.client(ADMIN_KEY)
 
+    def metrics(self) -> list[tuple[str, dict, float]]:
+        """The samples of the gateway's /metrics."""
+        return scrape(f"{self.url}/metrics")
+
     def logs_text(self) -> str:
         return "\n".join(f"--- {n}\n{s.output()[-4000:]}" for n, s in self.services.items())
 
 
-def run_stack(stack: Stack, start: Callable[[Stack], object]) -> Iterator[Stack]:
-    """Body of a stack fixture: start it (showing its logs if that fails), yield, stop it."""
+@contextlib.contextmanager
+def running(stack: Stack, start: Callable[[Stack], object] = Stack.start) -> Iterator[Stack]:
+    """``stack`` started by ``start`` (its logs printed if that fails), stopped at the end: the
+    body of every stack fixture, and of tests that need a stack of their own."""
     try:
         start(stack)
     except BaseException:
         print(stack.logs_text())  # noqa: T201 - shown by pytest on failure
         stack.stop()
         raise
-    yield stack
-    stack.stop()
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 def poll_job(client: httpx.Client, job_id: str, timeout: float = 30) -> dict:

@@ -16,7 +16,7 @@ import pytest
 import redis
 import yaml
 
-from tests.integration.procs import ROOT, RedisServer
+from scripts.processes import ROOT, RedisServer
 
 pytestmark = pytest.mark.integration
 

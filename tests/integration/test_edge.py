@@ -18,11 +18,11 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from scripts import commands
-from tests.integration.procs import Service, free_port, wait_until
-from tests.integration.stack import PREDICT_KEY, SEED_BODY, Stack, run_stack
+from scripts.processes import Process, free_port, wait_until
+from tests.factories import value
+from tests.integration.stack import PREDICT_KEY, SEED_BODY, Stack, running
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,8 @@ def edge(tmp_path_factory):
         assert trained.returncode == 0, trained.stderr
         stack.start_worker("worker0")
 
-    yield from run_stack(Stack(tmp_path_factory.mktemp("edge")), start)
+    with running(Stack(tmp_path_factory.mktemp("edge")), start) as stack:
+        yield stack
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -60,7 +61,7 @@ def _enough_file_descriptors():
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def start_gateway(stack: Stack, environment: str = "testing", **gateway: object) -> Service:
+def start_gateway(stack: Stack, environment: str = "testing", **gateway: object) -> Process:
     """(Re)start the gateway with ``gateway.*`` settings, e.g. ``max_connections=50``."""
     if "gateway" in stack.services:
         stack.services.pop("gateway").stop()
@@ -70,20 +71,6 @@ def start_gateway(stack: Stack, environment: str = "testing", **gateway: object)
 
 def connect(stack: Stack) -> socket.socket:
     return socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=10)
-
-
-def scrape(stack: Stack) -> dict[tuple[str, tuple], float]:
-    response = httpx.get(f"{stack.url}/metrics", timeout=10)
-    assert response.status_code == 200, response.text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    }
-
-
-def metric(found: dict, name: str, **labels: str) -> float:
-    return found[(name, tuple(sorted(labels.items())))]
 
 
 def wait_closed(sockets: list[socket.socket], timeout: float) -> dict[socket.socket, tuple]:
@@ -157,7 +144,7 @@ def test_idle_and_half_sent_connections_are_closed_after_the_header_timeout(edge
         with edge.client() as client:
             health = client.get("/health")
             predicted = client.post("/predict", params={"wait": 10}, json=SEED_BODY)
-            opened = metric(scrape(edge), "mlops_connections_open")
+            opened = value(edge.metrics(), "mlops_connections_open")
         assert health.status_code == 200
         assert predicted.status_code == 200 and predicted.json()["status"] == "SUCCESS"
         assert opened >= SLOW_SOCKETS
@@ -175,9 +162,9 @@ def test_idle_and_half_sent_connections_are_closed_after_the_header_timeout(edge
     assert {status_of(data) for data in half_sent} == {408}
     assert json_body(half_sent[0])["reason"] == "timeout"
 
-    found = scrape(edge)
-    assert metric(found, "mlops_connections_timed_out_total", phase="request_head") >= SLOW_SOCKETS
-    assert metric(found, "mlops_connections_open") <= 2  # this scrape's own connection
+    found = edge.metrics()
+    assert value(found, "mlops_connections_timed_out_total", phase="request_head") >= SLOW_SOCKETS
+    assert value(found, "mlops_connections_open") <= 2  # this scrape's own connection
     wait_until(lambda: "sent no complete request head" in service.output(), 5, "the log line")
 
 
@@ -228,7 +215,7 @@ def test_a_body_that_does_not_arrive_in_time_is_408_and_the_connection_closes(ed
     assert json_body(answer)["reason"] == "timeout"
     assert "gateway.body_timeout_seconds" in json_body(answer)["detail"]
     assert BODY_TIMEOUT - 0.25 <= closed_at - started <= BODY_TIMEOUT + 10
-    assert metric(scrape(edge), "mlops_requests_rejected_total", reason="timeout") == 1
+    assert value(edge.metrics(), "mlops_requests_rejected_total", reason="timeout") == 1
 
 
 def test_requests_beyond_max_requests_get_503_while_health_still_answers(edge):
@@ -253,7 +240,7 @@ def test_requests_beyond_max_requests_get_503_while_health_still_answers(edge):
             sock.close()
     with edge.client() as client:
         assert client.get("/version").status_code == 200
-    assert metric(scrape(edge), "mlops_connections_refused_total", reason="max_requests") == 1
+    assert value(edge.metrics(), "mlops_connections_refused_total", reason="max_requests") == 1
     assert "refused 1 request(s) with 503: 4 requests are in progress" in service.output()
 
 
@@ -275,7 +262,7 @@ def test_connections_beyond_max_connections_get_503_are_counted_and_logged(edge)
     assert refused.headers["retry-after"] == "1"
     assert status_of(answer) == 503
     wait_until(lambda: httpx.get(f"{edge.url}/health").status_code == 200, 10, "room again")
-    assert metric(scrape(edge), "mlops_connections_refused_total", reason="max_connections") == 2
+    assert value(edge.metrics(), "mlops_connections_refused_total", reason="max_connections") == 2
     wait_until(
         lambda: "connection(s) with 503: 50 connections are open" in service.output(), 15, "log"
     )
@@ -294,7 +281,7 @@ def test_an_upgrade_request_is_served_as_plain_http_within_the_limits(edge):
     finally:
         sock.close()
     assert status_of(answer) == 200 and json_body(answer) == {"status": "ok"}
-    wait_until(lambda: metric(scrape(edge), "mlops_connections_open") == 1, 5, "the close")
+    wait_until(lambda: value(edge.metrics(), "mlops_connections_open") == 1, 5, "the close")
     assert "asking for a protocol upgrade" in service.output()
 
 
@@ -325,7 +312,7 @@ def test_the_gateway_serves_https_with_the_configured_certificate(edge, tmp_path
     )  # fmt: skip
     port = free_port()
     env = edge.env(MLOPS_GATEWAY__SSL_CERTFILE=str(cert), MLOPS_GATEWAY__SSL_KEYFILE=str(key))
-    service = Service("gateway-tls", commands.gateway("127.0.0.1", port), env, edge.logs).start()
+    service = Process("gateway-tls", commands.gateway("127.0.0.1", port), env, edge.logs).start()
     try:
         context = ssl.create_default_context(cafile=str(cert))
         url = f"https://127.0.0.1:{port}/health"

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,19 +27,21 @@ import orjson
 import pytest
 from celery import Celery
 
-from benchmarks.load import generator_name, run_load
 from core.messages import PREDICT_QUEUE, RETRAIN_TASK, TRAIN_QUEUE
 from core.store import Aliases
+from scripts.load import generator_name, run_load
+from scripts.processes import ROOT, children, status_kib, wait_until
 from tests.attacker import code_running_pickle, replace_artifact
+from tests.factories import SETOSA
 from tests.integration.faulty_model import HUNG, POISON, SLOW, register_faulty_version
-from tests.integration.procs import ROOT, ScriptReplyDelay, process_table, wait_until
+from tests.integration.proxy import ScriptReplyDelay
 from tests.integration.stack import (
     ADMIN_KEY,
     PREDICT_KEY,
     SEED_BODY,
     Stack,
     poll_job,
-    run_stack,
+    running,
 )
 from workers.batches import STARTED_MARK_ROWS
 from workers.recovery import UNACKED_KEY
@@ -53,7 +55,6 @@ FAULT_ENV = {
     "MLOPS_WORKER__METRICS_PORT": "0",  # stacks run side by side
     "PYTHONPATH": str(ROOT),  # the worker unpickles tests.integration.faulty_model
 }
-GOOD_ROW = [5.1, 3.5, 1.4, 0.2]
 TERMINAL = ("SUCCESS", "FAILURE")
 
 
@@ -65,42 +66,40 @@ def row_body(row: list[float], request_id: str = "fault-test") -> dict:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     """Artifacts trained once for the module: v1 (iris), v2 = v1 wrapped in FaultyClassifier."""
-    builder = Stack(tmp_path_factory.mktemp("template")).start_redis()
-    try:
+    with running(Stack(tmp_path_factory.mktemp("template")), Stack.start_redis) as builder:
         result = builder.train()
         assert result.returncode == 0, result.stderr
         register_faulty_version(builder.artifacts)
-    finally:
-        builder.stop()
     return builder.artifacts
 
 
-def boot(stack: Stack, template: Path, *, worker: bool = True, gateway: bool = True) -> Stack:
-    """Redis, the template's artifacts, a worker (concurrency 1) and the gateway."""
-    stack.start_redis()
-    shutil.copytree(template, stack.artifacts)
-    if worker:
-        stack.start_worker("worker0")
-    if gateway:
-        stack.start_gateway()
-    if worker and gateway:
-        stack.wait_ready()
-    return stack
+def boot(template: Path, *, worker: bool = True, gateway: bool = True) -> Callable[[Stack], None]:
+    """How these tests start a stack: Redis, the template's artifacts, a worker (concurrency 1)
+    and the gateway."""
+
+    def start(stack: Stack) -> None:
+        stack.start_redis()
+        shutil.copytree(template, stack.artifacts)
+        if worker:
+            stack.start_worker("worker0")
+        if gateway:
+            stack.start_gateway()
+        if worker and gateway:
+            stack.wait_ready()
+
+    return start
 
 
 def pool_children(service) -> list[int]:
     """Pids of the worker's pool processes (children of its main process)."""
-    return [pid for pid, fields in process_table() if int(fields[1]) == service.pid]
+    return children(service.pid)
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return status_kib(pid, "VmRSS")
 
 
-def submit(client: httpx.Client, row: list[float] = GOOD_ROW, **params) -> str:
+def submit(client: httpx.Client, row: list[float] = SETOSA, **params) -> str:
     response = client.post("/predict", json=row_body(row), params=params)
     assert response.status_code == 202, response.text
     return response.json()["job_id"]
@@ -109,7 +108,7 @@ def submit(client: httpx.Client, row: list[float] = GOOD_ROW, **params) -> str:
 def submit_slow(client: httpx.Client, seconds: float) -> str:
     """A job that sleeps in the model; 256 rows, so the worker marks it STARTED (small
     messages finish too fast for that round trip to be worth it, workers/batches.py)."""
-    rows = [[SLOW, seconds, 1.4, 0.2]] + [GOOD_ROW] * (STARTED_MARK_ROWS - 1)
+    rows = [[SLOW, seconds, 1.4, 0.2]] + [SETOSA] * (STARTED_MARK_ROWS - 1)
     response = client.post("/predict", json={"request_id": "slow", "instances": rows})
     assert response.status_code == 202, response.text
     return response.json()["job_id"]
@@ -147,7 +146,7 @@ class LoadLoop:
         with self.stack.client() as client:
             while not self._stop.is_set():
                 try:
-                    response = client.post("/predict", json=row_body(GOOD_ROW, "load"))
+                    response = client.post("/predict", json=row_body(SETOSA, "load"))
                     status: object = response.status_code
                     if status == 202:
                         self.accepted.append(response.json()["job_id"])
@@ -195,13 +194,8 @@ def faulty(tmp_path_factory, template):
         MLOPS_API__SYNC_GRACE_SECONDS="12",
         MLOPS_WORKER__MAX_RETRIES_ON_CRASH="2",
     )
-    try:
-        boot(stack, template)
-    except BaseException:
-        stack.stop()
-        raise
-    yield stack
-    stack.stop()
+    with running(stack, boot(template)) as started:
+        yield started
 
 
 def test_killed_child_mid_job_is_redelivered_and_completes(faulty):
@@ -230,7 +224,7 @@ def test_poison_job_ends_in_failure_after_max_retries_on_crash(faulty):
         assert result["error"]["reason"] == "worker_lost"
         assert "died 3 times" in result["error"]["message"]  # max_retries_on_crash=2, then stop
         assert poll_job(client, healthy, 30)["status"] == "SUCCESS"
-        after = client.post("/predict", params={"wait": 20}, json=row_body(GOOD_ROW))
+        after = client.post("/predict", params={"wait": 20}, json=row_body(SETOSA))
     assert after.status_code == 200, after.text
     assert after.json()["status"] == "SUCCESS"
 
@@ -248,7 +242,7 @@ def test_hung_task_hits_the_time_limit_and_the_child_is_replaced(faulty):
         assert result["error"]["reason"] == "time_limit"
         assert elapsed < 8 + 5, elapsed  # the 8 s hard limit plus a margin
         wait_until(lambda: pool_children(worker) and before not in pool_children(worker), 20, "new")
-        after = client.post("/predict", params={"wait": 20}, json=row_body(GOOD_ROW))
+        after = client.post("/predict", params={"wait": 20}, json=row_body(SETOSA))
     assert after.status_code == 200, after.text
     assert after.json()["status"] == "SUCCESS"
     assert before not in pool_children(worker)
@@ -261,7 +255,7 @@ def test_a_sync_job_not_started_before_its_deadline_ends_expired(faulty):
         blockers = [submit_slow(client, 5.5)]
         wait_started(client, blockers[0])
         blockers += [submit_slow(client, 5.5) for _ in range(2)]
-        response = client.post("/predict", params={"wait": 1}, json=row_body(GOOD_ROW))
+        response = client.post("/predict", params={"wait": 1}, json=row_body(SETOSA))
         assert response.status_code == 202, response.text  # not started within the wait
         result = poll_job(client, response.json()["job_id"], 60)
         assert [poll_job(client, b, 30)["status"] for b in blockers] == ["SUCCESS"] * 3
@@ -272,7 +266,7 @@ def test_a_sync_job_not_started_before_its_deadline_ends_expired(faulty):
 
 def test_idempotency_key_gives_one_job_and_refuses_another_body(faulty):
     key = {"Idempotency-Key": f"order-{time.time_ns()}"}
-    body = row_body(GOOD_ROW, "idem")
+    body = row_body(SETOSA, "idem")
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(
@@ -321,7 +315,7 @@ def _sync_requests(stack: Stack, count: int, concurrency: int = 32) -> list[dict
             async def one(i: int) -> dict:
                 async with limit:
                     response = await client.post(
-                        "/predict", params={"wait": 20}, json=row_body(GOOD_ROW, f"leak-{i}")
+                        "/predict", params={"wait": 20}, json=row_body(SETOSA, f"leak-{i}")
                     )
                     assert response.status_code == 200, response.text
                     return response.json()
@@ -353,7 +347,7 @@ def test_a_thousand_jobs_leave_no_subscription_or_connection_behind(faulty):
 
 
 def predicted_version(client: httpx.Client) -> int:
-    response = client.post("/predict", params={"wait": 20}, json=row_body(GOOD_ROW))
+    response = client.post("/predict", params={"wait": 20}, json=row_body(SETOSA))
     assert response.status_code == 200, response.text
     return response.json()["model_version"]
 
@@ -408,15 +402,12 @@ def test_tampered_artifacts_are_refused_and_the_previous_version_keeps_serving(f
 # -- a shared stack for faults it recovers from ------------------------------------------------
 @pytest.fixture(scope="module")
 def steady(tmp_path_factory, template):
-    stack = Stack(tmp_path_factory.mktemp("steady"), **FAULT_ENV)
-    try:
-        boot(stack, template)
+    def start(stack: Stack) -> None:
+        boot(template)(stack)
         stack.store().promote(1)  # the well-behaved model
-    except BaseException:
-        stack.stop()
-        raise
-    yield stack
-    stack.stop()
+
+    with running(Stack(tmp_path_factory.mktemp("steady"), **FAULT_ENV), start) as stack:
+        yield stack
 
 
 def _pool_rss(service) -> int:
@@ -432,15 +423,15 @@ SOAK_WARMUP = 10
 def soak(tmp_path, template):
     """A stack whose gateway logs at WARNING like `make bench`'s, so the rates compare (the
     worker stays at INFO: the fixtures wait for its "ready" line)."""
-    stack = Stack(tmp_path / "soak", **FAULT_ENV)
-    try:
-        boot(stack, template, gateway=False)
+
+    def start(stack: Stack) -> None:
+        boot(template, gateway=False)(stack)
         stack.store().promote(1)  # the well-behaved model
         stack.start_gateway(MLOPS_LOGGING__LEVEL="WARNING")
         stack.wait_ready()
+
+    with running(Stack(tmp_path / "soak", **FAULT_ENV), start) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.mark.soak
@@ -449,7 +440,7 @@ def test_soak_a_minute_at_half_the_benchmark_rate_without_errors_or_memory_growt
     50 s measured): no error, every job SUCCESS, RSS of gateway and worker grows < 10 %."""
     gateway, worker = soak.services["gateway"], soak.services["worker0"]
     url = f"{soak.url}/predict?wait=10"
-    body = orjson.dumps(row_body(GOOD_ROW, "soak"))
+    body = orjson.dumps(row_body(SETOSA, "soak"))
     headers = {"Content-Type": "application/json", "X-API-Key": PREDICT_KEY}
     warm = run_load(url, body, headers, SOAK_CONNECTIONS, SOAK_WARMUP)
     before = {"gateway": rss_kib(gateway.pid), "worker": _pool_rss(worker)}
@@ -487,7 +478,7 @@ def test_redis_restart_while_idle_is_503_then_202_and_workers_resume(steady):
         steady.redis.stop()
         for _ in range(3):
             started = time.monotonic()
-            response = client.post("/predict", json=row_body(GOOD_ROW))
+            response = client.post("/predict", json=row_body(SETOSA))
             assert response.status_code == 503, response.text
             assert time.monotonic() - started < 3
             assert response.headers["retry-after"]
@@ -510,7 +501,7 @@ def test_frozen_redis_fails_requests_within_their_deadline_then_recovers(steady)
                 if params is None:
                     response = client.get(path)
                 else:
-                    response = client.post(path, params=params, json=row_body(GOOD_ROW))
+                    response = client.post(path, params=params, json=row_body(SETOSA))
                 elapsed = time.monotonic() - started
                 assert response.status_code == 503, response.text
                 assert "did not answer in time" in response.json()["detail"]
@@ -539,7 +530,7 @@ def test_redis_out_of_memory_is_503_on_submit_and_loses_nothing(steady):
         with LoadLoop(steady, interval=0.005) as load:
             wait_until(squeeze, 60, "503 out of memory", interval=0.3)
             with steady.client() as client:
-                refused = client.post("/predict", json=row_body(GOOD_ROW))
+                refused = client.post("/predict", json=row_body(SETOSA))
             redis_client.config_set("maxmemory", "0")
             wait_until(lambda: load.statuses[202] > 0, 10, "accepted")
             accepted_before = load.statuses[202]
@@ -560,7 +551,8 @@ def skops(tmp_path_factory):
     stack = Stack(
         tmp_path_factory.mktemp("skops"), **FAULT_ENV, MLOPS_TRAINING__ARTIFACT_FORMAT="skops"
     )
-    yield from run_stack(stack, Stack.start)
+    with running(stack) as started:
+        yield started
 
 
 def test_skops_artifacts_train_and_serve_end_to_end(skops):
@@ -623,7 +615,7 @@ class SyncRequests:
 
     def _one(self, i: int) -> None:
         with self.stack.client() as client:
-            body = row_body(GOOD_ROW, f"sync-{i}")
+            body = row_body(SETOSA, f"sync-{i}")
             self.responses.append(client.post("/predict", params={"wait": 25}, json=body))
 
     def answers(self) -> list[httpx.Response]:
@@ -693,9 +685,7 @@ def start_consuming(stack: Stack, node: str, queue: str) -> None:
 def test_a_node_killed_whole_has_its_jobs_finished_by_another_node_within_15_s(tmp_path, template):
     """Node B consumes only `train` until A holds its messages, so which node holds what is
     certain; it takes predict on right after the kill, long before A's messages are due."""
-    stack = Stack(tmp_path, **FAULT_ENV)
-    try:
-        boot(stack, template, worker=False)
+    with running(Stack(tmp_path, **FAULT_ENV), boot(template, worker=False)) as stack:
         stack.start_worker("node_a", **PREFETCHING)
         stack.start_worker("node_b", queues=TRAIN_QUEUE)
         stack.wait_ready()
@@ -708,17 +698,13 @@ def test_a_node_killed_whole_has_its_jobs_finished_by_another_node_within_15_s(t
         )
         assert recovery <= RECOVERY_TARGET, recovery
         assert held_messages(stack) == 0  # nothing left behind in kombu's unacked hash
-    finally:
-        stack.stop()
 
 
 def test_whole_worker_killed_and_restarted_every_accepted_job_completes(tmp_path, template):
     """The only node dies whole; a replacement starts 2 s later. With the shipped settings, not
     a shortened visibility timeout: before workers renewed their messages (10 s timeout since),
     the timeout was an hour, and these jobs waited for it."""
-    stack = Stack(tmp_path, **FAULT_ENV)
-    try:
-        boot(stack, template, worker=False)
+    with running(Stack(tmp_path, **FAULT_ENV), boot(template, worker=False)) as stack:
         stack.start_worker("worker0", **PREFETCHING)
         stack.wait_ready()
         with node_killed_while_holding(stack, "worker0") as kill:
@@ -733,8 +719,6 @@ def test_whole_worker_killed_and_restarted_every_accepted_job_completes(tmp_path
             f"the replacement started (ready after {ready:.1f} s)\n"
         )
         assert recovery <= RECOVERY_TARGET, recovery
-    finally:
-        stack.stop()
 
 
 # An MLP fitted for full epochs (no early stop): 12000 epochs took 7.5-15 s on this machine
@@ -757,9 +741,7 @@ def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, te
         "MLOPS_WORKER__HEARTBEAT_SECONDS": "0.5",
         "MLOPS_WORKER__RETRAIN_TIME_LIMIT": "300",
     }
-    stack = Stack(tmp_path, **env)
-    try:
-        boot(stack, template, worker=False)
+    with running(Stack(tmp_path, **env), boot(template, worker=False)) as stack:
         nodes = [
             stack.start_worker(name, queues=TRAIN_QUEUE, **LONG_RETRAIN)
             for name in ("train_a", "train_b")
@@ -780,8 +762,6 @@ def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, te
         assert sum(received) == 1, received
         assert len(versions) == len(versions_before) + 1, (versions_before, versions)
         assert "may run twice" not in stack.logs_text()
-    finally:
-        stack.stop()
 
 
 def test_prefetched_messages_given_up_when_redis_restarts_are_not_renewed_forever(
@@ -796,9 +776,9 @@ def test_prefetched_messages_given_up_when_redis_restarts_are_not_renewed_foreve
     (Redis is down at that instant, most runs) it later takes the child's termination for a
     revoke and acknowledges the message, so its job stays STARTED until it expires. That is
     Celery's (5.7) doing, with or without renewals; see the report on issue #11."""
-    stack = Stack(tmp_path, appendonly=True, **FAULT_ENV)
-    try:
-        boot(stack, template, worker=False)
+    with running(
+        Stack(tmp_path, appendonly=True, **FAULT_ENV), boot(template, worker=False)
+    ) as stack:
         stack.start_worker("worker0", **PREFETCHING)
         stack.wait_ready()
         with stack.client() as client:
@@ -813,15 +793,11 @@ def test_prefetched_messages_given_up_when_redis_restarts_are_not_renewed_foreve
         assert [r["status"] for r in results] == ["SUCCESS"] * len(prefetched), results
         assert [r["error"] for r in results if "error" in r] == []
         assert held_messages(stack) <= 1  # at most the running one, until it is swept back
-    finally:
-        stack.stop()
 
 
 @pytest.mark.parametrize("appendonly", [True, False], ids=["appendonly", "no-persistence"])
 def test_redis_restarted_with_jobs_queued(tmp_path, template, appendonly):
-    stack = Stack(tmp_path, appendonly=appendonly, **FAULT_ENV)
-    try:
-        boot(stack, template)
+    with running(Stack(tmp_path, appendonly=appendonly, **FAULT_ENV), boot(template)) as stack:
         stack.services["worker0"].stop()
         with stack.client() as client:
             job_ids = [submit(client) for _ in range(10)]
@@ -838,8 +814,6 @@ def test_redis_restarted_with_jobs_queued(tmp_path, template, appendonly):
                 assert response.status_code == 404, response.text
                 assert "restart without persistence" in response.json()["detail"]
             assert poll_job(client, submit(client))["status"] == "SUCCESS"
-    finally:
-        stack.stop()
 
 
 def test_worker_started_before_redis_waits_and_then_consumes(tmp_path, template):
@@ -861,13 +835,13 @@ def test_worker_started_before_redis_waits_and_then_consumes(tmp_path, template)
 
 
 def test_backpressure_is_429_with_retry_after_and_accepted_jobs_complete(tmp_path, template):
-    stack = Stack(tmp_path, **FAULT_ENV, MLOPS_API__MAX_QUEUE_DEPTH="5")
-    try:
-        boot(stack, template, worker=False)
+    with running(
+        Stack(tmp_path, **FAULT_ENV, MLOPS_API__MAX_QUEUE_DEPTH="5"), boot(template, worker=False)
+    ) as stack:
         accepted, refused = [], None
         with stack.client() as client:
             for _ in range(50):
-                response = client.post("/predict", json=row_body(GOOD_ROW))
+                response = client.post("/predict", json=row_body(SETOSA))
                 if response.status_code == 429:
                     refused = response
                     break
@@ -880,12 +854,10 @@ def test_backpressure_is_429_with_retry_after_and_accepted_jobs_complete(tmp_pat
             stack.start_worker("worker0")
             assert_all_succeed(stack, accepted)
             wait_until(
-                lambda: client.post("/predict", json=row_body(GOOD_ROW)).status_code == 202,
+                lambda: client.post("/predict", json=row_body(SETOSA)).status_code == 202,
                 10,
                 "admission after the queue drained",
             )
-    finally:
-        stack.stop()
 
 
 def test_gateway_keys_are_never_logged(steady):
@@ -910,7 +882,7 @@ def test_a_write_redis_held_back_and_dropped_is_an_unknown_503_and_the_retry_que
     job it may have queued; GET /jobs says it was not; the retry (same Idempotency-Key)
     queues one job, never a 409 for a key whose job was never written."""
     key = {"Idempotency-Key": f"paused-{time.time_ns()}"}
-    body = row_body(GOOD_ROW, "paused")
+    body = row_body(SETOSA, "paused")
     observer = steady.redis.client()
     with steady.client() as client:
         observer.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
@@ -934,38 +906,38 @@ def test_a_write_applied_whose_answer_was_lost_is_found_by_the_retry(tmp_path, t
     """Redis runs the submit at once but its reply comes 2 s late (a proxy holds it): the
     gateway answers 503 naming the job; the retry with the same Idempotency-Key returns that
     job, and it is the only one. (Before, the timeout deleted the key: a second job.)"""
-    stack = Stack(tmp_path, **FAULT_ENV)
     proxy = None
-    try:
-        boot(stack, template, gateway=False)
-        proxy = ScriptReplyDelay(stack.redis.port, delay=2.0).start()
-        stack.start_gateway(MLOPS_REDIS_URL=proxy.url)
-        stack.wait_ready()
-        key = {"Idempotency-Key": f"lost-{time.time_ns()}"}
-        body = row_body(GOOD_ROW, "lost-answer")
-        with stack.client() as client:
-            # One submit first: Redis then knows the script (EVALSHA), as in a running service.
-            assert client.post("/predict", json=SEED_BODY, params={"wait": 10}).status_code == 200
-            proxy.arm()
-            unknown = client.post("/predict", json=body, headers=key)
-            proxy.armed.clear()
-            time.sleep(2.5)  # the held reply has gone by
-            retry = client.post("/predict", json=body, headers=key, params={"wait": 10})
-        assert unknown.status_code == 503, unknown.text
-        assert unknown.json()["reason"] == "outcome_unknown"
-        assert retry.status_code == 200, retry.text
-        assert retry.json()["job_id"] == unknown.json()["job_id"]
-        assert retry.json()["status"] == "SUCCESS"
-        assert retry.headers["idempotent-replayed"] == "true"
-        records = _records(stack.redis.client(), "lost-answer")
-        assert [r["job_id"] for r in records] == [unknown.json()["job_id"]]
-    finally:
-        if proxy is not None:
-            proxy.stop()
-        stack.stop()
+    with running(Stack(tmp_path, **FAULT_ENV), boot(template, gateway=False)) as stack:
+        try:
+            proxy = ScriptReplyDelay(stack.redis.port, delay=2.0).start()
+            stack.start_gateway(MLOPS_REDIS_URL=proxy.url)
+            stack.wait_ready()
+            key = {"Idempotency-Key": f"lost-{time.time_ns()}"}
+            body = row_body(SETOSA, "lost-answer")
+            with stack.client() as client:
+                # One submit first: Redis then knows the script (EVALSHA), as in a running service.
+                assert (
+                    client.post("/predict", json=SEED_BODY, params={"wait": 10}).status_code == 200
+                )
+                proxy.arm()
+                unknown = client.post("/predict", json=body, headers=key)
+                proxy.armed.clear()
+                time.sleep(2.5)  # the held reply has gone by
+                retry = client.post("/predict", json=body, headers=key, params={"wait": 10})
+            assert unknown.status_code == 503, unknown.text
+            assert unknown.json()["reason"] == "outcome_unknown"
+            assert retry.status_code == 200, retry.text
+            assert retry.json()["job_id"] == unknown.json()["job_id"]
+            assert retry.json()["status"] == "SUCCESS"
+            assert retry.headers["idempotent-replayed"] == "true"
+            records = _records(stack.redis.client(), "lost-answer")
+            assert [r["job_id"] for r in records] == [unknown.json()["job_id"]]
+        finally:
+            if proxy is not None:
+                proxy.stop()
 
 
-THOUSAND_ROWS = {"request_id": "bulk", "instances": [GOOD_ROW] * 1000}
+THOUSAND_ROWS = {"request_id": "bulk", "instances": [SETOSA] * 1000}
 
 
 def test_a_stream_of_thousand_row_jobs_hits_429_before_redis_fills_and_loses_nothing(
@@ -975,14 +947,15 @@ def test_a_stream_of_thousand_row_jobs_hits_429_before_redis_fills_and_loses_not
     stream gets 429 at api.max_queue_bytes, long before the message limit and before Redis
     nears its maxmemory; every accepted job completes once a worker starts."""
     maxmemory = 64 * 1024 * 1024
-    stack = Stack(
-        tmp_path,
-        redis_args=["--maxmemory", str(maxmemory), "--maxmemory-policy", "noeviction"],
-        **FAULT_ENV,
-        MLOPS_API__MAX_QUEUE_BYTES=str(4 * 1024 * 1024),
-    )
-    try:
-        boot(stack, template, worker=False)
+    with running(
+        Stack(
+            tmp_path,
+            redis_args=["--maxmemory", str(maxmemory), "--maxmemory-policy", "noeviction"],
+            **FAULT_ENV,
+            MLOPS_API__MAX_QUEUE_BYTES=str(4 * 1024 * 1024),
+        ),
+        boot(template, worker=False),
+    ) as stack:
         accepted, refused = [], None
         with stack.client() as client:
             for _ in range(1000):
@@ -1005,5 +978,3 @@ def test_a_stream_of_thousand_row_jobs_hits_429_before_redis_fills_and_loses_not
                 30,
                 "admission after the queue drained",
             )
-    finally:
-        stack.stop()

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from scripts import commands
-from tests.integration.procs import RedisServer, Service, free_port, service_env, wait_until
+from scripts.processes import Process, RedisServer, free_port, wait_until
+from tests.factories import service_env
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +26,12 @@ def redis_server(tmp_path):
     server.stop()
 
 
-def start_flower(redis_server, tmp_path, **env: str) -> tuple[Service, int]:
+def start_flower(redis_server, tmp_path, **env: str) -> tuple[Process, int]:
     port = free_port()
     environ = service_env(
         redis_server.url, tmp_path / "artifacts", MLOPS_FLOWER__PORT=str(port), **env
     )
-    return Service("flower", commands.flower(), environ, tmp_path / "logs").start(), port
+    return Process("flower", commands.flower(), environ, tmp_path / "logs").start(), port
 
 
 def test_flower_requires_credentials_but_serves_metrics(redis_server, tmp_path):

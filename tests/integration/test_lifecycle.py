@@ -21,14 +21,14 @@ import pytest
 from core.jobs import attempts_key
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE, celery_message
 from core.single_flight import RETRAIN_LOCK_KEY
-from tests.integration.procs import process_table, wait_until
+from scripts.processes import children, wait_until
 from tests.integration.stack import (
     ADMIN_KEY,
     OTHER_PREDICT_KEY,
     SEED_BODY,
     Stack,
     poll_job,
-    run_stack,
+    running,
 )
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,8 @@ def lifecycle(tmp_path_factory):
         stack.start_gateway()
         stack.wait_ready()
 
-    yield from run_stack(Stack(tmp_path_factory.mktemp("lifecycle")), start)
+    with running(Stack(tmp_path_factory.mktemp("lifecycle")), start) as stack:
+        yield stack
 
 
 @contextlib.contextmanager
@@ -71,10 +72,6 @@ def train_worker(stack: Stack, name: str, concurrency: int = 1, **env: str) -> I
         raise
     finally:
         service.stop()
-
-
-def pool_children(service) -> list[int]:
-    return [pid for pid, fields in process_table() if int(fields[1]) == service.pid]
 
 
 def production(stack: Stack) -> int | None:
@@ -396,12 +393,12 @@ def _kill_run(stack: Stack, worker, job_id: str, attempt: int) -> None:
     """SIGKILL the pool child once it started the ``attempt``-th run of the job."""
     client = stack.redis.client()
 
-    def running() -> bool:
-        return int(client.get(attempts_key(job_id)) or 0) == attempt and bool(pool_children(worker))
+    def run_started() -> bool:
+        return int(client.get(attempts_key(job_id)) or 0) == attempt and bool(children(worker.pid))
 
-    wait_until(running, 60, f"attempt {attempt} of the retrain", interval=0.05)
+    wait_until(run_started, 60, f"attempt {attempt} of the retrain", interval=0.05)
     time.sleep(0.5)  # well into the run
-    for child in pool_children(worker):
+    for child in children(worker.pid):
         os.kill(child, signal.SIGKILL)
 
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import uuid
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.procs import free_port, wait_until
-from tests.integration.stack import SEED_BODY, Stack, poll_job
+from scripts.processes import free_port, wait_until
+from tests.factories import scrape, total
+from tests.integration.stack import SEED_BODY, Stack, poll_job, running
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +25,9 @@ CHILDREN = 2
 def observed(tmp_path_factory):
     """Redis, one worker node with 2 pool children and a metrics port, the gateway; JSON logs."""
     workdir = tmp_path_factory.mktemp("observability")
-    stack = Stack(workdir, MLOPS_LOGGING__JSON="true")
     port = free_port()
-    try:
+
+    def start(stack: Stack) -> None:
         stack.start_redis()
         trained = stack.train()
         assert trained.returncode == 0, trained.stderr
@@ -40,31 +39,9 @@ def observed(tmp_path_factory):
         )
         stack.start_gateway()
         stack.wait_ready()
-    except BaseException:
-        sys.stdout.write(stack.logs_text())
-        stack.stop()
-        raise
-    yield stack, f"http://127.0.0.1:{port}/metrics"
-    stack.stop()
 
-
-def scrape(url: str) -> list[tuple[str, dict, float]]:
-    response = httpx.get(url, timeout=10)
-    assert response.status_code == 200, response.text
-    return [
-        (sample.name, sample.labels, sample.value)
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    ]
-
-
-def total(samples, name: str, **labels: str) -> float:
-    """Sum of the samples named ``name`` whose labels include ``labels``."""
-    return sum(
-        value
-        for sample_name, sample_labels, value in samples
-        if sample_name == name and labels.items() <= sample_labels.items()
-    )
+    with running(Stack(workdir, MLOPS_LOGGING__JSON="true"), start) as stack:
+        yield stack, f"http://127.0.0.1:{port}/metrics"
 
 
 def predict(stack: Stack, request_id: str) -> httpx.Response:
@@ -130,14 +107,14 @@ def test_a_prediction_moves_the_gateway_and_worker_metrics(observed):
 
 def test_a_retrain_moves_the_retrain_and_model_metrics(observed):
     stack, worker_url = observed
-    gateway_before, worker_before = scrape(f"{stack.url}/metrics"), scrape(worker_url)
+    gateway_before, worker_before = stack.metrics(), scrape(worker_url)
     with stack.admin() as admin:
         accepted = admin.post("/retrain")
         assert accepted.status_code == 202, accepted.text
         job = poll_job(admin, accepted.json()["job_id"], timeout=120)
     assert job["status"] == "SUCCESS", job
     result = job["result"]
-    gateway = scrape(f"{stack.url}/metrics")
+    gateway = stack.metrics()
     submitted = total(gateway, "mlops_jobs_submitted_total", kind="train")
     assert submitted - total(gateway_before, "mlops_jobs_submitted_total", kind="train") == 1
 
@@ -181,7 +158,7 @@ def test_queue_depth_follows_the_predict_queue(observed):
         assert waiting >= 1
 
         def gauge() -> float:
-            return total(scrape(f"{stack.url}/metrics"), "mlops_queue_depth", queue="predict")
+            return total(stack.metrics(), "mlops_queue_depth", queue="predict")
 
         wait_until(lambda: gauge() == waiting, 10, f"mlops_queue_depth == {waiting}")
     finally:

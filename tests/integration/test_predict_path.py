@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from core.settings import get_settings
-from tests.integration.procs import wait_until
+from scripts.processes import wait_until
 from tests.integration.stack import ADMIN_KEY, PREDICT_KEY, SEED_BODY, Stack, poll_job
 from training.serialization import load_model
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.integration.procs import ROOT, free_port, process_table, signing_env, wait_until
+from scripts.processes import ROOT, child_env, free_port, group_members, wait_until
+from tests.factories import signing_env
 
 pytestmark = pytest.mark.integration
 
@@ -84,33 +85,19 @@ class RunService:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def live_in_group(pgid: int) -> list[int]:
-    """Processes of process group ``pgid`` that are not zombies (Linux /proc)."""
-    return [
-        pid
-        for pid, fields in process_table()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X")
-    ]
-
-
 def make_run_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment of `make run` on a machine with no Redis on the configured URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
-    env.update(
-        {
-            # A configured key: make run would otherwise write .dev-secrets.toml into the
-            # project folder (tests/unit/test_run_service.py covers that on a temporary file).
-            **signing_env(),
-            "MLOPS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
-            "MLOPS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-            "MLOPS_GATEWAY__PORT": str(free_port()),
-            "MLOPS_FLOWER__PORT": str(free_port()),
-            "MLOPS_WORKER__METRICS_PORT": str(free_port()),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(extra)
-    return env
+    settings = {
+        # A configured key: make run would otherwise write .dev-secrets.toml into the project
+        # folder (tests/unit/scripts/test_run_service.py covers that on a temporary file).
+        **signing_env(),
+        "MLOPS_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        "MLOPS_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "MLOPS_GATEWAY__PORT": str(free_port()),
+        "MLOPS_FLOWER__PORT": str(free_port()),
+        "MLOPS_WORKER__METRICS_PORT": str(free_port()),
+    }
+    return child_env(inherit_settings=False, **{**settings, **extra})
 
 
 @pytest.fixture
@@ -165,7 +152,7 @@ def test_make_run_serves_the_printed_curl_and_stops_everything_on_ctrl_c(tmp_pat
     service.proc.send_signal(signal.SIGINT)
     assert service.finish(timeout=120) == 0, service.output()[-6000:]
 
-    leftovers = {name: live_in_group(pid) for name, pid in started.items()}
+    leftovers = {name: group_members(pid) for name, pid in started.items()}
     assert all(not pids for pids in leftovers.values()), leftovers
     assert redis_pid == started["redis"]
     with pytest.raises(redis.ConnectionError):
@@ -185,7 +172,7 @@ def test_a_child_that_dies_stops_the_others_and_fails_with_its_last_lines(tmp_pa
     summary = output[output.index("flower exited unexpectedly") :]
     assert "basic auth needs a user name" in summary
     for name, pid in service.started().items():
-        assert not live_in_group(pid), name
+        assert not group_members(pid), name
 
 
 def test_without_redis_or_redis_server_it_says_how_to_install_redis(tmp_path, run_service):

@@ -1,0 +1,325 @@
+"""JobSubmitter on fakeredis: jobs of one window become ONE Celery message on `predict`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import fakeredis
+import orjson
+import redis.exceptions
+from loguru import logger
+
+from app.metrics import GatewayMetrics
+from app.services.idempotency import AlreadyClaimed, Claim, idempotency_key
+from app.services.submitter import BACKLOG, JobSubmitter
+from core.jobs import job_key
+from core.messages import PREDICT_QUEUE, PREDICT_TASK
+from tests.factories import decode_message, open_admission, predict_job, run, samples, value
+
+NEVER_MS = 600_000.0  # a window that never closes by time: only size or drain flushes it
+
+
+def decode(payload: bytes) -> tuple[dict, list[dict]]:
+    """A predict message's envelope and its jobs."""
+    envelope, (args, _kwargs, _embed) = decode_message(payload)
+    return envelope, args[0]
+
+
+async def queued(client) -> list[tuple[dict, list[dict]]]:
+    """Messages on the predict list, oldest first (LPUSH puts the newest at the head)."""
+    return [decode(p) for p in reversed(await client.lrange(PREDICT_QUEUE, 0, -1))]
+
+
+def test_jobs_of_one_window_share_one_message_with_their_own_records(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=100, max_wait_ms=2.0, ttl=60
+        )
+        await asyncio.gather(
+            *(submitter.submit(predict_job(f"j{i}", rows=i + 1)) for i in range(3))
+        )
+        messages = await queued(client)
+        records = [orjson.loads(await client.get(job_key(f"j{i}"))) for i in range(3)]
+        ttl = await client.ttl(job_key("j0"))
+        return submitter, messages, records, ttl
+
+    submitter, messages, records, ttl = run(scenario())
+    assert len(messages) == 1
+    envelope, group = messages[0]
+    task_id = envelope["headers"]["id"]
+    assert envelope["headers"]["task"] == PREDICT_TASK
+    assert envelope["properties"]["delivery_info"]["routing_key"] == PREDICT_QUEUE
+    assert [j["job_id"] for j in group] == ["j0", "j1", "j2"]
+    assert [len(j["rows"]) for j in group] == [1, 2, 3]
+    assert group[2] == predict_job("j2", rows=3)
+    for i, record in enumerate(records):
+        assert record["job_id"] == f"j{i}"
+        assert record["request_id"] == f"req-j{i}"
+        assert record["kind"] == "predict"
+        assert record["status"] == "PENDING"
+        assert record["task_id"] == task_id
+    assert 0 < ttl <= 60
+    assert submitter.admission.queue_depth == 0  # messages ahead of ours
+
+
+def test_a_group_flushes_when_it_reaches_max_rows(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=4, max_wait_ms=NEVER_MS, ttl=60
+        )
+        # The window never closes by time: these return only because 2 + 2 rows fill a group.
+        await asyncio.gather(
+            submitter.submit(predict_job("a", 2)), submitter.submit(predict_job("b", 2))
+        )
+        await submitter.submit(
+            predict_job("big", 5)
+        )  # alone over the limit: its own message at once
+        return await queued(client)
+
+    messages = run(scenario())
+    assert [[j["job_id"] for j in group] for _, group in messages] == [["a", "b"], ["big"]]
+    assert messages[0][0]["headers"]["id"] != messages[1][0]["headers"]["id"]
+
+
+def test_the_next_job_after_a_full_group_starts_a_new_one(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=2, max_wait_ms=NEVER_MS, ttl=60
+        )
+        await asyncio.gather(*(submitter.submit(predict_job(f"j{i}")) for i in range(4)))
+        return await queued(client)
+
+    messages = run(scenario())
+    assert [[j["job_id"] for j in group] for _, group in messages] == [["j0", "j1"], ["j2", "j3"]]
+
+
+def test_drain_flushes_what_is_buffered(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=100, max_wait_ms=NEVER_MS, ttl=60
+        )
+        waiting = asyncio.ensure_future(submitter.submit(predict_job("only")))
+        await asyncio.sleep(0)  # the job joins the open group
+        assert await client.llen(PREDICT_QUEUE) == 0
+        await submitter.drain()
+        await waiting
+        return await queued(client)
+
+    messages = run(scenario())
+    assert [[j["job_id"] for j in group] for _, group in messages] == [["only"]]
+
+
+def test_a_redis_error_reaches_every_waiter_and_writes_nothing(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=100, max_wait_ms=2.0, ttl=60
+        )
+        redis_server.connected = False
+        outcomes = await asyncio.gather(
+            *(submitter.submit(predict_job(f"j{i}")) for i in range(3)), return_exceptions=True
+        )
+        redis_server.connected = True
+        keys = await client.keys("*")
+        await submitter.submit(predict_job("after"))  # the submitter recovers with Redis
+        return outcomes, keys, await queued(client)
+
+    outcomes, keys, messages = run(scenario())
+    assert len(outcomes) == 3
+    assert all(isinstance(o, redis.exceptions.ConnectionError) for o in outcomes)
+    assert outcomes[0] is outcomes[1] is outcomes[2]  # one group, one failed write
+    assert keys == []
+    assert [[j["job_id"] for j in group] for _, group in messages] == [["after"]]
+
+
+async def _stream(submitter, count: int, every: float = 0.0) -> None:
+    """``count`` jobs, one per ``every`` seconds (0: one per turn of the event loop)."""
+    pending = []
+    for i in range(count):
+        pending.append(asyncio.ensure_future(submitter.submit(predict_job(f"s{i}"))))
+        await asyncio.sleep(every)
+    await asyncio.gather(*pending)
+
+
+def _groups(messages) -> list[list[str]]:
+    return [[j["job_id"] for j in group] for _, group in messages]
+
+
+def _behind(redis_server, max_wait_ms: float, backlog_wait_ms: float) -> JobSubmitter:
+    submitter = JobSubmitter(
+        fakeredis.FakeAsyncRedis(server=redis_server),
+        admission=open_admission(),
+        max_rows=1000,
+        max_wait_ms=max_wait_ms,
+        backlog_wait_ms=backlog_wait_ms,
+        ttl=60,
+    )
+    submitter.admission.queue_depth = BACKLOG + 1  # messages waiting: the workers are behind
+    return submitter
+
+
+def test_when_workers_are_behind_a_group_stays_open_while_every_loop_turn_adds_a_job(redis_server):
+    async def scenario():
+        submitter = _behind(redis_server, max_wait_ms=0.0, backlog_wait_ms=NEVER_MS)
+        await _stream(submitter, 50)
+        return await queued(submitter.client)
+
+    assert _groups(run(scenario())) == [[f"s{i}" for i in range(50)]]
+
+
+def test_when_workers_keep_up_the_same_stream_is_cut_at_max_wait(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = JobSubmitter(
+            client,
+            admission=open_admission(),
+            max_rows=1000,
+            max_wait_ms=0.0,
+            backlog_wait_ms=NEVER_MS,
+            ttl=60,
+        )
+        await _stream(submitter, 50)
+        return await queued(client)
+
+    groups = _groups(run(scenario()))
+    assert len(groups) > 1
+    # Every job once; the concurrent writes of several groups may reach Redis in any order.
+    assert sorted(j for group in groups for j in group) == sorted(f"s{i}" for i in range(50))
+
+
+def test_when_workers_are_behind_a_group_closes_once_a_loop_turn_brings_no_job(redis_server):
+    # Jobs 10 ms apart: after max_wait (0) the group closes at the first quiet turn, long
+    # before backlog_wait, so each job goes alone.
+    async def scenario():
+        submitter = _behind(redis_server, max_wait_ms=0.0, backlog_wait_ms=NEVER_MS)
+        submitter.admission.queue_depth = 10**6  # stays behind after each write too
+        await _stream(submitter, 3, every=0.01)
+        return await queued(submitter.client)
+
+    assert _groups(run(scenario())) == [["s0"], ["s1"], ["s2"]]
+
+
+def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(redis_server):
+    async def scenario():
+        submitter = _behind(redis_server, max_wait_ms=0.0, backlog_wait_ms=20.0)
+        loop = asyncio.get_running_loop()
+        pending, deadline = [], loop.time() + 0.2
+        while loop.time() < deadline:  # a job every loop turn for 200 ms
+            pending.append(asyncio.ensure_future(submitter.submit(predict_job(f"s{len(pending)}"))))
+            await asyncio.sleep(0)
+        await asyncio.gather(*pending)
+        return await queued(submitter.client), len(pending)
+
+    messages, count = run(scenario())
+    groups = _groups(messages)
+    assert len(groups) >= 2  # 200 ms of jobs, groups capped at 20 ms
+    assert sorted(j for group in groups for j in group) == sorted(f"s{i}" for i in range(count))
+
+
+# -- idempotency claims: written with their job, in the same script ---------------------------
+def _submitter(client, max_wait_ms: float = 2.0) -> JobSubmitter:
+    return JobSubmitter(
+        client, admission=open_admission(), max_rows=100, max_wait_ms=max_wait_ms, ttl=60
+    )
+
+
+def claim(key: str, job_id: str, digest: str = "d1") -> Claim:
+    return Claim(idempotency_key(key), f"{job_id} {digest}")
+
+
+def test_a_claim_is_written_with_its_job_and_the_window_as_its_ttl(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        await _submitter(client).submit(predict_job("j1"), claim("k", "j1"))
+        return await client.get(idempotency_key("k")), await client.ttl(idempotency_key("k"))
+
+    value, ttl = run(scenario())
+    assert value == b"j1 d1"
+    assert 590 < ttl <= 600  # api.idempotency_window_seconds (default of JobSubmitter)
+
+
+def test_a_taken_key_queues_nothing_for_its_job_and_the_others_go_on(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        await client.set(idempotency_key("k"), b"earlier d1")
+        submitter = _submitter(client)
+        outcomes = await asyncio.gather(
+            submitter.submit(predict_job("retry"), claim("k", "retry")),
+            submitter.submit(predict_job("other"), claim("k2", "other")),
+            submitter.submit(predict_job("plain")),
+            return_exceptions=True,
+        )
+        return outcomes, await queued(client), await client.exists(job_key("retry"))
+
+    outcomes, messages, retry_record = run(scenario())
+    assert isinstance(outcomes[0], AlreadyClaimed) and outcomes[0].held == "earlier d1"
+    assert outcomes[1:] == [None, None]
+    assert _groups(messages) == [["other", "plain"]]
+    assert retry_record == 0
+
+
+def test_the_same_key_twice_in_one_group_makes_one_job(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = _submitter(client)
+        outcomes = await asyncio.gather(
+            *(submitter.submit(predict_job(f"j{i}"), claim("k", f"j{i}")) for i in range(3)),
+            return_exceptions=True,
+        )
+        return outcomes, await queued(client)
+
+    outcomes, messages = run(scenario())
+    assert outcomes[0] is None
+    assert [o.held for o in outcomes[1:]] == ["j0 d1", "j0 d1"]  # replays of the first job
+    assert _groups(messages) == [["j0"]]
+
+
+def test_a_refused_write_leaves_neither_claim_nor_job(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = _submitter(client)
+        await client.set(PREDICT_QUEUE, b"not a list")  # LPUSH fails: WRONGTYPE
+        try:
+            await submitter.submit(predict_job("j1"), claim("k", "j1"))
+        except redis.exceptions.ResponseError as exc:
+            error = exc
+        return error, await client.exists(idempotency_key("k"), job_key("j1"))
+
+    error, left = run(scenario())
+    assert "WRONGTYPE" in str(error)
+    assert left == 0  # Redis does not roll scripts back: the failing write must come first
+
+
+# -- what it counts and logs (app/metrics.py) ---------------------------------------------------
+def test_submitter_counts_jobs_and_logs_one_line_per_message_with_every_id():
+    lines: list[dict] = []
+    sink = logger.add(lambda message: lines.append(message.record), level="INFO")
+
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        metrics = GatewayMetrics()
+        submitter = JobSubmitter(
+            client,
+            admission=open_admission(),
+            max_rows=3,
+            max_wait_ms=NEVER_MS,
+            ttl=60,
+            metrics=metrics,
+        )
+        await asyncio.gather(*(submitter.submit(predict_job(f"j{i}")) for i in range(3)))
+        return metrics
+
+    try:
+        metrics = run(scenario())
+    finally:
+        logger.remove(sink)
+    found = samples(metrics.exposition())
+    assert value(found, "mlops_jobs_submitted_total", kind="predict") == 3
+    queued = [r for r in lines if r["name"] == "app.services.submitter"]
+    assert len(queued) == 1
+    assert queued[0]["extra"]["job_id"] == "j0,j1,j2"
+    assert queued[0]["extra"]["request_id"] == "req-j0,req-j1,req-j2"

@@ -1,0 +1,95 @@
+"""celery_message writes the envelope Celery itself would: compared with Celery's own."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+from celery import Celery
+
+from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE, celery_message
+from tests.factories import decode_message, predict_job
+
+JOBS = [predict_job("j1", features=["a", "b", "c", "d"])]
+
+
+@pytest.fixture
+def celery_envelope() -> dict:
+    """The message Celery + kombu produce for the same task, read back from memory://."""
+    app = Celery("reference", broker="memory://")
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    with app.connection_for_write() as connection:
+        app.send_task(
+            PREDICT_TASK, args=[JOBS], queue=PREDICT_QUEUE, task_id="ref", connection=connection
+        )
+        return connection.default_channel._get(PREDICT_QUEUE)
+
+
+def test_the_body_is_args_kwargs_embed():
+    task_id, payload = celery_message(PREDICT_TASK, [JOBS], queue=PREDICT_QUEUE)
+    envelope, body = decode_message(payload)
+    assert body == [[JOBS], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    assert envelope["content-type"] == "application/json"
+    assert envelope["content-encoding"] == "utf-8"
+    assert envelope["headers"]["task"] == PREDICT_TASK
+    assert envelope["headers"]["id"] == task_id == envelope["headers"]["root_id"]
+    assert envelope["properties"]["correlation_id"] == task_id
+    assert envelope["properties"]["delivery_info"] == {"exchange": "", "routing_key": "predict"}
+
+
+def test_a_given_task_id_and_kwargs_are_kept():
+    task_id, payload = celery_message(
+        RETRAIN_TASK, [], queue=TRAIN_QUEUE, task_id="fixed", kwargs={"x": 1}
+    )
+    envelope, body = decode_message(payload)
+    assert task_id == "fixed" == envelope["headers"]["id"]
+    assert body[:2] == [[], {"x": 1}]
+    assert envelope["properties"]["delivery_info"]["routing_key"] == TRAIN_QUEUE
+
+
+def test_expiry_is_an_iso_time_in_the_future():
+    _, payload = celery_message(PREDICT_TASK, [JOBS], queue=PREDICT_QUEUE, expires_in=60)
+    expires = datetime.fromisoformat(json.loads(payload)["headers"]["expires"])
+    assert 0 < (expires - datetime.now(UTC)).total_seconds() <= 60
+    _, payload = celery_message(PREDICT_TASK, [JOBS], queue=PREDICT_QUEUE)
+    assert json.loads(payload)["headers"]["expires"] is None
+
+
+def test_each_message_has_its_own_ids():
+    first = json.loads(celery_message(PREDICT_TASK, [JOBS], queue=PREDICT_QUEUE)[1])
+    second = json.loads(celery_message(PREDICT_TASK, [JOBS], queue=PREDICT_QUEUE)[1])
+    assert first["headers"]["id"] != second["headers"]["id"]
+    assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+
+
+def test_the_envelope_has_celerys_keys(celery_envelope):
+    _, payload = celery_message(PREDICT_TASK, [JOBS], queue=PREDICT_QUEUE)
+    ours = json.loads(payload)
+    assert ours.keys() == celery_envelope.keys()
+    assert ours["headers"].keys() == celery_envelope["headers"].keys()
+    assert ours["properties"].keys() == celery_envelope["properties"].keys()
+    assert (
+        ours["properties"]["delivery_info"].keys()
+        == celery_envelope["properties"]["delivery_info"].keys()
+    )
+
+
+def test_the_body_and_routing_match_celerys(celery_envelope):
+    _, payload = celery_message(PREDICT_TASK, [JOBS], queue=PREDICT_QUEUE, task_id="ref")
+    ours = json.loads(payload)
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(
+        base64.b64decode(celery_envelope["body"])
+    )
+    for part, key in [
+        ("headers", "task"),
+        ("headers", "id"),
+        ("headers", "root_id"),
+        ("headers", "lang"),
+        ("properties", "delivery_info"),
+        ("properties", "delivery_mode"),
+    ]:
+        assert ours[part][key] == celery_envelope[part][key], key
+    for key in ("content-type", "content-encoding"):
+        assert ours[key] == celery_envelope[key]

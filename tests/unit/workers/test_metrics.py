@@ -1,0 +1,181 @@
+"""Worker metrics: the class, the node's exposition and multiprocess mode. What run_message and
+the model cache report is tested with them (test_batches.py, test_model_cache.py).
+
+Multiprocess mode changes prometheus-client for the whole process, so it is exercised in a
+fresh interpreter that forks real children, the way Celery's prefork pool does.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+from loguru import logger
+
+from scripts.processes import ROOT
+from tests.factories import loaded_model, samples, stand_in_metadata, total
+from workers import metrics as worker_metrics_module
+from workers.metrics import RETRAIN_OUTCOMES, WorkerMetrics, start_metrics_server
+
+# --- the class --------------------------------------------------------------------------
+
+
+def test_batches_count_jobs_by_status_and_observe_size_and_duration():
+    metrics = WorkerMetrics()
+    metrics.batch_done(4, 1, 0.002)
+    metrics.batch_done(2, 0, 0.001)
+    metrics.batch_done(3, 3)  # no model: nothing was inferred
+    found = samples(metrics.registry)
+    assert total(found, "mlops_batches_total") == 3
+    assert total(found, "mlops_predictions_total", status="success") == 5
+    assert total(found, "mlops_predictions_total", status="failure") == 4
+    assert total(found, "mlops_batch_size_count") == 3
+    assert total(found, "mlops_batch_size_sum") == 9
+    assert total(found, "mlops_batch_size_bucket", le="2.0") == 1
+    assert total(found, "mlops_inference_duration_seconds_count") == 2
+    assert total(found, "mlops_inference_duration_seconds_sum") == pytest.approx(0.003)
+    assert all(name.startswith("mlops_") for name, _, _ in found)
+
+
+def test_model_info_follows_the_served_version_and_metric():
+    metrics = WorkerMetrics()
+    metrics.model_loaded(loaded_model(1, load_seconds=0.25))
+    metrics.model_served(loaded_model(1, meta=stand_in_metadata(accuracy=0.9)))
+    metrics.model_served(loaded_model(2, meta=stand_in_metadata(accuracy=0.95)))
+    found = samples(metrics.registry)
+    assert total(found, "mlops_model_info", model="iris", version="1") == 0
+    assert total(found, "mlops_model_info", model="iris", version="2") == 1
+    assert total(found, "mlops_model_metric", metric="accuracy") == 0.95
+    assert total(found, "mlops_model_load_duration_seconds_count") == 1
+    assert total(found, "mlops_model_load_duration_seconds_sum") == 0.25
+    metrics.model_served(None)  # the production alias was removed
+    assert total(samples(metrics.registry), "mlops_model_info") == 0
+
+
+def test_retrain_outcomes_are_counted_including_failures():
+    metrics = WorkerMetrics()
+    assert metrics.count_retrain(lambda: {"decision": "promoted"}) == {"decision": "promoted"}
+    metrics.count_retrain(lambda: {"decision": "skipped"})
+    metrics.count_retrain(lambda: {"decision": "rejected"})
+
+    def broken() -> dict:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        metrics.count_retrain(broken)
+    found = samples(metrics.registry)
+    for outcome in RETRAIN_OUTCOMES:
+        assert total(found, "mlops_retrains_total", outcome=outcome) == 1
+
+
+def test_each_instance_has_its_own_registry():
+    first, second = WorkerMetrics(), WorkerMetrics()
+    first.batch_done(1, 0)
+    assert total(samples(second.registry), "mlops_batches_total") == 0
+
+
+# --- the node's exposition ----------------------------------------------------------------
+
+
+def test_a_taken_port_is_logged_and_the_worker_goes_on(tmp_path, monkeypatch):
+    monkeypatch.setitem(worker_metrics_module.MULTIPROC, "dir", tmp_path)
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="ERROR")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = SimpleNamespace(
+            worker=SimpleNamespace(metrics_port=port, metrics_address="127.0.0.1")
+        )
+        try:
+            assert start_metrics_server(settings) is None
+        finally:
+            logger.remove(sink)
+    assert any(str(port) in line and "not served" in line for line in lines)
+
+
+def test_port_zero_disables_the_server(tmp_path, monkeypatch):
+    monkeypatch.setitem(worker_metrics_module.MULTIPROC, "dir", tmp_path)
+    settings = SimpleNamespace(worker=SimpleNamespace(metrics_port=0, metrics_address="127.0.0.1"))
+    assert start_metrics_server(settings) is None
+
+
+PREFORK_SCRIPT = r"""
+import json, multiprocessing, os, signal, sys
+from pathlib import Path
+from types import SimpleNamespace
+
+path, mode = Path(sys.argv[1]), sys.argv[2]
+if mode == "imported-early":
+    import prometheus_client  # noqa: F401 - e.g. a library imported it before the signal
+from workers import metrics as wm
+from prometheus_client import generate_latest
+
+path.mkdir(parents=True, exist_ok=True)
+(path / "counter_999999.db").write_bytes(b"left by a previous run")
+settings = SimpleNamespace(worker=SimpleNamespace(metrics_port=1, metrics_dir=str(path)))
+wm.prepare_multiprocess(settings, "node@host")
+model = SimpleNamespace(
+    name="iris", version=1, load_seconds=0.5, metadata=SimpleNamespace(metrics={"accuracy": 0.9})
+)
+
+def child(ready, go):
+    metrics = wm.worker_metrics()
+    metrics.model_loaded(model)
+    metrics.model_served(model)
+    metrics.batch_done(3, 1, 0.01)
+    ready.set()
+    go.wait(60)
+    wm.mark_child_dead(os.getpid())  # what the worker_process_shutdown signal does
+
+ctx = multiprocessing.get_context("fork")
+pairs = [(ctx.Event(), ctx.Event()) for _ in range(2)]
+children = [ctx.Process(target=child, args=pair) for pair in pairs]
+for process in children:
+    process.start()
+for ready, _ in pairs:
+    assert ready.wait(60)
+scrape = lambda: generate_latest(wm.node_registry(path)).decode()
+out = {"both": scrape(), "pids": [p.pid for p in children]}
+pairs[0][1].set()
+children[0].join(60)
+out["one"] = scrape()
+os.kill(children[1].pid, signal.SIGKILL)  # the OOM killer: no shutdown signal runs
+children[1].join(60)
+out["none"] = scrape()
+sys.stdout.write(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("mode", ["normal", "imported-early"])
+def test_prefork_children_are_summed_and_dead_ones_forgotten(tmp_path, mode):
+    done = subprocess.run(
+        [sys.executable, "-c", PREFORK_SCRIPT, str(tmp_path / "node"), mode],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    both, one, none = (samples(out[key]) for key in ("both", "one", "none"))
+    first, second = (str(pid) for pid in out["pids"])
+
+    def info_pids(found) -> set[str]:
+        return {lab["pid"] for n, lab, v in found if n == "mlops_model_info" and v == 1}
+
+    assert info_pids(both) == {first, second}
+    assert info_pids(one) == {second}  # marked dead on its way out
+    assert info_pids(none) == set()  # killed: swept at the scrape
+    for found in (both, one, none):  # counters of dead children stay in the node's sums
+        assert total(found, "mlops_batches_total") == 2
+        assert total(found, "mlops_predictions_total", status="success") == 4
+        assert total(found, "mlops_predictions_total", status="failure") == 2
+        assert total(found, "mlops_model_load_duration_seconds_count") == 2
+    assert total(both, "mlops_model_metric", metric="accuracy") == 0.9
