@@ -65,6 +65,7 @@ def celery_message(
     expires_in: float | None = None,
     kwargs: dict[str, Any] | None = None,
     ignore_result: bool = False,
+    model: str | None = None,
 ) -> tuple[str, bytes]:
     """Return ``(task_id, payload)``: a Celery protocol-2 message for ``LPUSH <queue>``."""
     task_id = task_id or new_id()
@@ -83,7 +84,8 @@ def celery_message(
             "lang": "py",
             "task": task,
             "id": task_id,
-            "shadow": None,
+            # The name Celery's logs, events and Flower show: the task and its model.
+            "shadow": f"{task}[{model}]" if model else None,
             "eta": None,
             "expires": expires,
             "group": None,
@@ -92,7 +94,9 @@ def celery_message(
             "timelimit": [None, None],
             "root_id": task_id,
             "parent_id": None,
-            "argsrepr": f"<{len(args[0]) if args and isinstance(args[0], list) else 1} job(s)>",
+            "argsrepr": (
+                f"<{len(args[0])} job(s)>" if args and isinstance(args[0], list) else repr(args)
+            ),
             "kwargsrepr": "{}",
             "origin": _ORIGIN,
             # Celery lets this header override the task's own ignore_result.

@@ -21,7 +21,14 @@ from typing import Any, Literal
 
 from dynaconf import Dynaconf
 from dynaconf.utils.parse_conf import DynaconfParseError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRETS = ROOT / ".dev-secrets.toml"
@@ -65,6 +72,29 @@ class TrainingSettings(Section):
     lock_lease_seconds: int = Field(gt=0)
     estimator: EstimatorSettings
     csv: CsvSettings
+
+
+MODEL_NAME = r"^[a-z][a-z0-9_-]{0,63}$"  # no path characters, never all digits (a version)
+# What each model may set for itself; the rest of [training] is one for the deployment.
+MODEL_KEYS = (
+    "trainer", "test_size", "random_state", "metric", "promotion_margin", "estimator", "csv"
+)  # fmt: skip
+
+
+class ModelSettings(Section):
+    """One served model: ``[training]``'s values, overridden by its ``[models.<name>]`` table."""
+
+    name: str = Field(pattern=MODEL_NAME)
+    trainer: str
+    test_size: Number = Field(gt=0, lt=1)
+    random_state: int
+    metric: Literal["accuracy", "f1_macro", "balanced_accuracy"]
+    promotion_margin: Number
+    estimator: EstimatorSettings
+    csv: CsvSettings
+    schedule: ScheduleSettings
+    queue: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # its predict jobs' Celery queue
+    max_batch_size: int = Field(ge=1)  # predict jobs grouped into one message
 
 
 class SigningSettings(Section):
@@ -120,6 +150,7 @@ class WorkerSettings(Section):
     visibility_timeout: int = Field(gt=0)
     heartbeat_seconds: Number = Field(gt=0)
     model_poll_seconds: Number = Field(gt=0)
+    model_cache_bytes: int = Field(ge=1)
     metrics_port: int = Field(ge=0)
     metrics_address: str = Field(min_length=1)
     metrics_dir: str
@@ -152,7 +183,8 @@ class Settings(Section):
     env: Environment
     redis_url: str = Field(min_length=1)
     artifacts_dir: str = Field(min_length=1)
-    model_name: str = Field(min_length=1)
+    default_model: str = Field(pattern=MODEL_NAME)
+    models: dict[str, ModelSettings]
     logging: LoggingSettings
     training: TrainingSettings
     signing: SigningSettings
@@ -164,6 +196,38 @@ class Settings(Section):
     flower: FlowerSettings
     gateway: GatewaySettings
 
+    @model_validator(mode="before")
+    @classmethod
+    def _each_model_inherits(cls, data: Any) -> Any:
+        """Every model gets [training]'s, [schedule]'s and [batching]'s values for the keys
+        its own table leaves out; the default model exists even without a table."""
+        if not isinstance(data, dict):
+            return data
+        training = data.get("training") or {}
+        tables = dict(data.get("models") or {})
+        tables.setdefault(data.get("default_model"), {})
+        models = {}
+        for name, table in tables.items():
+            if not isinstance(table, dict):
+                models[name] = table  # refused by validation, naming the model
+                continue
+            inherited = {key: training[key] for key in MODEL_KEYS if key in training}
+            inherited["schedule"] = data.get("schedule")
+            inherited["queue"] = PREDICT_QUEUE_NAME
+            inherited["max_batch_size"] = (data.get("batching") or {}).get("max_batch_size")
+            merged = {**inherited, **table, "name": name}
+            for key in ("estimator", "csv", "schedule"):  # a table overrides key by key
+                if isinstance(inherited.get(key), dict) and isinstance(table.get(key), dict):
+                    merged[key] = {**inherited[key], **table[key]}
+            models[name] = merged
+        return {**data, "models": models}
+
+    def model(self, name: str | None = None) -> ModelSettings:
+        """A served model's settings (None: the default model's); KeyError if unknown."""
+        return self.models[name or self.default_model]
+
+
+PREDICT_QUEUE_NAME = "predict"  # core/messages.py's PREDICT_QUEUE: a model's default queue
 
 RESTORE_SWEEP_SECONDS = 1
 """How often each worker node looks for messages to redeliver (kombu's
@@ -270,9 +334,28 @@ def _read() -> dict:
             f"invalid settings: {what}; check the MLOPS_* variables and the settings files"
         ) from None
     data = {key.lower(): value for key, value in raw.items()}
+    if isinstance(data.get("models"), dict):
+        data["models"] = {
+            str(name).lower(): _lower_keys(table) for name, table in data["models"].items()
+        }
     data.pop("load_dotenv", None)  # dynaconf's own switches, not ours
     data["env"] = str(loaded.current_env).lower()
     return data
+
+
+def _lower_keys(table: Any) -> Any:
+    """A model table's keys as settings.toml spells them: dynaconf keeps a key that only an
+    MLOPS_MODELS__<NAME>__<KEY> variable names in upper case. Estimator parameters (and the
+    values) are left as written."""
+    if not isinstance(table, dict):
+        return table
+    lowered = {}
+    for key, value in table.items():
+        key = str(key).lower()
+        if isinstance(value, dict) and key != "params":
+            value = _lower_keys(value)
+        lowered[key] = value
+    return lowered
 
 
 def load_settings() -> Settings:

@@ -1,6 +1,7 @@
 """Single-flight retraining: one training run at a time, whoever asks (API, beat, worker, CLI).
 
-One Redis key, :data:`RETRAIN_LOCK_KEY`, whose value says who holds it:
+One Redis key per model, :func:`lock_key` (two models may train at once, one model never
+twice), whose value says who holds it:
 
 - ``<job id>``: a run is QUEUED. ``POST /retrain`` and beat claim the key when they queue a
   retrain job, for as long as the job may wait (its record's TTL): a second request while it
@@ -35,7 +36,11 @@ from loguru import logger
 from core.jobs import PENDING, job_key, train_record
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE, celery_message, new_id
 
-RETRAIN_LOCK_KEY = "mlops:lock:retrain"
+
+def lock_key(model: str) -> str:
+    return f"mlops:lock:retrain:{model}"
+
+
 RUNNER_SEPARATOR = "|"
 
 # KEYS: lock, the job's record, the train queue. ARGV: job id, record, task message, TTL in
@@ -89,40 +94,47 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def _request(requested_by: str, owner: str | None, ttl: int) -> tuple[str, tuple]:
+def _request(model: str, requested_by: str, owner: str | None, ttl: int) -> tuple[str, tuple]:
     """A new retrain job's id and the arguments of :data:`REQUEST` that queue it."""
     job_id = new_id()
     record = train_record(
-        job_id, PENDING, requested_by=requested_by, owner=owner, submitted_at=time.time()
+        job_id,
+        PENDING,
+        model=model,
+        requested_by=requested_by,
+        owner=owner,
+        submitted_at=time.time(),
     )
     # The message expires with the job's record and claim: Celery drops it unrun after that.
-    _, payload = celery_message(RETRAIN_TASK, [], queue=TRAIN_QUEUE, task_id=job_id, expires_in=ttl)
-    keys = (RETRAIN_LOCK_KEY, job_key(job_id), TRAIN_QUEUE)
+    _, payload = celery_message(
+        RETRAIN_TASK, [model], queue=TRAIN_QUEUE, task_id=job_id, expires_in=ttl, model=model
+    )
+    keys = (lock_key(model), job_key(job_id), TRAIN_QUEUE)
     return job_id, (REQUEST, len(keys), *keys, job_id, orjson.dumps(record), payload, int(ttl))
 
 
 def request_retrain(
-    client: redis.Redis, requested_by: str, ttl: int, owner: str | None = None
+    client: redis.Redis, model: str, requested_by: str, ttl: int, owner: str | None = None
 ) -> tuple[str, bool]:
-    """Queue a retrain, or join the one queued or running: ``(job id, joined)``.
+    """Queue a retrain of ``model``, or join the one queued or running: ``(job id, joined)``.
 
     ``owner``: the API key that may read the job besides ``admin`` keys (None: admins only)."""
-    job_id, args = _request(requested_by, owner, ttl)
+    job_id, args = _request(model, requested_by, owner, ttl)
     held = Holder.parse(client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 
 
 async def request_retrain_async(
-    client: aioredis.Redis, requested_by: str, ttl: int, owner: str | None = None
+    client: aioredis.Redis, model: str, requested_by: str, ttl: int, owner: str | None = None
 ) -> tuple[str, bool]:
     """:func:`request_retrain` for the gateway's asyncio client."""
-    job_id, args = _request(requested_by, owner, ttl)
+    job_id, args = _request(model, requested_by, owner, ttl)
     held = Holder.parse(await client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 
 
-def holder(client: redis.Redis) -> Holder | None:
-    return Holder.parse(client.get(RETRAIN_LOCK_KEY))
+def holder(client: redis.Redis, model: str) -> Holder | None:
+    return Holder.parse(client.get(lock_key(model)))
 
 
 class RunLease:
@@ -132,8 +144,9 @@ class RunLease:
     unreachable for a whole lease): such a run must not promote what it trained.
     """
 
-    def __init__(self, client: redis.Redis, job_id: str, lease_seconds: float):
+    def __init__(self, client: redis.Redis, model: str, job_id: str, lease_seconds: float):
         self.client = client
+        self.key = lock_key(model)
         self.job_id = job_id
         runner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.value = f"{job_id}{RUNNER_SEPARATOR}{runner}"
@@ -143,17 +156,15 @@ class RunLease:
     def start(self) -> Holder | None:
         """Take the lock (free, or queued for this job); None, or who holds it instead."""
         reply = self.client.eval(
-            START, 1, RETRAIN_LOCK_KEY, self.job_id, self.value, _ms(self.lease_seconds)
+            START, 1, self.key, self.job_id, self.value, _ms(self.lease_seconds)
         )
         return Holder.parse(reply)
 
     def renew(self) -> bool:
-        return bool(
-            self.client.eval(RENEW, 1, RETRAIN_LOCK_KEY, self.value, _ms(self.lease_seconds))
-        )
+        return bool(self.client.eval(RENEW, 1, self.key, self.value, _ms(self.lease_seconds)))
 
     def release(self) -> bool:
-        return bool(self.client.eval(RELEASE, 1, RETRAIN_LOCK_KEY, self.value))
+        return bool(self.client.eval(RELEASE, 1, self.key, self.value))
 
     @property
     def held(self) -> bool:

@@ -494,14 +494,14 @@ def _v(version: object) -> str:
     return "none" if version is None else f"v{version}"
 
 
-def open_store(settings: Settings) -> ModelStore:
-    """The store for the configured model, on the configured artifacts folder, with the
-    configured signing keys and artifact format."""
+def open_store(settings: Settings, model: str | None = None) -> ModelStore:
+    """The store of ``model`` (None: the default model), on the configured artifacts folder,
+    with the configured signing keys and artifact format."""
     from core.settings import resolve_path
 
     return ModelStore(
         LocalStorage(resolve_path(settings.artifacts_dir)),
-        settings.model_name,
+        model or settings.default_model,
         SigningKeys.from_settings(settings),
         str(settings.training.artifact_format),
     )

@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from core.settings import Settings
+from core.settings import ModelSettings
 from training.data import Dataset, Split
 from training.errors import NotEnoughData
 from training.estimators import build_estimator, plain
@@ -50,18 +50,18 @@ class Trainer(BaseEstimator, ABC):
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
-    def params_from_settings(cls, settings: Settings) -> dict[str, Any]:
-        training = settings.training
+    def params_from_settings(cls, model: ModelSettings) -> dict[str, Any]:
+        """The constructor's arguments from one model's settings (``[models.<name>]``)."""
         return {
-            "test_size": float(training.test_size),
-            "random_state": int(training.random_state),
-            "estimator": str(training.estimator.class_path),
-            "estimator_params": plain(training.estimator.params),
+            "test_size": float(model.test_size),
+            "random_state": int(model.random_state),
+            "estimator": str(model.estimator.class_path),
+            "estimator_params": plain(model.estimator.params),
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Trainer:
-        return cls(**cls.params_from_settings(settings))
+    def from_settings(cls, model: ModelSettings) -> Trainer:
+        return cls(**cls.params_from_settings(model))
 
     # -- steps ------------------------------------------------------------------------------
     @abstractmethod

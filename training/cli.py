@@ -29,14 +29,14 @@ def cmd_train(args, settings: Settings, store) -> None:
     from training.pipeline import run_training
     from training.single_flight import single_flight
 
-    with single_flight(settings) as (result, lease):
+    with single_flight(settings, store.model_name) as (result, lease):
         outcome = run_training(settings, store, trainer=args.trainer, lease=lease, actor=_actor())
         result.update(outcome.to_dict())
     _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
 
 
 def cmd_list(args, settings: Settings, store) -> None:
-    metric = str(settings.training.metric)
+    metric = str(settings.models.get(store.model_name, settings.training).metric)
     production = store.production_version()
     versions = store.all_metadata()
     if not versions:

@@ -18,6 +18,7 @@ import sklearn
 from loguru import logger
 
 from core.errors import AliasConflict, TrainingError
+from core.settings import ModelSettings, Settings
 from core.single_flight import RunLease
 from core.store import FeatureSpec, GateDecision, ModelMetadata, ModelStore, open_store
 from training.base import Trainer
@@ -115,8 +116,19 @@ def build_metadata(
     )
 
 
+def model_settings(settings: Settings, name: str) -> ModelSettings:
+    """A model's training settings, or a TrainingError naming what to add."""
+    try:
+        return settings.model(name)
+    except KeyError:
+        raise TrainingError(
+            f"model {name!r} has no [models.{name}] table in the settings: no trainer to "
+            "retrain it with (register versions with `python -m training register`)"
+        ) from None
+
+
 def run_training(
-    settings,
+    settings: Settings,
     store: ModelStore | None = None,
     progress: Progress | None = None,
     *,
@@ -132,11 +144,11 @@ def run_training(
     """
     store = store or open_store(settings)
     store.keys.require_signer()  # before the work, not after: a version must be signed
-    cfg = settings.training
-    fmt = str(cfg.artifact_format)
+    cfg = model_settings(settings, store.model_name)
+    fmt = str(settings.training.artifact_format)
     metric = str(cfg.metric)
     trainer_name = trainer or str(cfg.trainer)
-    model = get_trainer(trainer_name).from_settings(settings)
+    model = get_trainer(trainer_name).from_settings(cfg)
     started_from = store.production_version()
     logger.debug("training {} with trainer {!r}", store.model_name, trainer_name)
 

@@ -37,14 +37,17 @@ def _record(client: redis.Redis, job_id: str, ttl: int, status: JobStatus, **fie
 
 
 @contextlib.contextmanager
-def single_flight(settings: Settings) -> Iterator[tuple[dict, RunLease | None]]:
+def single_flight(
+    settings: Settings, model: str | None = None
+) -> Iterator[tuple[dict, RunLease | None]]:
     """Hold the retrain lock for the block; yields ``(result, lease)``: the dict takes the
     run's result, the lease (None without Redis) goes to ``run_training``."""
     outcome: dict = {}
     job_id = f"cli-{new_id()}"
     ttl = int(settings.api.jobs_ttl_seconds)
     client = sync_client(str(settings.redis_url))
-    lease = RunLease(client, job_id, settings.training.lock_lease_seconds)
+    model = model or settings.default_model
+    lease = RunLease(client, model, job_id, settings.training.lock_lease_seconds)
     try:
         holder = lease.start()
     except (redis.RedisError, OSError) as exc:

@@ -14,6 +14,12 @@ from core.settings import RESTORE_SWEEP_SECONDS, Settings
 from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY, UNACKED_MUTEX_KEY
 
 
+def consumed_queues(settings: Settings) -> list[str]:
+    """Every queue the service uses: "predict", each model's own, "train"."""
+    predict = {PREDICT_QUEUE, *(model.queue for model in settings.models.values())}
+    return [*sorted(predict), TRAIN_QUEUE]
+
+
 def celery_config(settings: Settings) -> dict:
     worker = settings.worker
     return {
@@ -96,7 +102,7 @@ def celery_config(settings: Settings) -> dict:
         # (with only a default queue it consumed `predict`, and retrains waited forever);
         # `-Q predict` or `-Q train` still specialises a node.
         "task_queues": tuple(
-            Queue(name, Exchange(name), routing_key=name) for name in (PREDICT_QUEUE, TRAIN_QUEUE)
+            Queue(name, Exchange(name), routing_key=name) for name in consumed_queues(settings)
         ),
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,

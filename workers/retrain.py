@@ -41,15 +41,28 @@ class AlreadyRunning(Exception):
 
 
 def run_retrain(
-    rt: Runtime, job_id: str, progress: Progress | None = None, *, requested_by: str = "unknown"
+    rt: Runtime,
+    job_id: str,
+    progress: Progress | None = None,
+    *,
+    requested_by: str = "unknown",
+    model: str | None = None,
 ) -> dict:
-    """Train, gate and maybe promote; ``skipped`` when another training holds the lock."""
+    """Train, gate and maybe promote ``model`` (None: the default model); ``skipped`` when
+    another training of that model holds its lock."""
     settings = rt.settings
     ttl = settings.api.jobs_ttl_seconds
+    store = rt.cache_for(model).store
     # A raw message (not queued through core/single_flight) has no record yet: make one.
-    record = train_record(job_id, PENDING, requested_by=requested_by, submitted_at=time.time())
+    record = train_record(
+        job_id,
+        PENDING,
+        model=store.model_name,
+        requested_by=requested_by,
+        submitted_at=time.time(),
+    )
     rt.redis.set(job_key(job_id), orjson.dumps(record), ex=ttl, nx=True)
-    lease = RunLease(rt.redis, job_id, settings.training.lock_lease_seconds)
+    lease = RunLease(rt.redis, store.model_name, job_id, settings.training.lock_lease_seconds)
     holder = _start(rt.redis, lease)
     if holder is not None:
         logger.info("retrain {} skipped: training job {} holds the lock", job_id, holder)
@@ -66,7 +79,7 @@ def run_retrain(
     with lease.renewing():
         outcome = run_training(
             settings,
-            rt.store,
+            store,
             progress=progress,
             lease=lease,
             actor=f"job {job_id} ({_requester(rt.redis, job_id)})",
@@ -74,7 +87,7 @@ def run_retrain(
     result = outcome.to_dict()
     logger.info("retrain {} finished: {}", job_id, result.get("decision"))
     if result.get("promoted"):
-        rt.cache.refresh()
+        rt.cache_for(model).refresh()
     return result
 
 

@@ -1,6 +1,8 @@
-"""Per-process state of a worker: settings, store, Redis client, model cache, heartbeat.
+"""Per-process state of a worker: settings, stores, Redis client, model caches, heartbeat.
 
 Built lazily after the fork (a Redis connection must never cross a fork), once per process.
+``store``/``cache`` are the default model's; :meth:`Runtime.cache_for` gives any other's,
+built on first use and sharing one memory-bounded pool (workers/model_cache.py).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import socket
 import threading
 import time
@@ -17,11 +20,12 @@ import orjson
 import redis
 from loguru import logger
 
+from core.errors import ModelNotFound
 from core.messages import WORKERS_KEY
 from core.redis import sync_client
-from core.settings import Settings
+from core.settings import MODEL_NAME, Settings
 from core.store import ModelStore, open_store
-from workers.model_cache import ModelCache
+from workers.model_cache import ModelCache, ModelPool
 
 CONSUMED_QUEUES: list[str] = []  # filled in the main process before the pool forks
 NODE = {"name": socket.gethostname()}  # the Celery node name (celery@host), likewise
@@ -29,26 +33,49 @@ NODE = {"name": socket.gethostname()}  # the Celery node name (celery@host), lik
 
 @dataclass
 class Runtime:
-    settings: object
+    settings: Settings
     store: ModelStore
     redis: redis.Redis
     cache: ModelCache
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _stop: threading.Event = field(default_factory=threading.Event)
+    _caches: dict[str, ModelCache] = field(default_factory=dict)
+
+    def cache_for(self, model: str | None) -> ModelCache:
+        """The cache of ``model`` (None or the default: ``cache``); ModelNotFound for a name
+        that cannot be a model (it becomes a folder name: nothing else may pass)."""
+        if model is None or model == self.store.model_name:
+            return self.cache
+        cache = self._caches.get(model)
+        if cache is None:
+            if not re.fullmatch(MODEL_NAME, model):
+                raise ModelNotFound(f"{model!r} is not a model name")
+            store = open_store(self.settings, model)
+            cache = ModelCache(
+                store, functools.partial(_load, store, self.settings), self.cache.pool
+            )
+            cache.on_load, cache.on_serve = self.cache.on_load, self.cache.on_serve
+            self._caches[model] = cache
+        return cache
+
+    def caches(self) -> list[ModelCache]:
+        return [self.cache, *self._caches.values()]
 
     def heartbeat_once(self) -> None:
-        """Follow the production alias and report this process's queues and version."""
-        try:
-            self.cache.refresh()
-        except Exception as exc:  # a broken alias file must not kill the heartbeat
-            logger.warning("model refresh failed: {}", exc)
+        """Follow the production aliases and report this process's queues and versions."""
+        for cache in self.caches():
+            try:
+                cache.refresh()
+            except Exception as exc:  # a broken alias file must not kill the heartbeat
+                logger.warning("model refresh of {} failed: {}", cache.store.model_name, exc)
         beat = {
             "id": self.identity,
             "node": NODE["name"],
             "pid": os.getpid(),
             "queues": CONSUMED_QUEUES,
-            "model_name": self.store.model_name,
+            "model_name": self.store.model_name,  # the default model's, as before
             "model_version": self.cache.served_version,
+            "models": {c.store.model_name: c.served_version for c in self.caches()},
             "ts": time.time(),
         }
         self.redis.hset(WORKERS_KEY, self.identity, orjson.dumps(beat))
@@ -62,10 +89,11 @@ class Runtime:
             last_beat = 0.0
             while not self._stop.wait(interval):
                 if time.monotonic() - last_beat < self.settings.worker.heartbeat_seconds:
-                    try:
-                        self.cache.refresh()
-                    except Exception as exc:
-                        logger.warning("model refresh failed: {}", exc)
+                    for cache in self.caches():
+                        try:
+                            cache.refresh()
+                        except Exception as exc:
+                            logger.warning("model refresh failed: {}", exc)
                     continue
                 last_beat = time.monotonic()
                 try:
@@ -107,7 +135,8 @@ def app_settings() -> Settings:
 def runtime() -> Runtime:
     settings = app_settings()
     store = open_store(settings)
-    cache = ModelCache(store, functools.partial(_load, store, settings))
+    pool = ModelPool(settings.worker.model_cache_bytes)
+    cache = ModelCache(store, functools.partial(_load, store, settings), pool)
     return Runtime(
         settings=settings, store=store, redis=sync_client(settings.redis_url), cache=cache
     )

@@ -20,7 +20,7 @@ from workers.runtime import app_settings
 RETRAIN_ENTRY = "retrain-on-schedule"
 
 
-def retrain_crontab(cron: str) -> crontab:
+def retrain_crontab(cron: str, model: str | None = None) -> crontab:
     """``minute hour day-of-month month day-of-week``; a bad field stops start-up with a message."""
     try:
         minute, hour, day_of_month, month_of_year, day_of_week = cron.split()
@@ -32,19 +32,24 @@ def retrain_crontab(cron: str) -> crontab:
             day_of_week=day_of_week,
         )
     except ValueError as exc:
-        raise SettingsError(f"invalid settings: schedule.retrain_cron {cron!r}: {exc}") from None
+        where = f"models.{model}.schedule" if model else "schedule"
+        raise SettingsError(f"invalid settings: {where}.retrain_cron {cron!r}: {exc}") from None
 
 
 def beat_schedule(settings: Settings) -> dict:
-    if not settings.schedule.retrain_enabled:
-        return {}
-    return {
-        RETRAIN_ENTRY: {
+    """One entry per model whose schedule is on (the default model's is RETRAIN_ENTRY)."""
+    entries = {}
+    for name, model in settings.models.items():
+        if not model.schedule.retrain_enabled:
+            continue
+        entry = RETRAIN_ENTRY if name == settings.default_model else f"{RETRAIN_ENTRY}[{name}]"
+        entries[entry] = {
             "task": RETRAIN_TASK,
-            "schedule": retrain_crontab(str(settings.schedule.retrain_cron)),
+            "schedule": retrain_crontab(str(model.schedule.retrain_cron), name),
+            "args": [name],
             "options": {"queue": TRAIN_QUEUE},
         }
-    }
+    return entries
 
 
 class SingleFlightScheduler(PersistentScheduler):
@@ -56,15 +61,16 @@ class SingleFlightScheduler(PersistentScheduler):
         if advance:
             entry = self.reserve(entry)
         settings = app_settings()
+        model = entry.args[0] if entry.args else settings.default_model
         client = sync_client(settings.redis_url)
         try:
             job_id, joined = request_retrain(
-                client, requested_by="beat", ttl=settings.api.jobs_ttl_seconds
+                client, model, requested_by="beat", ttl=settings.api.jobs_ttl_seconds
             )
         finally:
             client.close()
         if joined:
-            logger.info("scheduled retrain joins training job {}, queued or running", job_id)
+            logger.info("scheduled retrain of {} joins training job {}", model, job_id)
         else:
-            logger.info("scheduled retrain queued as job {}", job_id)
+            logger.info("scheduled retrain of {} queued as job {}", model, job_id)
         return None

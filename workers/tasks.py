@@ -8,6 +8,7 @@ from celery import Celery
 from celery.exceptions import Ignore
 from loguru import logger
 
+from core.errors import ModelNotFound
 from core.messages import PREDICT_TASK, RETRAIN_TASK
 from core.redis import sync_client
 from core.settings import Settings
@@ -65,15 +66,23 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     )
     def predict_batch(self, jobs: list[dict]) -> dict:
         rt = runtime()
+        ttl = rt.settings.api.jobs_ttl_seconds
+        first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
+        try:  # the gateway groups one model's jobs (and one pinned version) per message
+            cache = rt.cache_for(first.get("model"))
+        except ModelNotFound as exc:
+            failed = fail_unanswered(rt.redis, jobs, exc.reason, exc.message, ttl)
+            return {"jobs": len(jobs), "failed": failed, "reason": exc.reason}
         summary = run_message(
             rt.redis,
-            rt.cache,
+            cache,
             jobs,
             task_id=self.request.id,
-            ttl=rt.settings.api.jobs_ttl_seconds,
+            ttl=ttl,
             max_attempts=rt.settings.worker.max_retries_on_crash,
             redelivered=bool((self.request.delivery_info or {}).get("redelivered")),
             metrics=worker_metrics(),
+            version=first.get("version"),
         )
         # One line per message (not per job: that would cost more than the prediction),
         # carrying every job's ids so one grep follows a prediction from the gateway.
@@ -90,14 +99,14 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         time_limit=worker.retrain_time_limit,
         soft_time_limit=worker.retrain_time_limit * 0.95,
     )
-    def retrain(self) -> dict:
+    def retrain(self, model: str | None = None) -> dict:
         def progress(step: str, percent: int) -> None:
             self.update_state(state="PROGRESS", meta={"step": step, "percent": percent})
 
         with logger.contextualize(job_id=self.request.id):
             try:
                 return worker_metrics().count_retrain(
-                    lambda: run_retrain(runtime(), self.request.id, progress)
+                    lambda: run_retrain(runtime(), self.request.id, progress, model=model)
                 )
             except AlreadyRunning as exc:
                 # Leave the job's state to the run that is alive: no result, no FAILURE.

@@ -20,7 +20,7 @@ import pytest
 
 from core.jobs import attempts_key
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE, celery_message
-from core.single_flight import RETRAIN_LOCK_KEY
+from core.single_flight import lock_key
 from scripts.processes import children, wait_until
 from tests.integration.stack import (
     ADMIN_KEY,
@@ -30,6 +30,8 @@ from tests.integration.stack import (
     poll_job,
     running,
 )
+
+RETRAIN_LOCK_KEY = lock_key("iris")  # the default model's retrain lock
 
 pytestmark = pytest.mark.integration
 

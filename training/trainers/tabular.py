@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.settings import Settings, resolve_path
+from core.settings import ModelSettings, resolve_path
 from training.base import DEFAULT_ESTIMATOR, Trainer
 from training.data import Dataset, make_dataset
 from training.errors import (
@@ -53,10 +53,10 @@ class CsvTrainer(Trainer):
         self.features = features
 
     @classmethod
-    def params_from_settings(cls, settings: Settings) -> dict[str, Any]:
-        csv_settings = settings.training.csv
+    def params_from_settings(cls, model: ModelSettings) -> dict[str, Any]:
+        csv_settings = model.csv
         return {
-            **super().params_from_settings(settings),
+            **super().params_from_settings(model),
             "path": str(csv_settings.path),
             "target": str(csv_settings.target),
             "features": plain(csv_settings.features),
@@ -65,7 +65,7 @@ class CsvTrainer(Trainer):
     def load_data(self) -> Dataset:
         path = resolve_path(self.path)
         if not path.is_file():
-            raise DataFileNotFound(f"data file not found: {path} (training.csv.path)")
+            raise DataFileNotFound(f"data file not found: {path} (the model's csv.path)")
         header, rows = _read_rows(path)
         target_index, feature_indices = self._columns(header, path)
         names = [header[i] for i in feature_indices]

@@ -25,7 +25,7 @@ def test_training_settings_override_reaches_the_trainer(monkeypatch):
 
     monkeypatch.setenv("MLOPS_TRAINING__TEST_SIZE", "0.3")
     reset_settings()
-    trainer = IrisTrainer.from_settings(get_settings())
+    trainer = IrisTrainer.from_settings(get_settings().model())
     assert trainer.test_size == 0.3
     assert len(trainer.split(trainer.load_data()).y_test) == 45
 

@@ -9,8 +9,10 @@ import pytest
 
 from core.jobs import job_key
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE
-from core.single_flight import RETRAIN_LOCK_KEY, Holder, RunLease, holder, request_retrain
+from core.single_flight import Holder, RunLease, holder, lock_key, request_retrain
 from tests.factories import decode_message
+
+RETRAIN_LOCK_KEY = lock_key("iris")  # the default model's retrain lock
 
 HOUR = 3600
 
@@ -21,9 +23,11 @@ def queued_tasks(redis_client) -> list[dict]:
 
 # -- queueing: POST /retrain and beat ----------------------------------------------------------
 def test_a_request_claims_records_and_queues_at_once(redis_client):
-    job_id, joined = request_retrain(redis_client, requested_by="api key abc", ttl=HOUR, owner="o1")
+    job_id, joined = request_retrain(
+        redis_client, "iris", requested_by="api key abc", ttl=HOUR, owner="o1"
+    )
     assert not joined
-    assert holder(redis_client) == Holder(job_id, running=False)
+    assert holder(redis_client, "iris") == Holder(job_id, running=False)
     assert HOUR - 5 < redis_client.ttl(RETRAIN_LOCK_KEY) <= HOUR  # as long as the job may wait
     record = orjson.loads(redis_client.get(job_key(job_id)))
     assert record["kind"] == "train" and record["status"] == "PENDING"
@@ -34,57 +38,57 @@ def test_a_request_claims_records_and_queues_at_once(redis_client):
 
 
 def test_a_second_request_while_one_waits_joins_it_and_queues_nothing(redis_client):
-    first, _ = request_retrain(redis_client, requested_by="a", ttl=HOUR)
-    second, joined = request_retrain(redis_client, requested_by="b", ttl=HOUR)
+    first, _ = request_retrain(redis_client, "iris", requested_by="a", ttl=HOUR)
+    second, joined = request_retrain(redis_client, "iris", requested_by="b", ttl=HOUR)
     assert joined and second == first
     assert len(queued_tasks(redis_client)) == 1
 
 
 def test_a_request_while_a_run_holds_the_lease_joins_that_run(redis_client):
-    lease = RunLease(redis_client, "cli-1", 30)
+    lease = RunLease(redis_client, "iris", "cli-1", 30)
     assert lease.start() is None
-    job_id, joined = request_retrain(redis_client, requested_by="beat", ttl=HOUR)
+    job_id, joined = request_retrain(redis_client, "iris", requested_by="beat", ttl=HOUR)
     assert joined and job_id == "cli-1"
     assert queued_tasks(redis_client) == []
 
 
 # -- running: the worker and the CLI -------------------------------------------------------------
 def test_a_run_takes_the_claim_made_for_its_job_and_holds_a_lease(redis_client):
-    job_id, _ = request_retrain(redis_client, requested_by="a", ttl=HOUR)
-    lease = RunLease(redis_client, job_id, 30)
+    job_id, _ = request_retrain(redis_client, "iris", requested_by="a", ttl=HOUR)
+    lease = RunLease(redis_client, "iris", job_id, 30)
     assert lease.start() is None
-    assert holder(redis_client) == Holder(job_id, running=True)
+    assert holder(redis_client, "iris") == Holder(job_id, running=True)
     assert 25_000 < redis_client.pttl(RETRAIN_LOCK_KEY) <= 30_000  # one lease, not the queue's hour
 
 
 def test_a_run_of_another_job_is_refused_and_told_who_holds_it(redis_client):
-    job_id, _ = request_retrain(redis_client, requested_by="a", ttl=HOUR)
-    assert RunLease(redis_client, "job-beat", 30).start() == Holder(job_id, running=False)
-    assert RunLease(redis_client, job_id, 30).start() is None
-    assert RunLease(redis_client, "job-beat", 30).start() == Holder(job_id, running=True)
+    job_id, _ = request_retrain(redis_client, "iris", requested_by="a", ttl=HOUR)
+    assert RunLease(redis_client, "iris", "job-beat", 30).start() == Holder(job_id, running=False)
+    assert RunLease(redis_client, "iris", job_id, 30).start() is None
+    assert RunLease(redis_client, "iris", "job-beat", 30).start() == Holder(job_id, running=True)
 
 
 def test_a_second_delivery_of_a_running_job_sees_it_running(redis_client):
-    first = RunLease(redis_client, "job-1", 30)
+    first = RunLease(redis_client, "iris", "job-1", 30)
     assert first.start() is None
-    again = RunLease(redis_client, "job-1", 30)  # the same job, another process
+    again = RunLease(redis_client, "iris", "job-1", 30)  # the same job, another process
     assert again.start() == Holder("job-1", running=True)
     assert not again.renew() and not again.release()
     assert first.renew()
 
 
 def test_after_the_lease_runs_out_the_next_run_gets_it(redis_client):
-    crashed = RunLease(redis_client, "job-1", 30)
+    crashed = RunLease(redis_client, "iris", "job-1", 30)
     crashed.start()
     redis_client.delete(RETRAIN_LOCK_KEY)  # what the lease expiry does (Redis's own clock)
-    assert RunLease(redis_client, "job-2", 30).start() is None
+    assert RunLease(redis_client, "iris", "job-2", 30).start() is None
     assert not crashed.renew()
     assert not crashed.release()
-    assert holder(redis_client) == Holder("job-2", running=True)
+    assert holder(redis_client, "iris") == Holder("job-2", running=True)
 
 
 def test_renewing_renews_in_the_background_and_releases_at_the_end(redis_client, monkeypatch):
-    held = RunLease(redis_client, "job-1", 0.03)  # renewal every 10 ms
+    held = RunLease(redis_client, "iris", "job-1", 0.03)  # renewal every 10 ms
     renewed = threading.Event()
     real_renew = held.renew
 
@@ -101,7 +105,7 @@ def test_renewing_renews_in_the_background_and_releases_at_the_end(redis_client,
 
 
 def test_a_run_whose_lease_was_taken_knows_it_lost_it(redis_client):
-    held = RunLease(redis_client, "job-1", 0.06)
+    held = RunLease(redis_client, "iris", "job-1", 0.06)
     held.start()
     with held.renewing():
         redis_client.set(RETRAIN_LOCK_KEY, "job-2|elsewhere")  # the lease ran out, job-2 took over
@@ -111,7 +115,7 @@ def test_a_run_whose_lease_was_taken_knows_it_lost_it(redis_client):
 
 
 def test_renewing_releases_when_the_work_fails(redis_client):
-    held = RunLease(redis_client, "job-1", 30)
+    held = RunLease(redis_client, "iris", "job-1", 30)
     held.start()
     with pytest.raises(RuntimeError), held.renewing():
         raise RuntimeError("training crashed")
@@ -119,7 +123,7 @@ def test_renewing_releases_when_the_work_fails(redis_client):
 
 
 def test_the_queued_message_is_a_celery_retrain_task(redis_client):
-    request_retrain(redis_client, requested_by="a", ttl=HOUR)
+    request_retrain(redis_client, "iris", requested_by="a", ttl=HOUR)
     envelope, (args, kwargs, _embed) = decode_message(redis_client.lrange(TRAIN_QUEUE, 0, -1)[0])
-    assert (args, kwargs) == ([], {})
+    assert (args, kwargs) == (["iris"], {})  # the model to retrain
     assert envelope["properties"]["delivery_info"]["routing_key"] == TRAIN_QUEUE

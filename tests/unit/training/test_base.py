@@ -18,7 +18,7 @@ from training.trainers.iris import IrisTrainer
 # -- contract: every registered trainer behaves like a scikit-learn estimator ----------------
 @pytest.fixture(params=available_trainers())
 def trainer(request):
-    return get_trainer(request.param).from_settings(get_settings())
+    return get_trainer(request.param).from_settings(get_settings().model())
 
 
 def test_training_contract_constructor_only_stores_params(trainer):

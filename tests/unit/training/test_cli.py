@@ -246,6 +246,6 @@ def test_cli_user_mistake(mistakes, name):
 
 
 def test_cli_trainer_option_overrides_settings():
-    result = cli("train", "--trainer", "csv", MODEL_NAME="penguins")
+    result = cli("train", "--trainer", "csv", DEFAULT_MODEL="penguins")
     assert result.returncode == 0, result.stderr
     assert "penguins v1 promoted" in result.stdout

@@ -73,7 +73,7 @@ def test_training_equal_second_run_promotes_and_keeps_history():
 
 def test_training_csv_trainer_with_skops(monkeypatch):
     settings = settings_with(
-        monkeypatch, MODEL_NAME="penguins", TRAINING__TRAINER="csv",
+        monkeypatch, DEFAULT_MODEL="penguins", TRAINING__TRAINER="csv",
         TRAINING__ARTIFACT_FORMAT="skops", TRAINING__METRIC="f1_macro",
     )  # fmt: skip
     outcome = run_training(settings)
@@ -84,7 +84,7 @@ def test_training_csv_trainer_with_skops(monkeypatch):
 
 
 def test_training_trainer_override_argument(monkeypatch):
-    settings = settings_with(monkeypatch, MODEL_NAME="penguins")
+    settings = settings_with(monkeypatch, DEFAULT_MODEL="penguins")
     outcome = run_training(settings, trainer="csv")
     assert open_store(settings).metadata(outcome.version).trainer == "csv"
 

@@ -8,9 +8,11 @@ import pytest
 
 from core.jobs import job_key
 from core.settings import get_settings
-from core.single_flight import RETRAIN_LOCK_KEY, Holder, holder, request_retrain
+from core.single_flight import Holder, holder, lock_key, request_retrain
 from training import single_flight as single_flight_module
 from training.single_flight import TrainingRunning, single_flight
+
+RETRAIN_LOCK_KEY = lock_key("iris")  # the default model's retrain lock
 
 HOUR = 3600
 
@@ -26,7 +28,7 @@ def cli_redis(monkeypatch, redis_server, redis_client):
 
 def test_cli_takes_the_lock_and_records_the_job(cli_redis):
     with single_flight(get_settings()) as (result, lease):
-        running = holder(cli_redis)
+        running = holder(cli_redis, "iris")
         assert running.running and running.job_id == lease.job_id
         assert orjson.loads(cli_redis.get(job_key(lease.job_id)))["status"] == "STARTED"
         result["decision"] = "promoted"
@@ -37,11 +39,11 @@ def test_cli_takes_the_lock_and_records_the_job(cli_redis):
 
 
 def test_cli_refuses_while_another_training_is_queued_or_runs(cli_redis):
-    job_id, _ = request_retrain(cli_redis, requested_by="a", ttl=HOUR)
+    job_id, _ = request_retrain(cli_redis, "iris", requested_by="a", ttl=HOUR)
     with pytest.raises(TrainingRunning, match=f"training job {job_id} is already running"):  # noqa: SIM117
         with single_flight(get_settings()):
             pytest.fail("trained although the lock was held")
-    assert holder(cli_redis) == Holder(job_id, running=False)
+    assert holder(cli_redis, "iris") == Holder(job_id, running=False)
 
 
 def test_cli_failed_training_releases_and_records_failure(cli_redis):

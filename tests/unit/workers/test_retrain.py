@@ -14,7 +14,7 @@ from core.errors import TrainingError
 from core.jobs import attempts_key, job_key
 from core.messages import RETRAIN_TASK
 from core.settings import get_settings
-from core.single_flight import RETRAIN_LOCK_KEY, RunLease
+from core.single_flight import RunLease, lock_key
 from core.store import open_store
 from tests.factories import serving_cache, settings_with
 from training.pipeline import STEPS, run_training
@@ -23,6 +23,8 @@ from workers import tasks as tasks_module
 from workers.celery_app import create_app
 from workers.retrain import AlreadyRunning, run_retrain
 from workers.runtime import Runtime
+
+RETRAIN_LOCK_KEY = lock_key("iris")  # the default model's retrain lock
 
 
 def make_runtime(settings=None) -> Runtime:
@@ -213,7 +215,7 @@ def test_the_retrain_task_drops_a_duplicate_delivery_without_a_result(rt, monkey
 
 # -- fencing: a run never overwrites what changed while it trained -----------------------------
 def test_a_run_that_lost_its_lease_registers_but_does_not_promote(rt):
-    lease = RunLease(rt.redis, "job-10", 30)
+    lease = RunLease(rt.redis, "iris", "job-10", 30)
     lease.lost.set()
     outcome = run_training(rt.settings, rt.store, lease=lease)
     assert outcome.decision == "rejected" and not outcome.promoted

@@ -93,5 +93,5 @@ def test_beat_queues_its_retrain_through_the_single_flight(
     scheduler.apply_async(entry, advance=False)
     (message,) = redis_client.lrange(TRAIN_QUEUE, 0, -1)
     job_id = orjson.loads(message)["headers"]["id"]
-    assert holder(redis_client) == Holder(job_id, running=False)
+    assert holder(redis_client, "iris") == Holder(job_id, running=False)
     assert orjson.loads(redis_client.get(job_key(job_id)))["requested_by"] == "beat"

@@ -23,7 +23,7 @@ def write_csv(tmp_path, text: str, name: str = "data.csv"):
 
 
 def test_training_csv_reads_shipped_penguins():
-    data = CsvTrainer.from_settings(get_settings()).load_data()
+    data = CsvTrainer.from_settings(get_settings().model()).load_data()
     assert data.feature_names == [
         "bill_length_mm",
         "bill_depth_mm",
