@@ -58,6 +58,11 @@ class UnsupportedMediaType(MLOpsError):
     reason = "unsupported_media_type"
 
 
+class Conflict(MLOpsError):
+    status_code = 409
+    reason = "conflict"
+
+
 class IdempotencyConflict(MLOpsError):
     status_code = 409
     reason = "idempotency_key_reused"

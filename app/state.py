@@ -12,14 +12,13 @@ from loguru import logger
 from app.auth import KeyRing
 from app.metrics import GatewayMetrics, watch_event_loop
 from app.services.admission import Admission
-from app.services.catalog import ModelCatalog
+from app.services.catalog import ModelCatalog, ModelCatalogs
 from app.services.listener import ResultListener
 from app.services.submitter import JobSubmitter
 from app.services.workers import WorkerView
 from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
 from core.redis import async_client
 from core.settings import Settings
-from core.store import open_store
 
 WORKERS_EVERY = 4  # watcher turns (0.25 s) between two reads of the worker heartbeats
 
@@ -30,12 +29,20 @@ class Gateway:
     redis: aioredis.Redis
     submitter: JobSubmitter
     listener: ResultListener
-    catalog: ModelCatalog
+    catalogs: ModelCatalogs
     keys: KeyRing
     admission: Admission
     workers: WorkerView = field(default_factory=WorkerView)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @property
+    def catalog(self) -> ModelCatalog:
+        """The default model's catalog (the routes that name no model)."""
+        return self.catalogs.default
+
+    def predict_queues(self) -> list[str]:
+        return sorted({PREDICT_QUEUE, *(m.queue for m in self.settings.models.values())})
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: GatewayMetrics | None = None) -> Gateway:
@@ -56,6 +63,7 @@ class Gateway:
             submitter=JobSubmitter(
                 client,
                 admission=admission,
+                models=settings.models,
                 max_rows=settings.batching.max_batch_size,
                 max_wait_ms=settings.batching.max_wait_ms,
                 backlog_wait_ms=settings.batching.backlog_wait_ms,
@@ -64,7 +72,7 @@ class Gateway:
                 metrics=metrics,
             ),
             listener=ResultListener(listener_client),
-            catalog=ModelCatalog(open_store(settings)),
+            catalogs=ModelCatalogs.from_settings(settings),
             keys=KeyRing(settings.auth.api_keys, enabled=settings.auth.enabled),
             metrics=metrics,
         )
@@ -74,8 +82,8 @@ class Gateway:
             logger.warning("auth is DISABLED (auth.enabled=false): for local development only")
         elif not len(self.keys):
             logger.warning("no API keys configured: every protected endpoint answers 401")
-        await self.catalog.refresh()
-        self.catalog.start()
+        await self.catalogs.refresh()
+        self.catalogs.start()
         self.listener.start()
         self._tasks.append(asyncio.create_task(self._watch_queue(), name="queue-depth"))
         self._tasks.append(asyncio.create_task(watch_event_loop(self.metrics), name="loop-lag"))
@@ -94,21 +102,33 @@ class Gateway:
             await asyncio.sleep(0.25)
 
     async def _read_queues(self) -> None:
+        """Admission judges the predict backlog as a whole: every model's queue summed."""
+        queues = self.predict_queues()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(PREDICT_QUEUE)
-            pipe.llen(TRAIN_QUEUE)
-            pipe.memory_usage(PREDICT_QUEUE)
+            for queue in (*queues, TRAIN_QUEUE):
+                pipe.llen(queue)
+            for queue in queues:
+                pipe.memory_usage(queue)
             pipe.info("memory")
             # Each reply on its own: a Redis that refuses INFO or MEMORY (an ACL without
             # @dangerous, some managed services) must not switch off the other checks.
-            predict, train, size, memory = await pipe.execute(raise_on_error=False)
-        if not isinstance(predict, Exception):
-            self.admission.queue_depth = int(predict)
-            self.metrics.set_queue_depth(PREDICT_QUEUE, int(predict))
-        if not isinstance(train, Exception):
-            self.metrics.set_queue_depth(TRAIN_QUEUE, int(train))
-        if not isinstance(size, Exception):
-            self.admission.queue_bytes = int(size or 0)  # None: the queue is empty
+            replies = await pipe.execute(raise_on_error=False)
+        lengths, sizes, memory = (
+            replies[: len(queues) + 1],
+            replies[len(queues) + 1 : -1],
+            replies[-1],
+        )
+        depth = 0
+        for queue, length in zip((*queues, TRAIN_QUEUE), lengths, strict=True):
+            if isinstance(length, Exception):
+                continue
+            self.metrics.set_queue_depth(queue, int(length))
+            if queue != TRAIN_QUEUE:
+                depth += int(length)
+        if not any(isinstance(length, Exception) for length in lengths[:-1]):
+            self.admission.queue_depth = depth
+        if not any(isinstance(size, Exception) for size in sizes):
+            self.admission.queue_bytes = sum(int(size or 0) for size in sizes)  # None: empty
         if isinstance(memory, dict):
             self.admission.observe_memory(memory)
 
@@ -117,6 +137,6 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await self.listener.stop()
-        await self.catalog.stop()
+        await self.catalogs.stop()
         await self.redis.aclose()
         await self.listener.client.aclose()

@@ -107,6 +107,7 @@ def pending_predict(job: Mapping[str, Any], task_id: str, submitted_at: float) -
         "status": PENDING,
         "request_id": job.get("request_id"),
         "owner": job.get("owner"),
+        "model_name": job.get("model"),
         "task_id": task_id,
         "submitted_at": submitted_at,
     }

@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,7 +43,7 @@ from core.errors import (
     ModelNotFound,
     NoProductionModel,
 )
-from core.settings import Settings
+from core.settings import MODEL_NAME, Settings
 from core.signing import Signature, SigningKeys
 
 ANY_PRODUCTION = object()  # promote() without a compare-and-set on the current production
@@ -147,6 +148,8 @@ def sha256_hex(data: bytes) -> str:
 class Storage(Protocol):
     """What the store needs from a backend."""
 
+    def list_models(self) -> list[str]: ...
+
     def list_versions(self, model: str) -> list[int]: ...
 
     def read(self, model: str, version: int, name: str) -> bytes: ...
@@ -181,6 +184,14 @@ class LocalStorage:
         path = self.root / model
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def list_models(self) -> list[str]:
+        """Models with versions or aliases here (folder names that are model names)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and re.fullmatch(MODEL_NAME, p.name)
+        )
 
     def list_versions(self, model: str) -> list[int]:
         folder = self.root / model

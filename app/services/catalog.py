@@ -1,7 +1,9 @@
-"""What the gateway knows about models: the production version's feature schema, cached.
+"""What the gateway knows about models: each production version's feature schema, cached.
 
 The store lives on the (shared) file system; reading it is blocking I/O, so it happens in a
 thread, on a timer, never on a request's hot path. Requests read the cached snapshot.
+:class:`ModelCatalogs` holds one :class:`ModelCatalog` per model: those of the settings, and
+the ones found in the store (registered with ``python -m training register``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from dataclasses import dataclass
 
 from loguru import logger
 
-from core.errors import IntegrityError, MLOpsError, NoProductionModel
-from core.store import ModelMetadata, ModelStore
+from core.errors import IntegrityError, MLOpsError, ModelNotFound, NoProductionModel
+from core.settings import Settings
+from core.store import ModelMetadata, ModelStore, open_store
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,24 @@ class ModelCatalog:
         self.production: Production | None = None
         self._token: object = object()
         self._task: asyncio.Task | None = None
+        self._pinned: dict[int, Production] = {}  # versions asked for by number, verified
+
+    @property
+    def name(self) -> str:
+        return self.store.model_name
+
+    async def pinned(self, version: int) -> Production:
+        """A version asked for by number (``/versions/{v}``): its signed metadata, read once;
+        ModelNotFound if the model has no such version, IntegrityError if it fails to verify."""
+        production = self.production
+        if production is not None and production.version == version:
+            return production
+        found = self._pinned.get(version)
+        if found is None:
+            metadata = await asyncio.to_thread(self.store.signed_metadata, version)
+            names = tuple(metadata.feature_names)
+            found = self._pinned[version] = Production(metadata, names, frozenset(names))
+        return found
 
     def require_production(self) -> Production:
         production = self.production
@@ -92,4 +113,72 @@ class ModelCatalog:
         return result
 
 
-__all__ = ["ModelCatalog", "NoProductionModel", "Production"]
+class ModelCatalogs:
+    """Every model the gateway serves: the settings' models, and those found in the store."""
+
+    def __init__(self, catalogs: dict[str, ModelCatalog], default: str, discover=None):
+        self._catalogs = dict(catalogs)
+        self.default_name = default
+        self._discover = discover  # () -> {name: ModelCatalog} of the store's models
+        self._tasks: list[asyncio.Task] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelCatalogs:
+        def discover() -> dict[str, ModelCatalog]:
+            store = open_store(settings)
+            return {
+                name: ModelCatalog(open_store(settings, name))
+                for name in store.storage.list_models()
+            }
+
+        catalogs = {name: ModelCatalog(open_store(settings, name)) for name in settings.models}
+        return cls(catalogs, settings.default_model, discover)
+
+    @property
+    def default(self) -> ModelCatalog:
+        return self._catalogs[self.default_name]
+
+    def names(self) -> list[str]:
+        return sorted(self._catalogs)
+
+    def get(self, name: str | None) -> ModelCatalog:
+        """The catalog of ``name`` (None: the default model); 404 for a model not served."""
+        catalog = self._catalogs.get(name or self.default_name)
+        if catalog is None:
+            raise ModelNotFound(f"unknown model {name!r}; models: {', '.join(self.names())}")
+        return catalog
+
+    async def refresh(self) -> None:
+        await asyncio.gather(*(c.refresh() for c in self._catalogs.values()))
+
+    def start(self) -> None:
+        for catalog in self._catalogs.values():
+            catalog.start()
+        if self._discover is not None:
+            loop = asyncio.get_running_loop()
+            self._tasks.append(loop.create_task(self._discovering(), name="model-discovery"))
+
+    async def _discovering(self) -> None:
+        while True:
+            await asyncio.sleep(DISCOVER_SECONDS)
+            try:
+                found = await asyncio.to_thread(self._discover)
+            except (OSError, MLOpsError) as exc:
+                logger.warning("model discovery could not read the store: {}", exc)
+                continue
+            for name, catalog in found.items():
+                if name not in self._catalogs:
+                    logger.info("serving model {} found in the store", name)
+                    self._catalogs[name] = catalog
+                    await catalog.refresh()
+                    catalog.start()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*(c.stop() for c in self._catalogs.values()))
+
+
+DISCOVER_SECONDS = 5.0  # how often the store is listed for models registered meanwhile
+
+__all__ = ["ModelCatalog", "ModelCatalogs", "NoProductionModel", "Production"]

@@ -38,17 +38,23 @@ async def submit_and_wait(
     owner: str | None = None,
     job_id: str | None = None,
     claim: Claim | None = None,
+    model: str | None = None,
+    version: int | None = None,
 ) -> Outcome:
-    """Queue one job (AlreadyClaimed if ``claim``'s key holds another job), then wait."""
+    """Queue one job of ``model`` (its production version, or ``version`` pinned), then
+    wait; AlreadyClaimed if ``claim``'s key holds another job."""
     job_id = job_id or new_id()
     job = {
         "job_id": job_id,
         "request_id": request_id,
         "owner": owner,
+        "model": model,
         "rows": rows,
         "features": list(features),
         "expires_at": time.time() + expires_in,
     }
+    if version is not None:
+        job["version"] = version
     future = listener.register(job_id) if wait > 0 else None
     try:
         await submitter.submit(job, claim)

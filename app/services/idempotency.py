@@ -56,9 +56,11 @@ class AlreadyClaimed(Exception):
         self.held = held
 
 
-def new_claim(owner: str | None, key: str, job_id: str, body: bytes) -> Claim:
-    """The claim of ``key`` for ``job_id``, a job of the API key ``owner`` with this body."""
-    digest = hashlib.sha256(body).hexdigest()[:32]
+def new_claim(owner: str | None, key: str, job_id: str, body: bytes, target: str = "") -> Claim:
+    """The claim of ``key`` for ``job_id``, a job of the API key ``owner`` with this body for
+    ``target`` (the model, and version if pinned: the same body for another model is another
+    request)."""
+    digest = hashlib.sha256(body + target.encode()).hexdigest()[:32]
     return Claim(idempotency_key(f"{owner}:{key}"), f"{job_id} {digest}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 import orjson
 import redis.asyncio as aioredis
@@ -25,6 +26,7 @@ from app.services.admission import Admission
 from app.services.idempotency import AlreadyClaimed, Claim
 from core.jobs import job_key, pending_predict
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message
+from core.settings import ModelSettings
 
 # One command writes the group's idempotency claims, job records and task message, atomically.
 # The gateway's CPU per group, this script against a MULTI of the same N+1 commands (redis-py
@@ -60,6 +62,23 @@ return depth
 BACKLOG = 1  # predict messages queued beyond this mean the workers are behind
 
 
+class _Group:
+    """The open group of one model (and pinned version): its jobs until it is flushed."""
+
+    __slots__ = ("behind", "claims", "closes_at", "done", "jobs", "key", "rows", "seen", "timer")
+
+    def __init__(self, key: tuple, done: asyncio.Future, behind: bool, closes_at: float):
+        self.key = key
+        self.jobs: list[dict] = []
+        self.claims: dict[str, Claim] = {}  # job id -> its claim
+        self.rows = 0
+        self.done = done
+        self.timer: asyncio.Handle | None = None
+        self.behind = behind  # started while workers were behind
+        self.closes_at = closes_at  # loop time after which a lingering group closes regardless
+        self.seen = 0  # jobs at the last look: did the last loop turn add one?
+
+
 class JobSubmitter:
     def __init__(
         self,
@@ -72,6 +91,7 @@ class JobSubmitter:
         backlog_wait_ms: float | None = None,
         idempotency_window: int = 600,
         metrics: GatewayMetrics | None = None,
+        models: Mapping[str, ModelSettings] | None = None,
     ):
         self.client = client
         self.metrics = metrics if metrics is not None else GatewayMetrics()
@@ -81,46 +101,48 @@ class JobSubmitter:
         self.ttl = ttl
         self.idempotency_window = idempotency_window
         self.admission = admission  # its queue_depth: messages waiting, as of the last look
-        self._group: list[dict] = []
-        self._claims: dict[str, Claim] = {}  # job id -> its claim, for the open group
-        self._rows = 0
-        self._done: asyncio.Future | None = None
-        self._timer: asyncio.Handle | None = None
-        self._behind = False  # the open group was started while workers were behind
-        self._closes_at = 0.0  # loop time after which a lingering group closes regardless
-        self._seen = 0  # jobs in the group at the last look: did the last loop turn add one?
+        self.models = models or {}  # each model's queue and group size; others: the defaults
+        self._open: dict[tuple, _Group] = {}  # (model, pinned version) -> its open group
         self._writes: set[asyncio.Task] = set()
         self._enqueue = client.register_script(ENQUEUE)
 
     async def submit(self, job: dict, claim: Claim | None = None) -> None:
         """Queue one job; return once its message is in Redis (raise if Redis refused it).
 
+        Jobs of one model (and pinned version) share messages; each model has its own group.
         With a ``claim`` the job is queued only if its idempotency key is free; otherwise
         nothing is queued for it and AlreadyClaimed says which job holds the key.
         """
-        if self._done is None:
+        key = (job.get("model"), job.get("version"))
+        group = self._open.get(key)
+        if group is None:
             loop = asyncio.get_running_loop()
-            self._done = loop.create_future()
             # Messages already waiting mean the workers are behind: a job would wait in the
             # queue anyway, so the group may stay open longer (up to backlog_wait) to make
             # fewer, larger messages, which are cheaper to run. One waiting message is
             # normal: it waits for the one each worker is running.
-            self._behind = self.admission.queue_depth > BACKLOG
-            self._closes_at = loop.time() + self.backlog_wait
-            self._timer = loop.call_later(self.max_wait, self._on_timer)
-        done = self._done
+            group = _Group(
+                key,
+                loop.create_future(),
+                self.admission.queue_depth > BACKLOG,
+                loop.time() + self.backlog_wait,
+            )
+            group.timer = loop.call_later(self.max_wait, self._on_timer, group)
+            self._open[key] = group
+        done = group.done
         logger.debug("predict job queued", job_id=job["job_id"], request_id=job.get("request_id"))
-        self._group.append(job)
+        group.jobs.append(job)
         if claim is not None:
-            self._claims[job["job_id"]] = claim
-        self._rows += len(job["rows"])
-        if self._rows >= self.max_rows:
-            self._flush()
+            group.claims[job["job_id"]] = claim
+        group.rows += len(job["rows"])
+        model = self.models.get(key[0])
+        if group.rows >= (model.max_batch_size if model is not None else self.max_rows):
+            self._flush(group)
         taken = await asyncio.shield(done)
         if job["job_id"] in taken:
             raise AlreadyClaimed(taken[job["job_id"]])
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, group: _Group) -> None:
         """Close the group after max_wait; when behind, once a turn of the loop brings no job.
 
         Holding a group a fixed backlog_wait made every client that sends one request at a
@@ -129,25 +151,27 @@ class JobSubmitter:
         (each read of the sockets) adds a job still gathers all that a busy stream sends,
         up to backlog_wait, and closes as soon as the stream pauses.
         """
-        if not self._behind:
-            self._flush()
+        if not group.behind:
+            self._flush(group)
             return
         loop = asyncio.get_running_loop()
-        if len(self._group) != self._seen and loop.time() < self._closes_at:
-            self._seen = len(self._group)
-            self._timer = loop.call_soon(self._on_timer)  # runs after the next socket poll
+        if len(group.jobs) != group.seen and loop.time() < group.closes_at:
+            group.seen = len(group.jobs)
+            group.timer = loop.call_soon(self._on_timer, group)  # after the next socket poll
             return
-        self._flush()
+        self._flush(group)
 
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        group, claims, done = self._group, self._claims, self._done
-        self._group, self._claims, self._rows, self._done, self._timer = [], {}, 0, None, None
-        self._seen = 0
-        if not group or done is None:
+    def _flush(self, group: _Group) -> None:
+        if group.timer is not None:
+            group.timer.cancel()
+            group.timer = None
+        if self._open.get(group.key) is group:
+            del self._open[group.key]
+        if not group.jobs or group.done.done():
             return
-        task = asyncio.get_running_loop().create_task(self._write(group, claims, done))
+        task = asyncio.get_running_loop().create_task(
+            self._write(group.jobs, group.claims, group.done)
+        )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
@@ -178,14 +202,17 @@ class JobSubmitter:
     async def _enqueue_group(self, group: list[dict], claims: dict[str, Claim]) -> dict[str, str]:
         """One script call: {} once queued, or {job id: held claim} for the jobs whose keys
         were already claimed (then nothing was written)."""
+        name = group[0].get("model")
+        model = self.models.get(name)
+        queue = model.queue if model is not None else PREDICT_QUEUE
         # Results go to each job's own key (workers/batches.py), not to Celery's result backend.
         task_id, payload = celery_message(
-            PREDICT_TASK, [group], queue=PREDICT_QUEUE, ignore_result=True
+            PREDICT_TASK, [group], queue=queue, ignore_result=True, model=name
         )
         now = time.time()
         claimed = [job["job_id"] for job in group if job["job_id"] in claims] if claims else []
         mine = [claims[job_id] for job_id in claimed]
-        keys = [PREDICT_QUEUE, *(c.key for c in mine)]
+        keys = [queue, *(c.key for c in mine)]
         records = []
         for job in group:
             keys.append(job_key(job["job_id"]))
@@ -195,7 +222,8 @@ class JobSubmitter:
         if isinstance(reply, list):
             pairs = zip(reply[::2], reply[1::2], strict=True)
             return {claimed[int(i) - 1]: held.decode() for i, held in pairs}
-        self.admission.queue_depth = int(reply) - 1  # messages ahead of this one
+        if queue == PREDICT_QUEUE:  # other queues: the watcher's next reading sums them
+            self.admission.queue_depth = int(reply) - 1  # messages ahead of this one
         self.metrics.predict_jobs.inc(len(group))
         _bound(group).info(
             "queued {} predict job(s) as message {} (queue depth {})",
@@ -207,7 +235,8 @@ class JobSubmitter:
 
     async def drain(self) -> None:
         """Flush what is buffered and wait for in-flight writes (shutdown)."""
-        self._flush()
+        for group in list(self._open.values()):
+            self._flush(group)
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 

@@ -754,7 +754,10 @@ def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, te
             started = time.monotonic()
             result = poll_job(admin, job_id, 240)
             elapsed = time.monotonic() - started
-        received = [n.output().count(f"Task {RETRAIN_TASK}[{job_id}] received") for n in nodes]
+        # Celery logs the task by its shadow name, the task and its model: mlops.retrain[iris]
+        received = [
+            n.output().count(f"Task {RETRAIN_TASK}[iris][{job_id}] received") for n in nodes
+        ]
         versions = stack.store().versions()
         sys.stdout.write(f"retrain of {elapsed:.1f} s (visibility 2 s): received {received}\n")
         assert result["status"] == "SUCCESS", result

@@ -1,8 +1,13 @@
-"""Model versions: list, inspect, model card, promote, roll back."""
+"""Models and their versions: list, inspect, model card, promote, roll back.
+
+Each route exists for a named model (``/models/{name}/...``) and, as before, for the default
+model (``/models/{version}/...``): a model name never is a number, so the two never meet.
+"""
 
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
@@ -10,12 +15,16 @@ from fastapi.responses import HTMLResponse
 from app.api.deps import AdminScope, GatewayDep, PredictScope
 from app.responses import JSONResponse
 from app.schemas import ERROR_RESPONSES, ErrorPublic
+from app.services.catalog import ModelCatalog
 from app.services.workers import consumers, live_workers, unserved
+from app.state import Gateway
+from core.settings import MODEL_NAME
 
 router = APIRouter(prefix="/models", tags=["models"])
 
-Version = Path(ge=1, le=10**9, description="Model version number")
-NOT_FOUND = {404: {"model": ErrorPublic, "description": "No such version"}}
+Version = Annotated[int, Path(ge=1, le=10**9, description="Model version number")]
+Name = Annotated[str, Path(pattern=MODEL_NAME, description="A served model's name")]
+NOT_FOUND = {404: {"model": ErrorPublic, "description": "No such model or version"}}
 CONFLICT = {409: {"model": ErrorPublic, "description": "Integrity check failed or no previous"}}
 
 
@@ -23,26 +32,53 @@ def _summary(meta) -> dict:
     return meta.model_dump(mode="json", exclude={"confusion_matrix"})
 
 
+async def _versions(catalog: ModelCatalog) -> dict:
+    """A model's versions with metrics and gate decisions, and its aliases."""
+    store = catalog.store
+    metas = await catalog.call(store.all_metadata)
+    aliases = await catalog.call(store.aliases)
+    return {
+        "model_name": store.model_name,
+        "production_version": aliases.production,
+        "previous_versions": aliases.history,
+        "versions": [{**_summary(m), "production": m.version == aliases.production} for m in metas],
+    }
+
+
+def _model_settings(gateway: Gateway, name: str) -> dict:
+    model = gateway.settings.models.get(name)
+    if model is None:  # found in the store (registered), not in the settings
+        return {"queue": "predict", "trainer": None, "retrain_cron": None}
+    cron = model.schedule.retrain_cron if model.schedule.retrain_enabled else None
+    return {"queue": model.queue, "trainer": model.trainer, "retrain_cron": cron}
+
+
 @router.get("", responses={**ERROR_RESPONSES})
 async def list_models(gateway: GatewayDep, _: PredictScope) -> JSONResponse:
-    """Every version with its metrics and gate decision, the production version, the workers
-    and how many consume each queue (`warnings` names a queue nobody consumes)."""
-    store = gateway.catalog.store
-    metas = await gateway.catalog.call(store.all_metadata)
-    aliases = await gateway.catalog.call(store.aliases)
+    """Every model with its production version (`models`); the default model's versions with
+    their metrics and gate decisions; the workers and how many consume each queue
+    (`warnings` names a queue nobody consumes)."""
     workers = await live_workers(gateway.redis, gateway.settings.worker.heartbeat_seconds)
+    models = []
+    for name in gateway.catalogs.names():
+        production = gateway.catalogs.get(name).production
+        models.append(
+            {
+                "name": name,
+                "production_version": production.version if production else None,
+                "default": name == gateway.catalogs.default_name,
+                **_model_settings(gateway, name),
+            }
+        )
     return JSONResponse(
         {
-            "model_name": store.model_name,
-            "production_version": aliases.production,
-            "previous_versions": aliases.history,
-            "versions": [
-                {**_summary(m), "production": m.version == aliases.production} for m in metas
-            ],
+            **await _versions(gateway.catalog),
+            "models": models,
             "workers": [
                 {
                     "id": w.get("id"),
                     "model_version": w.get("model_version"),
+                    "models": w.get("models"),
                     "queues": w.get("queues"),
                 }
                 for w in workers
@@ -53,17 +89,33 @@ async def list_models(gateway: GatewayDep, _: PredictScope) -> JSONResponse:
     )
 
 
-@router.get("/{version}", responses={**NOT_FOUND, **ERROR_RESPONSES})
-async def get_model(gateway: GatewayDep, _: PredictScope, version: int = Version) -> JSONResponse:
-    """One version's full metadata."""
-    meta = await gateway.catalog.call(gateway.catalog.store.metadata, version)
-    production = gateway.catalog.production
+# -- one version: metadata, card, promote; and rollback -------------------------------------------
+async def _metadata(catalog: ModelCatalog, version: int) -> JSONResponse:
+    meta = await catalog.call(catalog.store.metadata, version)
+    production = catalog.production
     return JSONResponse(
         {
             **meta.model_dump(mode="json"),
             "production": production is not None and production.version == version,
         }
     )
+
+
+async def _card(catalog: ModelCatalog, version: int) -> HTMLResponse:
+    data = await catalog.call(catalog.store.read_file, version, "card.html")
+    return HTMLResponse(data.decode())
+
+
+async def _promote(catalog: ModelCatalog, version: int, principal) -> JSONResponse:
+    actor = f"api key {principal.fingerprint}"
+    aliases = await catalog.call(functools.partial(catalog.store.promote, version, actor=actor))
+    return JSONResponse(aliases.model_dump())
+
+
+async def _rollback(catalog: ModelCatalog, principal) -> JSONResponse:
+    actor = f"api key {principal.fingerprint}"
+    aliases = await catalog.call(functools.partial(catalog.store.rollback, actor=actor))
+    return JSONResponse(aliases.model_dump())
 
 
 def _as_json(responses: dict) -> dict:
@@ -78,34 +130,74 @@ def _as_json(responses: dict) -> dict:
     }
 
 
+# The default model's routes (as before: /models/{version}...).
+@router.get("/{version:int}", responses={**NOT_FOUND, **ERROR_RESPONSES})
+async def get_version(gateway: GatewayDep, _: PredictScope, version: Version) -> JSONResponse:
+    """One version of the default model: its full metadata."""
+    return await _metadata(gateway.catalog, version)
+
+
 @router.get(
-    "/{version}/card",
+    "/{version:int}/card",
     response_class=HTMLResponse,
     responses=_as_json({**NOT_FOUND, **ERROR_RESPONSES}),
 )
-async def get_card(gateway: GatewayDep, _: PredictScope, version: int = Version) -> HTMLResponse:
-    """The model card: metadata, metrics, gate decision and confusion matrix, as HTML."""
-    data = await gateway.catalog.call(gateway.catalog.store.read_file, version, "card.html")
-    return HTMLResponse(data.decode())
+async def get_card(gateway: GatewayDep, _: PredictScope, version: Version) -> HTMLResponse:
+    """The model card of a version of the default model, as HTML."""
+    return await _card(gateway.catalog, version)
 
 
-@router.post("/{version}/promote", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES})
-async def promote(
-    gateway: GatewayDep, principal: AdminScope, version: int = Version
-) -> JSONResponse:
-    """Serve this version; workers follow within seconds."""
-    actor = f"api key {principal.fingerprint}"
-    aliases = await gateway.catalog.call(
-        functools.partial(gateway.catalog.store.promote, version, actor=actor)
-    )
-    return JSONResponse(aliases.model_dump())
+@router.post("/{version:int}/promote", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES})
+async def promote(gateway: GatewayDep, principal: AdminScope, version: Version) -> JSONResponse:
+    """Serve this version of the default model; workers follow within seconds."""
+    return await _promote(gateway.catalog, version, principal)
 
 
 @router.post("/rollback", responses={**CONFLICT, **ERROR_RESPONSES})
 async def rollback(gateway: GatewayDep, principal: AdminScope) -> JSONResponse:
-    """Go back to the previous production version."""
-    actor = f"api key {principal.fingerprint}"
-    aliases = await gateway.catalog.call(
-        functools.partial(gateway.catalog.store.rollback, actor=actor)
-    )
-    return JSONResponse(aliases.model_dump())
+    """Go back to the default model's previous production version."""
+    return await _rollback(gateway.catalog, principal)
+
+
+# A named model's routes: /models/{name}...
+@router.get("/{name}", responses={**NOT_FOUND, **ERROR_RESPONSES})
+async def get_model(gateway: GatewayDep, _: PredictScope, name: Name) -> JSONResponse:
+    """One model: its versions with metrics and gate decisions, production, queue, trainer."""
+    catalog = gateway.catalogs.get(name)
+    return JSONResponse({**await _versions(catalog), **_model_settings(gateway, name)})
+
+
+@router.get("/{name}/{version:int}", responses={**NOT_FOUND, **ERROR_RESPONSES})
+async def get_model_version(
+    gateway: GatewayDep, _: PredictScope, name: Name, version: Version
+) -> JSONResponse:
+    """One version of the model `name`: its full metadata."""
+    return await _metadata(gateway.catalogs.get(name), version)
+
+
+@router.get(
+    "/{name}/{version:int}/card",
+    response_class=HTMLResponse,
+    responses=_as_json({**NOT_FOUND, **ERROR_RESPONSES}),
+)
+async def get_model_card(
+    gateway: GatewayDep, _: PredictScope, name: Name, version: Version
+) -> HTMLResponse:
+    """The model card of a version of the model `name`, as HTML."""
+    return await _card(gateway.catalogs.get(name), version)
+
+
+@router.post(
+    "/{name}/{version:int}/promote", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES}
+)
+async def promote_model(
+    gateway: GatewayDep, principal: AdminScope, name: Name, version: Version
+) -> JSONResponse:
+    """Serve this version of the model `name`; workers follow within seconds."""
+    return await _promote(gateway.catalogs.get(name), version, principal)
+
+
+@router.post("/{name}/rollback", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES})
+async def rollback_model(gateway: GatewayDep, principal: AdminScope, name: Name) -> JSONResponse:
+    """Go back to the previous production version of the model `name`."""
+    return await _rollback(gateway.catalogs.get(name), principal)

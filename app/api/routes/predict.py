@@ -13,7 +13,7 @@ import re
 from typing import Annotated
 
 import redis.exceptions
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Body, Header, Path, Query, Request
 from starlette.responses import Response
 
 from app.api.plain_route import PlainRoute
@@ -27,6 +27,7 @@ from app.services.rows import load_json, parse_predict_body, read_body
 from app.state import Gateway
 from core.jobs import JobAccepted, JobPublic, accepted_body
 from core.messages import new_id
+from core.settings import MODEL_NAME
 
 router = APIRouter(tags=["predict"])
 
@@ -112,8 +113,10 @@ def _idempotency_header(request: Request) -> str | None:
 
 
 async def serve(request: Request) -> Response:
-    """POST /predict, as served: the parameters of :func:`predict`, read by hand."""
+    """POST /predict and /models/{name}/predict, as served: the parameters of :func:`predict`,
+    read by hand."""
     gateway: Gateway = request.app.state.gateway
+    catalog = gateway.catalogs.get(request.path_params.get("name"))
     api = gateway.settings.api
     principal = gateway.keys.authorize(request.headers.get(API_KEY), "predict")
     _check_json(request)
@@ -122,14 +125,14 @@ async def serve(request: Request) -> Response:
     body = await read_body(
         request, api.max_body_bytes, gateway.settings.gateway.body_timeout_seconds
     )
-    production = gateway.catalog.require_production()
+    production = catalog.require_production()
     data = load_json(body, production, api.max_instances)
     request_id, rows, _ = parse_predict_body(data, production, api.max_instances)
     job_id = new_id()
     key = key or (request_id if api.idempotency_from_request_id else None)
     claim = None
     if key:
-        claim = idempotency.new_claim(principal.owner, key, job_id, body)
+        claim = idempotency.new_claim(principal.owner, key, job_id, body, catalog.name)
         held = await idempotency.held_value(gateway.redis, claim)
         if held is not None:  # a retry: answer with the job the key names, queue nothing
             return await idempotency.replay(gateway, held, claim, request_id, timeout)
@@ -146,6 +149,7 @@ async def serve(request: Request) -> Response:
             owner=principal.owner,
             job_id=job_id,
             claim=claim,
+            model=catalog.name,
         )
     except AlreadyClaimed as exc:  # a concurrent request with the same key queued its job first
         return await idempotency.replay(gateway, exc.held, claim, request_id, timeout)
@@ -158,21 +162,21 @@ async def serve(request: Request) -> Response:
     return accepted(accepted_body(outcome.job_id, request_id))
 
 
-@router.post(
-    "/predict",
-    status_code=202,
-    responses={
-        200: {"model": JobPublic, "description": "Finished within the wait (sync mode)"},
-        202: {"model": JobAccepted, "description": "Accepted; poll Location"},
-        408: {"model": ErrorPublic, "description": "Body not received in time"},
-        409: {"model": ErrorPublic, "description": "Idempotency key reused with another body"},
-        413: {"model": ErrorPublic, "description": "Body too large"},
-        415: {"model": ErrorPublic, "description": "Body is not JSON"},
-        422: {"model": ErrorPublic, "description": "Invalid features"},
-        429: {"model": ErrorPublic, "description": "Queue full; retry after Retry-After"},
-        **ERROR_RESPONSES,
-    },
-)
+PREDICT_RESPONSES: dict[int | str, dict] = {
+    200: {"model": JobPublic, "description": "Finished within the wait (sync mode)"},
+    202: {"model": JobAccepted, "description": "Accepted; poll Location"},
+    408: {"model": ErrorPublic, "description": "Body not received in time"},
+    409: {"model": ErrorPublic, "description": "Idempotency key reused with another body"},
+    413: {"model": ErrorPublic, "description": "Body too large"},
+    415: {"model": ErrorPublic, "description": "Body is not JSON"},
+    422: {"model": ErrorPublic, "description": "Invalid features"},
+    429: {"model": ErrorPublic, "description": "Queue full; retry after Retry-After"},
+    **ERROR_RESPONSES,
+}
+ModelName = Annotated[str, Path(pattern=MODEL_NAME, description="A served model's name")]
+
+
+@router.post("/predict", status_code=202, responses=PREDICT_RESPONSES)
 async def predict(
     request: Request,
     body: PredictBody,
@@ -185,4 +189,25 @@ async def predict(
     return await serve(request)  # plain_routes answer first; the same answer if they did not
 
 
-plain_routes = [PlainRoute("/predict", serve, methods=["POST"])]
+@router.post(
+    "/models/{name}/predict",
+    status_code=202,
+    responses={**PREDICT_RESPONSES, 404: {"model": ErrorPublic, "description": "No such model"}},
+)
+async def predict_model(
+    request: Request,
+    body: PredictBody,
+    name: ModelName,
+    wait: WaitQuery = None,
+    prefer: PreferHeader = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+    x_api_key: PredictKeyHeader = None,
+) -> Response:
+    """Predict with the model `name`: the bodies and answers of POST /predict."""
+    return await serve(request)
+
+
+plain_routes = [
+    PlainRoute("/predict", serve, methods=["POST"]),
+    PlainRoute("/models/{name}/predict", serve, methods=["POST"]),
+]

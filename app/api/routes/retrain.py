@@ -1,23 +1,41 @@
-"""POST /retrain: queue a training run, or join the one queued or running (single flight)."""
+"""Retraining: queue a training run of a model, or join the one queued or running (single
+flight, one per model). ``POST /retrain`` is the default model's."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from app.api.deps import AdminScope, GatewayDep
+from app.errors import Conflict
 from app.responses import JSONResponse, accepted
-from app.schemas import ERROR_RESPONSES
+from app.schemas import ERROR_RESPONSES, ErrorPublic
+from app.state import Gateway
 from core.jobs import TRAIN, JobAccepted, accepted_body
+from core.settings import MODEL_NAME
 from core.single_flight import request_retrain_async
 
 router = APIRouter(tags=["models"])
 
+RESPONSES = {
+    404: {"model": ErrorPublic, "description": "No such model"},
+    409: {"model": ErrorPublic, "description": "The model has no trainer in the settings"},
+    **ERROR_RESPONSES,
+}
 
-@router.post("/retrain", status_code=202, response_model=JobAccepted, responses={**ERROR_RESPONSES})
-async def retrain(gateway: GatewayDep, principal: AdminScope) -> JSONResponse:
-    """Retrain, gate and maybe promote; while one is queued or runs, the same job id."""
+
+async def _retrain(gateway: Gateway, principal, name: str) -> JSONResponse:
+    catalog = gateway.catalogs.get(name)  # 404 for a model not served
+    if catalog.name not in gateway.settings.models:
+        raise Conflict(
+            f"model {catalog.name!r} was registered, not trained here: it has no "
+            f"[models.{catalog.name}] table naming its trainer; register new versions with "
+            "`python -m training register`"
+        )
     job_id, joined = await request_retrain_async(
         gateway.redis,
+        catalog.name,
         requested_by=f"api key {principal.fingerprint}",
         ttl=gateway.settings.api.jobs_ttl_seconds,
         owner=principal.owner,
@@ -25,3 +43,23 @@ async def retrain(gateway: GatewayDep, principal: AdminScope) -> JSONResponse:
     if not joined:
         gateway.metrics.train_jobs.inc()
     return accepted(accepted_body(job_id, kind=TRAIN, deduplicated=joined))
+
+
+@router.post("/retrain", status_code=202, response_model=JobAccepted, responses=RESPONSES)
+async def retrain(gateway: GatewayDep, principal: AdminScope) -> JSONResponse:
+    """Retrain the default model, gate and maybe promote; while one is queued or runs, the
+    same job id."""
+    return await _retrain(gateway, principal, gateway.catalogs.default_name)
+
+
+@router.post(
+    "/models/{name}/retrain", status_code=202, response_model=JobAccepted, responses=RESPONSES
+)
+async def retrain_model(
+    gateway: GatewayDep,
+    principal: AdminScope,
+    name: Annotated[str, Path(pattern=MODEL_NAME, description="A served model's name")],
+) -> JSONResponse:
+    """Retrain the model `name`, gate and maybe promote; while one of that model is queued or
+    runs, the same job id (two models may train at once)."""
+    return await _retrain(gateway, principal, name)
