@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
+from starlette.convertors import IntegerConvertor, register_url_convertor
 
 from app.api.deps import AdminScope, GatewayDep, PredictScope
 from app.responses import JSONResponse
@@ -21,6 +22,16 @@ from app.state import Gateway
 from core.settings import MODEL_NAME
 
 router = APIRouter(prefix="/models", tags=["models"])
+
+
+class VersionConvertor(IntegerConvertor):
+    """A version in a path: at most 18 digits, so a path of 60,000 digits is not a version
+    (Python refuses int() of over 4,300 digits), it is a model name, refused by its pattern."""
+
+    regex = "[0-9]{1,18}"
+
+
+register_url_convertor("version", VersionConvertor())
 
 Version = Annotated[int, Path(ge=1, le=10**9, description="Model version number")]
 Name = Annotated[str, Path(pattern=MODEL_NAME, description="A served model's name")]
@@ -131,14 +142,14 @@ def _as_json(responses: dict) -> dict:
 
 
 # The default model's routes (as before: /models/{version}...).
-@router.get("/{version:int}", responses={**NOT_FOUND, **ERROR_RESPONSES})
+@router.get("/{version:version}", responses={**NOT_FOUND, **ERROR_RESPONSES})
 async def get_version(gateway: GatewayDep, _: PredictScope, version: Version) -> JSONResponse:
     """One version of the default model: its full metadata."""
     return await _metadata(gateway.catalog, version)
 
 
 @router.get(
-    "/{version:int}/card",
+    "/{version:version}/card",
     response_class=HTMLResponse,
     responses=_as_json({**NOT_FOUND, **ERROR_RESPONSES}),
 )
@@ -147,7 +158,7 @@ async def get_card(gateway: GatewayDep, _: PredictScope, version: Version) -> HT
     return await _card(gateway.catalog, version)
 
 
-@router.post("/{version:int}/promote", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES})
+@router.post("/{version:version}/promote", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES})
 async def promote(gateway: GatewayDep, principal: AdminScope, version: Version) -> JSONResponse:
     """Serve this version of the default model; workers follow within seconds."""
     return await _promote(gateway.catalog, version, principal)
@@ -167,7 +178,7 @@ async def get_model(gateway: GatewayDep, _: PredictScope, name: Name) -> JSONRes
     return JSONResponse({**await _versions(catalog), **_model_settings(gateway, name)})
 
 
-@router.get("/{name}/{version:int}", responses={**NOT_FOUND, **ERROR_RESPONSES})
+@router.get("/{name}/{version:version}", responses={**NOT_FOUND, **ERROR_RESPONSES})
 async def get_model_version(
     gateway: GatewayDep, _: PredictScope, name: Name, version: Version
 ) -> JSONResponse:
@@ -176,7 +187,7 @@ async def get_model_version(
 
 
 @router.get(
-    "/{name}/{version:int}/card",
+    "/{name}/{version:version}/card",
     response_class=HTMLResponse,
     responses=_as_json({**NOT_FOUND, **ERROR_RESPONSES}),
 )
@@ -188,7 +199,7 @@ async def get_model_card(
 
 
 @router.post(
-    "/{name}/{version:int}/promote", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES}
+    "/{name}/{version:version}/promote", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES}
 )
 async def promote_model(
     gateway: GatewayDep, principal: AdminScope, name: Name, version: Version
