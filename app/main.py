@@ -20,7 +20,7 @@ from core.versions import API_VERSION
 def create_app(settings=None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings, "gateway")
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(models={settings.default_model, *settings.models})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 from bisect import bisect_left
+from collections.abc import Iterable
 from itertools import accumulate
 from time import perf_counter
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -150,7 +152,7 @@ SERVER_STATS = ServerStats()
 class GatewayMetrics:
     """Every metric of one gateway process, in its own registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, models: Iterable[str] = ()):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = RequestStats()
@@ -158,8 +160,8 @@ class GatewayMetrics:
         r.register(SERVER_STATS)
         self.jobs_submitted = Counter(
             "mlops_jobs_submitted_total",
-            "Jobs written to Redis and queued for the workers, by kind.",
-            ("kind",),
+            "Jobs written to Redis and queued for the workers, by kind and model.",
+            ("kind", "model"),
             registry=r,
         )
         self.sync_wait_timeouts = Counter(
@@ -190,8 +192,16 @@ class GatewayMetrics:
         self._rejections = {
             status: self.rejected.labels(reason) for status, reason in REJECTION_REASONS.items()
         }
-        self.predict_jobs = self.jobs_submitted.labels(PREDICT)
-        self.train_jobs = self.jobs_submitted.labels(TRAIN)
+        self._submitted: dict[tuple[str, str], Any] = {}
+        for model in models:
+            self.submitted(PREDICT, model), self.submitted(TRAIN, model)
+
+    def submitted(self, kind: str, model: str):
+        """The counter of ``kind`` jobs of ``model`` (its child made once)."""
+        child = self._submitted.get((kind, model))
+        if child is None:
+            child = self._submitted[kind, model] = self.jobs_submitted.labels(kind, model)
+        return child
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request: a few dict operations, a counter only for refusals."""

@@ -57,6 +57,7 @@ class JobRecord(TypedDict, total=False):
     # predict
     request_id: str | None  # the client's, echoed
     task_id: str  # the Celery message carrying the job (PENDING)
+    queue: str  # the Celery queue of that message, when not the default predict queue
     model_name: str
     model_version: int
     api_version: str
@@ -99,9 +100,12 @@ def job_error(reason: str, message: str) -> ErrorRecord:
     return {"reason": reason, "message": message}
 
 
-def pending_predict(job: Mapping[str, Any], task_id: str, submitted_at: float) -> JobRecord:
-    """The record the gateway writes with the message carrying ``job`` (a message's item)."""
-    return {
+def pending_predict(
+    job: Mapping[str, Any], task_id: str, submitted_at: float, queue: str | None = None
+) -> JobRecord:
+    """The record the gateway writes with the message carrying ``job`` (a message's item),
+    queued on ``queue`` (None: the default predict queue, not written)."""
+    record: JobRecord = {
         "job_id": job["job_id"],
         "kind": PREDICT,
         "status": PENDING,
@@ -111,6 +115,9 @@ def pending_predict(job: Mapping[str, Any], task_id: str, submitted_at: float) -
         "task_id": task_id,
         "submitted_at": submitted_at,
     }
+    if queue is not None:
+        record["queue"] = queue
+    return record
 
 
 def predict_success(

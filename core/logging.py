@@ -1,7 +1,7 @@
 """One logging setup for gateway, workers and training.
 
 Standard-library logging (Celery, uvicorn, kombu) is routed through loguru. Lines about a
-request or job carry ``request_id`` and ``job_id`` in ``extra`` (``logger.bind`` /
+request or job carry ``model``, ``request_id`` and ``job_id`` in ``extra`` (``logger.bind`` /
 ``logger.contextualize``), so one grep follows a prediction from gateway to worker.
 """
 
@@ -38,7 +38,7 @@ class InterceptHandler(logging.Handler):
 
 def _ids(record) -> None:
     extra = record["extra"]
-    parts = [f"{key}={extra[key]}" for key in ("request_id", "job_id") if extra.get(key)]
+    parts = [f"{key}={extra[key]}" for key in ("model", "request_id", "job_id") if extra.get(key)]
     extra["ids"] = (" | " + " ".join(parts)) if parts else ""
     extra.setdefault("component", "-")
 

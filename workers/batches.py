@@ -96,7 +96,7 @@ def run_message(
         missing = [predict_failure(job, exc.reason, str(exc)) for job in live]
         publish(client, stale + missing, ttl)
         if metrics is not None:
-            metrics.batch_done(len(jobs), len(jobs))
+            metrics.batch_done(cache.store.model_name, len(jobs), len(jobs))
         return {"jobs": len(jobs), "failed": len(jobs), "reason": exc.reason}
     inference = None  # timed on the normal path only: a redelivery also waits on Redis
     if attempt == 1:
@@ -109,7 +109,7 @@ def run_message(
         results = _run_isolated(client, model, live, ttl=ttl, max_attempts=max_attempts)
     failed = sum(r["status"] != SUCCESS for r in results) + len(stale)
     if metrics is not None:
-        metrics.batch_done(len(jobs), failed, inference if live else None)
+        metrics.batch_done(model.name, len(jobs), failed, inference if live else None)
     return {
         "jobs": len(jobs),
         "failed": failed,

@@ -50,28 +50,31 @@ class WorkerMetrics:
         r = self.registry
         self.predictions = Counter(
             "mlops_predictions_total",
-            "Predict jobs answered, by status (success or failure).",
-            ("status",),
+            "Predict jobs answered, by model and status (success or failure).",
+            ("model", "status"),
             registry=r,
         )
         self.batches = Counter(
-            "mlops_batches_total", "Predict messages (batches of jobs) run.", registry=r
+            "mlops_batches_total", "Predict messages (batches of jobs) run.", ("model",), registry=r
         )
         self.batch_size = Histogram(
             "mlops_batch_size",
             "Predict jobs per batch, i.e. per scikit-learn call.",
+            ("model",),
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
         self.inference_duration = Histogram(
             "mlops_inference_duration_seconds",
             "Time to predict one batch (all its jobs in one scikit-learn call).",
+            ("model",),
             buckets=INFERENCE_BUCKETS,
             registry=r,
         )
         self.model_load_duration = Histogram(
             "mlops_model_load_duration_seconds",
             "Time to load and verify one model version from the store.",
+            ("model",),
             buckets=LOAD_BUCKETS,
             registry=r,
         )
@@ -86,66 +89,87 @@ class WorkerMetrics:
         )
         self.model_metric = Gauge(
             "mlops_model_metric",
-            "Evaluation metrics of the served production model, from its metadata.",
-            ("metric",),
+            "Evaluation metrics of each served production model, from its metadata.",
+            ("model", "metric"),
             multiprocess_mode="livemostrecent",
             registry=r,
         )
         self.retrains = Counter(
             "mlops_retrains_total",
-            "Retrain runs finished, by outcome (promoted, rejected, failed, skipped).",
-            ("outcome",),
+            "Retrain runs finished, by model and outcome (promoted, rejected, failed, skipped).",
+            ("model", "outcome"),
             registry=r,
         )
-        self._succeeded = self.predictions.labels("success")
-        self._failed = self.predictions.labels("failure")
-        self._retrains = {outcome: self.retrains.labels(outcome) for outcome in RETRAIN_OUTCOMES}
-        self._served: tuple[str, str] | None = None
+        self._per_model: dict[str, _ModelSeries] = {}
+        self._served: dict[str, str] = {}  # model -> the version this process serves
 
-    def batch_done(self, jobs: int, failed: int, inference_seconds: float | None = None) -> None:
-        """One predict message finished: ``jobs`` answered, ``failed`` of them with an error."""
-        self.batches.inc()
-        self.batch_size.observe(jobs)
+    def _series(self, model: str) -> _ModelSeries:
+        """One model's labelled children, made once: .labels() per batch costs a dict lookup
+        and a lock more than keeping them."""
+        series = self._per_model.get(model)
+        if series is None:
+            series = self._per_model[model] = _ModelSeries(self, model)
+        return series
+
+    def batch_done(
+        self, model: str, jobs: int, failed: int, inference_seconds: float | None = None
+    ) -> None:
+        """One predict message of ``model`` finished: ``jobs`` answered, ``failed`` of them
+        with an error."""
+        series = self._series(model)
+        series.batches.inc()
+        series.batch_size.observe(jobs)
         if jobs > failed:
-            self._succeeded.inc(jobs - failed)
+            series.succeeded.inc(jobs - failed)
         if failed:
-            self._failed.inc(failed)
+            series.failed.inc(failed)
         if inference_seconds is not None:
-            self.inference_duration.observe(inference_seconds)
+            series.inference.observe(inference_seconds)
 
     def model_loaded(self, model: LoadedModel) -> None:
-        self.model_load_duration.observe(model.load_seconds)
+        self.model_load_duration.labels(model.name).observe(model.load_seconds)
 
-    def model_served(self, model: LoadedModel | None) -> None:
-        """The process now serves ``model`` (None: no production version)."""
-        served = (model.name, str(model.version)) if model is not None else None
-        if self._served is not None and self._served != served:
+    def model_served(self, name: str, model: LoadedModel | None) -> None:
+        """The process now serves ``model`` as model ``name``'s production (None: none)."""
+        version = str(model.version) if model is not None else None
+        previous = self._served.pop(name, None)
+        if previous is not None and previous != version:
             # Set to 0, not removed: a removed child's value stays in the multiprocess file.
-            self.model_info.labels(*self._served).set(0)
-        self._served = served
+            self.model_info.labels(name, previous).set(0)
         if model is None:
             return
-        self.model_info.labels(*served).set(1)
-        for name, value in model.metadata.metrics.items():
-            self.model_metric.labels(name).set(value)
+        self._served[name] = version
+        self.model_info.labels(name, version).set(1)
+        for metric, value in model.metadata.metrics.items():
+            self.model_metric.labels(name, metric).set(value)
 
-    def count_retrain(self, run: Callable[[], dict]) -> dict:
-        """Run a retrain and count its outcome: its ``decision``; if it raised, the exception's
-        ``outcome`` attribute, else ``failed``."""
+    def count_retrain(self, model: str, run: Callable[[], dict]) -> dict:
+        """Run a retrain of ``model`` and count its outcome: its ``decision``; if it raised,
+        the exception's ``outcome`` attribute, else ``failed``."""
         try:
             result = run()
         except Exception as exc:
-            self.retrain_finished(getattr(exc, "outcome", "failed"))
+            self.retrain_finished(model, getattr(exc, "outcome", "failed"))
             raise
-        self.retrain_finished(str(result.get("decision")))
+        self.retrain_finished(model, str(result.get("decision")))
         return result
 
-    def retrain_finished(self, outcome: str) -> None:
-        counter = self._retrains.get(outcome)
-        if counter is None:
-            counter = self._retrains["failed"]
+    def retrain_finished(self, model: str, outcome: str) -> None:
+        if outcome not in RETRAIN_OUTCOMES:
             logger.warning("unknown retrain outcome {!r}: counted as failed", outcome)
-        counter.inc()
+            outcome = "failed"
+        self.retrains.labels(model, outcome).inc()
+
+
+class _ModelSeries:
+    """The per-batch series of one model."""
+
+    def __init__(self, metrics: WorkerMetrics, model: str):
+        self.succeeded = metrics.predictions.labels(model, "success")
+        self.failed = metrics.predictions.labels(model, "failure")
+        self.batches = metrics.batches.labels(model)
+        self.batch_size = metrics.batch_size.labels(model)
+        self.inference = metrics.inference_duration.labels(model)
 
 
 @functools.cache

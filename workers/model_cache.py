@@ -110,7 +110,8 @@ class ModelCache:
         self._token: object = object()
         self._lock = threading.RLock()  # the pool may call _evicted while this cache loads
         self.on_load: Callable[[LoadedModel], None] | None = None
-        self.on_serve: Callable[[LoadedModel | None], None] | None = None  # version switched
+        # (model name, its production or None), when the served version switched
+        self.on_serve: Callable[[str, LoadedModel | None], None] | None = None
 
     @property
     def served_version(self) -> int | None:
@@ -153,7 +154,7 @@ class ModelCache:
                     self._current, self._current_version = model, version
             self._token = token
             if self._current_version != previous and self.on_serve is not None:
-                self.on_serve(self._current)
+                self.on_serve(self.store.model_name, self._current)
 
     def _reload_evicted(self) -> LoadedModel | None:
         with self._lock:

@@ -87,6 +87,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         # One line per message (not per job: that would cost more than the prediction),
         # carrying every job's ids so one grep follows a prediction from the gateway.
         logger.bind(
+            model=cache.store.model_name,
             job_id=",".join(job["job_id"] for job in jobs),
             request_id=",".join(str(job.get("request_id")) for job in jobs),
         ).info("predict message {}: {}", self.request.id, summary)
@@ -103,10 +104,12 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         def progress(step: str, percent: int) -> None:
             self.update_state(state="PROGRESS", meta={"step": step, "percent": percent})
 
-        with logger.contextualize(job_id=self.request.id):
+        rt = runtime()
+        name = model or rt.settings.default_model
+        with logger.contextualize(job_id=self.request.id, model=name):
             try:
                 return worker_metrics().count_retrain(
-                    lambda: run_retrain(runtime(), self.request.id, progress, model=model)
+                    name, lambda: run_retrain(rt, self.request.id, progress, model=model)
                 )
             except AlreadyRunning as exc:
                 # Leave the job's state to the run that is alive: no result, no FAILURE.

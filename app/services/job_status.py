@@ -87,7 +87,7 @@ async def job_status(
 
 
 def _say_if_unserved(record: dict, consumers: Callable[[str], int | None]) -> None:
-    queue = TRAIN_QUEUE if record.get("kind") == TRAIN else PREDICT_QUEUE
+    queue = TRAIN_QUEUE if record.get("kind") == TRAIN else record.get("queue", PREDICT_QUEUE)
     if consumers(queue) == 0:
         record["waiting"] = {
             "queue": queue,

@@ -24,7 +24,7 @@ from loguru import logger
 from app.metrics import GatewayMetrics
 from app.services.admission import Admission
 from app.services.idempotency import AlreadyClaimed, Claim
-from core.jobs import job_key, pending_predict
+from core.jobs import PREDICT, job_key, pending_predict
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message
 from core.settings import ModelSettings
 
@@ -205,6 +205,7 @@ class JobSubmitter:
         name = group[0].get("model")
         model = self.models.get(name)
         queue = model.queue if model is not None else PREDICT_QUEUE
+        own_queue = queue if queue != PREDICT_QUEUE else None
         # Results go to each job's own key (workers/batches.py), not to Celery's result backend.
         task_id, payload = celery_message(
             PREDICT_TASK, [group], queue=queue, ignore_result=True, model=name
@@ -216,7 +217,7 @@ class JobSubmitter:
         records = []
         for job in group:
             keys.append(job_key(job["job_id"]))
-            records.append(orjson.dumps(pending_predict(job, task_id, now)))
+            records.append(orjson.dumps(pending_predict(job, task_id, now, own_queue)))
         args = [self.ttl, payload, len(mine), self.idempotency_window, *(c.value for c in mine)]
         reply = await self._enqueue(keys=keys, args=[*args, *records])
         if isinstance(reply, list):
@@ -224,7 +225,7 @@ class JobSubmitter:
             return {claimed[int(i) - 1]: held.decode() for i, held in pairs}
         if queue == PREDICT_QUEUE:  # other queues: the watcher's next reading sums them
             self.admission.queue_depth = int(reply) - 1  # messages ahead of this one
-        self.metrics.predict_jobs.inc(len(group))
+        self.metrics.submitted(PREDICT, name).inc(len(group))
         _bound(group).info(
             "queued {} predict job(s) as message {} (queue depth {})",
             len(group),

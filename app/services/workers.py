@@ -35,14 +35,14 @@ async def live_workers(client: aioredis.Redis, heartbeat_seconds: float) -> list
     return sorted(live, key=lambda b: b.get("id", ""))
 
 
-def consumers(workers: list[dict]) -> dict[str, int]:
-    """Live worker processes per queue the service uses."""
-    return {q: sum(q in (w.get("queues") or ()) for w in workers) for q in QUEUES}
+def consumers(workers: list[dict], queues: tuple[str, ...] = QUEUES) -> dict[str, int]:
+    """Live worker processes per queue of ``queues`` (by default the service's own)."""
+    return {q: sum(q in (w.get("queues") or ()) for w in workers) for q in queues}
 
 
 def unserved(workers: list[dict], queues: tuple[str, ...] = QUEUES) -> list[str]:
     """A sentence for each of ``queues`` that no live worker consumes."""
-    counts = consumers(workers)
+    counts = consumers(workers, queues)
     return [
         f"no live worker consumes the {queue!r} queue: its jobs wait until one starts "
         f"(`celery -A workers worker` consumes every queue)"
@@ -65,4 +65,4 @@ class WorkerView:
         self.known = True
 
     def consumers(self, queue: str) -> int | None:
-        return consumers(self.workers)[queue] if self.known else None
+        return consumers(self.workers, (queue,))[queue] if self.known else None

@@ -70,7 +70,7 @@ def test_a_prediction_moves_the_gateway_and_worker_metrics(observed):
     ok = {"route": "/predict", "method": "POST", "status": "200"}
     assert grew("mlops_http_requests_total", **ok) == jobs
     assert grew("mlops_http_request_duration_seconds_count", route="/predict") == jobs + 2
-    assert grew("mlops_jobs_submitted_total", kind="predict") == jobs
+    assert grew("mlops_jobs_submitted_total", kind="predict", model="iris") == jobs
     assert grew("mlops_requests_rejected_total", reason="auth") == 1
     assert grew("mlops_requests_rejected_total", reason="validation") == 1
     queues = {labels["queue"] for name, labels, _ in gateway if name == "mlops_queue_depth"}
@@ -81,7 +81,7 @@ def test_a_prediction_moves_the_gateway_and_worker_metrics(observed):
         return total(scrape(worker_url), name, **labels) - total(worker_before, name, **labels)
 
     wait_until(
-        lambda: worker_grew("mlops_predictions_total", status="success") == jobs,
+        lambda: worker_grew("mlops_predictions_total", model="iris", status="success") == jobs,
         30,
         "the worker's prediction counter",
     )
@@ -115,13 +115,16 @@ def test_a_retrain_moves_the_retrain_and_model_metrics(observed):
     assert job["status"] == "SUCCESS", job
     result = job["result"]
     gateway = stack.metrics()
-    submitted = total(gateway, "mlops_jobs_submitted_total", kind="train")
+    submitted = total(gateway, "mlops_jobs_submitted_total", kind="train", model="iris")
     assert submitted - total(gateway_before, "mlops_jobs_submitted_total", kind="train") == 1
 
     outcome = result["decision"]
-    before = total(worker_before, "mlops_retrains_total", outcome=outcome)
+    before = total(worker_before, "mlops_retrains_total", model="iris", outcome=outcome)
     wait_until(
-        lambda: total(scrape(worker_url), "mlops_retrains_total", outcome=outcome) == before + 1,
+        lambda: (
+            total(scrape(worker_url), "mlops_retrains_total", model="iris", outcome=outcome)
+            == before + 1
+        ),
         30,
         f"mlops_retrains_total{{outcome={outcome!r}}}",
     )

@@ -17,7 +17,7 @@ from app.api.deps import AdminScope, GatewayDep, PredictScope
 from app.responses import JSONResponse
 from app.schemas import ERROR_RESPONSES, ErrorPublic
 from app.services.catalog import ModelCatalog
-from app.services.workers import consumers, live_workers, unserved
+from app.services.workers import QUEUES, consumers, live_workers, unserved
 from app.state import Gateway
 from core.settings import MODEL_NAME
 
@@ -81,6 +81,7 @@ async def list_models(gateway: GatewayDep, _: PredictScope) -> JSONResponse:
                 **_model_settings(gateway, name),
             }
         )
+    queues = (*QUEUES, *sorted({m["queue"] for m in models} - set(QUEUES)))
     return JSONResponse(
         {
             **await _versions(gateway.catalog),
@@ -94,8 +95,8 @@ async def list_models(gateway: GatewayDep, _: PredictScope) -> JSONResponse:
                 }
                 for w in workers
             ],
-            "consumers": consumers(workers),
-            "warnings": unserved(workers),
+            "consumers": consumers(workers, queues),
+            "warnings": unserved(workers, queues),
         }
     )
 

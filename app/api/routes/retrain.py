@@ -41,7 +41,7 @@ async def _retrain(gateway: Gateway, principal, name: str) -> JSONResponse:
         owner=principal.owner,
     )
     if not joined:
-        gateway.metrics.train_jobs.inc()
+        gateway.metrics.submitted(TRAIN, catalog.name).inc()
     return accepted(accepted_body(job_id, kind=TRAIN, deduplicated=joined))
 
 

@@ -24,8 +24,10 @@ async def health() -> dict:
 
 @router.get("/ready", responses={503: {"description": "Not ready (reasons: see above)"}})
 async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResponse:
-    """Ready when Redis answers, a worker consumes `predict` and a production model exists;
-    `warnings` says when no worker consumes `train` (retrains would wait).
+    """Ready when Redis answers, a worker consumes `predict` and the default model has a
+    production version; `warnings` says when no worker consumes `train` (retrains would
+    wait), or another model has no production version or no worker on its queue. `models`:
+    each model's production version and queue.
 
     In production only a caller with a valid API key (any scope) is told the reasons,
     warnings, model and workers; others get the status alone.
@@ -44,12 +46,21 @@ async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResp
     production = gateway.catalog.production
     if production is None:
         reasons.append("no production model; train one with `python -m training train`")
+    models = _models(gateway)
+    for model in models:
+        if model["name"] == gateway.catalogs.default_name:
+            continue
+        if model["version"] is None:
+            warnings.append(f"model {model['name']!r} has no production version")
+        if workers and model["queue"] != PREDICT_QUEUE:
+            warnings += unserved(workers, (model["queue"],))
     body = {
         "status": "not ready" if reasons else "ready",
         "reasons": reasons,
         "warnings": warnings,
         "model_name": gateway.catalog.store.model_name,
         "model_version": production.version if production else None,
+        "models": models,
         "workers": [
             {"id": w.get("id"), "queues": w.get("queues"), "model_version": w.get("model_version")}
             for w in workers
@@ -59,6 +70,17 @@ async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResp
     if gateway.settings.env == "production" and not _known_key(gateway, x_api_key):
         return JSONResponse({"status": body["status"]}, status_code=status_code)
     return JSONResponse(body, status_code=status_code)
+
+
+def _models(gateway) -> list[dict]:
+    models = []
+    for name in gateway.catalogs.names():
+        production = gateway.catalogs.get(name).production
+        configured = gateway.settings.models.get(name)
+        queue = configured.queue if configured is not None else PREDICT_QUEUE
+        version = production.version if production else None
+        models.append({"name": name, "version": version, "queue": queue})
+    return models
 
 
 def _known_key(gateway, key: str | None) -> bool:

@@ -29,14 +29,14 @@ KEY = "unit-predict-key"
 
 
 def test_names_follow_prometheus_conventions_and_every_reason_starts_at_zero():
-    found = samples(GatewayMetrics().exposition())
+    found = samples(GatewayMetrics(models=["iris"]).exposition())
     names = {name for name, _, _ in found}
     assert all(name.startswith("mlops_") for name in names)
     assert not any(name.endswith("_created") for name in names)
     for reason in ("auth", "validation", "backpressure", "too_large", "unavailable"):
         assert value(found, "mlops_requests_rejected_total", reason=reason) == 0
-    assert value(found, "mlops_jobs_submitted_total", kind="predict") == 0
-    assert value(found, "mlops_jobs_submitted_total", kind="train") == 0
+    assert value(found, "mlops_jobs_submitted_total", kind="predict", model="iris") == 0
+    assert value(found, "mlops_jobs_submitted_total", kind="train", model="iris") == 0
     assert value(found, "mlops_sync_wait_timeouts_total") == 0
 
 

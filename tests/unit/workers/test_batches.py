@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -182,6 +183,7 @@ def test_each_redelivery_counts_an_attempt(redis_client):
 class FixedCache:
     def __init__(self, served: LoadedModel | None):
         self.served = served
+        self.store = SimpleNamespace(model_name="iris")
 
     def current(self) -> LoadedModel:
         if self.served is None:
@@ -209,8 +211,8 @@ def test_run_message_records_one_batch_with_its_failures(redis_client):
     found = samples(metrics.registry)
     assert total(found, "mlops_batches_total") == 1
     assert total(found, "mlops_batch_size_sum") == 3
-    assert total(found, "mlops_predictions_total", status="success") == 2
-    assert total(found, "mlops_predictions_total", status="failure") == 1
+    assert total(found, "mlops_predictions_total", model="iris", status="success") == 2
+    assert total(found, "mlops_predictions_total", model="iris", status="failure") == 1
     assert total(found, "mlops_inference_duration_seconds_count") == 1
 
 
@@ -226,7 +228,7 @@ def test_run_message_without_a_model_counts_every_job_as_failed(redis_client):
         metrics=metrics,
     )
     found = samples(metrics.registry)
-    assert total(found, "mlops_predictions_total", status="failure") == 2
+    assert total(found, "mlops_predictions_total", model="iris", status="failure") == 2
     assert total(found, "mlops_inference_duration_seconds_count") == 0
     # Metrics are a side channel: each job still got its failure result.
     assert json.loads(redis_client.get(job_key("b")))["error"]["reason"] == "no_production_model"

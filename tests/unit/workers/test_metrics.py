@@ -26,13 +26,17 @@ from workers.metrics import RETRAIN_OUTCOMES, WorkerMetrics, start_metrics_serve
 
 def test_batches_count_jobs_by_status_and_observe_size_and_duration():
     metrics = WorkerMetrics()
-    metrics.batch_done(4, 1, 0.002)
-    metrics.batch_done(2, 0, 0.001)
-    metrics.batch_done(3, 3)  # no model: nothing was inferred
+    metrics.batch_done("iris", 4, 1, 0.002)
+    metrics.batch_done("iris", 2, 0, 0.001)
+    metrics.batch_done("iris", 3, 3)  # no model: nothing was inferred
+    metrics.batch_done("penguins", 7, 0, 0.001)
     found = samples(metrics.registry)
-    assert total(found, "mlops_batches_total") == 3
-    assert total(found, "mlops_predictions_total", status="success") == 5
-    assert total(found, "mlops_predictions_total", status="failure") == 4
+    assert total(found, "mlops_batches_total", model="iris") == 3
+    assert total(found, "mlops_predictions_total", model="iris", status="success") == 5
+    assert total(found, "mlops_predictions_total", model="iris", status="failure") == 4
+    assert total(found, "mlops_predictions_total", model="penguins", status="success") == 7
+    assert total(found, "mlops_batch_size_sum", model="penguins") == 7
+    found = [sample for sample in found if sample[1].get("model") != "penguins"]
     assert total(found, "mlops_batch_size_count") == 3
     assert total(found, "mlops_batch_size_sum") == 9
     assert total(found, "mlops_batch_size_bucket", le="2.0") == 1
@@ -44,37 +48,46 @@ def test_batches_count_jobs_by_status_and_observe_size_and_duration():
 def test_model_info_follows_the_served_version_and_metric():
     metrics = WorkerMetrics()
     metrics.model_loaded(loaded_model(1, load_seconds=0.25))
-    metrics.model_served(loaded_model(1, meta=stand_in_metadata(accuracy=0.9)))
-    metrics.model_served(loaded_model(2, meta=stand_in_metadata(accuracy=0.95)))
+    metrics.model_served("iris", loaded_model(1, meta=stand_in_metadata(accuracy=0.9)))
+    metrics.model_served("iris", loaded_model(2, meta=stand_in_metadata(accuracy=0.95)))
+    other = loaded_model(5, meta=stand_in_metadata(accuracy=0.7))
+    metrics.model_served("penguins", other)
     found = samples(metrics.registry)
     assert total(found, "mlops_model_info", model="iris", version="1") == 0
     assert total(found, "mlops_model_info", model="iris", version="2") == 1
-    assert total(found, "mlops_model_metric", metric="accuracy") == 0.95
-    assert total(found, "mlops_model_load_duration_seconds_count") == 1
-    assert total(found, "mlops_model_load_duration_seconds_sum") == 0.25
-    metrics.model_served(None)  # the production alias was removed
-    assert total(samples(metrics.registry), "mlops_model_info") == 0
+    assert total(found, "mlops_model_info", model="penguins", version="5") == 1
+    assert total(found, "mlops_model_metric", model="iris", metric="accuracy") == 0.95
+    assert total(found, "mlops_model_metric", model="penguins", metric="accuracy") == 0.7
+    assert total(found, "mlops_model_load_duration_seconds_count", model="iris") == 1
+    assert total(found, "mlops_model_load_duration_seconds_sum", model="iris") == 0.25
+    metrics.model_served("iris", None)  # the production alias was removed
+    found = samples(metrics.registry)
+    assert total(found, "mlops_model_info", model="iris") == 0
+    assert total(found, "mlops_model_info", model="penguins") == 1  # another model's stays
 
 
 def test_retrain_outcomes_are_counted_including_failures():
     metrics = WorkerMetrics()
-    assert metrics.count_retrain(lambda: {"decision": "promoted"}) == {"decision": "promoted"}
-    metrics.count_retrain(lambda: {"decision": "skipped"})
-    metrics.count_retrain(lambda: {"decision": "rejected"})
+    promoted = metrics.count_retrain("iris", lambda: {"decision": "promoted"})
+    assert promoted == {"decision": "promoted"}
+    metrics.count_retrain("iris", lambda: {"decision": "skipped"})
+    metrics.count_retrain("iris", lambda: {"decision": "rejected"})
+    metrics.count_retrain("penguins", lambda: {"decision": "promoted"})
 
     def broken() -> dict:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        metrics.count_retrain(broken)
+        metrics.count_retrain("iris", broken)
     found = samples(metrics.registry)
     for outcome in RETRAIN_OUTCOMES:
-        assert total(found, "mlops_retrains_total", outcome=outcome) == 1
+        assert total(found, "mlops_retrains_total", model="iris", outcome=outcome) == 1
+    assert total(found, "mlops_retrains_total", model="penguins", outcome="promoted") == 1
 
 
 def test_each_instance_has_its_own_registry():
     first, second = WorkerMetrics(), WorkerMetrics()
-    first.batch_done(1, 0)
+    first.batch_done("iris", 1, 0)
     assert total(samples(second.registry), "mlops_batches_total") == 0
 
 
@@ -127,8 +140,8 @@ model = SimpleNamespace(
 def child(ready, go):
     metrics = wm.worker_metrics()
     metrics.model_loaded(model)
-    metrics.model_served(model)
-    metrics.batch_done(3, 1, 0.01)
+    metrics.model_served("iris", model)
+    metrics.batch_done("iris", 3, 1, 0.01)
     ready.set()
     go.wait(60)
     wm.mark_child_dead(os.getpid())  # what the worker_process_shutdown signal does

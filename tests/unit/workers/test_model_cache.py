@@ -153,7 +153,7 @@ def test_model_cache_reports_every_switch_including_back_to_a_cached_version():
     cache = ModelCache(store, lambda version: (stand_in_metadata(), Constant()))
     loaded, served = [], []
     cache.on_load = lambda m: loaded.append(m.version)
-    cache.on_serve = lambda m: served.append(m.version if m else None)
+    cache.on_serve = lambda name, m: served.append(m.version if m else None)
     cache.refresh()
     cache.refresh()  # nothing changed: no callback
     store.production, store.token = 2, 1

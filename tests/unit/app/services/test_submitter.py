@@ -310,7 +310,9 @@ def test_submitter_counts_jobs_and_logs_one_line_per_message_with_every_id():
             ttl=60,
             metrics=metrics,
         )
-        await asyncio.gather(*(submitter.submit(predict_job(f"j{i}")) for i in range(3)))
+        await asyncio.gather(
+            *(submitter.submit(predict_job(f"j{i}", model="iris")) for i in range(3))
+        )
         return metrics
 
     try:
@@ -318,7 +320,7 @@ def test_submitter_counts_jobs_and_logs_one_line_per_message_with_every_id():
     finally:
         logger.remove(sink)
     found = samples(metrics.exposition())
-    assert value(found, "mlops_jobs_submitted_total", kind="predict") == 3
+    assert value(found, "mlops_jobs_submitted_total", kind="predict", model="iris") == 3
     queued = [r for r in lines if r["name"] == "app.services.submitter"]
     assert len(queued) == 1
     assert queued[0]["extra"]["job_id"] == "j0,j1,j2"
