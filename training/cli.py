@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import re
 import socket
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from dynaconf import ValidationError as SettingsValidationError
 from pydantic import ValidationError as MetadataValidationError
 
 from core.errors import MLOpsError
-from core.settings import Settings, SettingsError, get_settings
+from core.settings import MODEL_NAME, Settings, SettingsError, get_settings
 
 USAGE_ERROR = 2
 
@@ -165,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("version", type=int, nargs="?", metavar="VERSION")
     which.add_argument("--all", action="store_true", help="every version of the model")
     sign.set_defaults(func=cmd_sign)
+    for command in (train, listing, promote, rollback, card, sign):
+        command.add_argument(
+            "--model",
+            metavar="NAME",
+            type=_model_name,
+            help="the model (a [models.NAME] table or a model in the store); default: "
+            "default_model",
+        )
     gen = sub.add_parser(
         "keygen",
         help="print a new Ed25519 key pair for signing.private_key and signing.public_keys",
@@ -172,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.set_defaults(func=None)
     return parser
+
+
+def _model_name(value: str) -> str:
+    if not re.fullmatch(MODEL_NAME, value):
+        raise argparse.ArgumentTypeError(
+            f"{value[:80]!r} is not a model name (lower-case letters, digits, '-', '_')"
+        )
+    return value
 
 
 def _fail(message: str) -> int:
@@ -190,7 +207,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from core.store import open_store
 
         setup_logging(settings, "training")
-        return args.func(args, settings, open_store(settings)) or 0
+        model = getattr(args, "model", None) or settings.default_model
+        if args.func is cmd_train and model not in settings.models:
+            return _fail(
+                f"model {model!r} has no [models.{model}] table in the settings: nothing says "
+                f"how to train it (models: {', '.join(sorted(settings.models))})"
+            )
+        return args.func(args, settings, open_store(settings, model)) or 0
     except SettingsError as exc:
         return _fail(str(exc.code))
     except SettingsValidationError as exc:
