@@ -97,6 +97,7 @@ def markdown(results: dict) -> str:
         f"{single['jobs_per_s']:,.0f} jobs/s |",
         f"| batch requests of 1,000 instances (4 connections, sync) | "
         f"{batch['rows_per_s']:,.0f} rows/s, p50 {batch['p50_ms']:.1f} ms |",
+        *_two_models(results.get("two_models")),
         f"| peak RSS: gateway / worker (main + {pool} pool) / in-process server | "
         f"{results['gateway_peak_rss_mb']} / {results['worker_peak_rss_mb']} / "
         f"{results['inprocess_rss_mb']} MiB |",
@@ -107,6 +108,23 @@ def markdown(results: dict) -> str:
     for t in results["targets"]:
         lines.append(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |")
     return "\n".join(lines) + "\n"
+
+
+def _two_models(two: dict | None) -> list[str]:
+    """Rows of one worker node serving two models: each keeps its own batching."""
+    if not two:
+        return []
+    c = two["connections_per_model"]
+    titles = {
+        "iris_alone": f"iris alone ({c} connections, sync)",
+        "iris_with_penguins": f"iris beside penguins ({c} + {c} connections, same worker)",
+        "penguins_with_iris": "penguins beside iris",
+    }
+    return [
+        f"| {title} | {two[name]['rps']:,.0f} req/s, "
+        f"{two[name]['rows_per_call']:.1f} rows per scikit-learn call |"
+        for name, title in titles.items()
+    ]
 
 
 def chart(results: dict, path: Path) -> None:

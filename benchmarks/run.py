@@ -21,7 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.report import evaluate, write_reports
+from benchmarks import many_models
+from benchmarks.report import MAIN_LEVEL, evaluate, write_reports
 from core.settings import get_settings
 from core.signing import SigningKeys
 from scripts import commands
@@ -164,13 +165,15 @@ class Bench:
             MLOPS_ENV="production",
             MLOPS_LOGGING__LEVEL="WARNING",
             MLOPS_AUTH__API_KEYS=f"@json {json.dumps({KEY: ['predict', 'admin']})}",
+            **many_models.PENGUINS_ENV,
         )
-        trained = subprocess.run(
-            [sys.executable, "-m", "training", "train"],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if trained.returncode:
-            raise SystemExit(f"training failed:\n{trained.stderr}")
+        for model in ("iris", "penguins"):
+            trained = subprocess.run(
+                [sys.executable, "-m", "training", "train", "--model", model],
+                cwd=ROOT, env=self.env, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if trained.returncode:
+                raise SystemExit(f"training {model} failed:\n{trained.stderr}")
         model_dir = self.work / "artifacts" / "iris" / "1"
         results: dict = {"modes": {}}
         self.log(f"load generator: {generator_name()}; {self.seconds}s per point")
@@ -188,7 +191,12 @@ class Bench:
         # The worker as shipped (worker.concurrency pool processes); the drain below is
         # measured per pool process, as its target is.
         concurrency = get_settings().worker.concurrency
-        worker = self.start("worker", commands.worker(concurrency=concurrency))
+        metrics_port = free_port()
+        worker = self.start(
+            "worker",
+            commands.worker(concurrency=concurrency),
+            MLOPS_WORKER__METRICS_PORT=str(metrics_port),
+        )
         port = free_port()
         gateway = self.start("gateway", commands.gateway("127.0.0.1", port))
         base = f"http://127.0.0.1:{port}"
@@ -201,6 +209,22 @@ class Bench:
         batch["rows_per_s"] = batch["rps"] * 1000
         results["batch_1000"] = batch
         self.log(f"  batch1000  {batch['rows_per_s']:.0f} rows/s  p50 {batch['p50_ms']:.1f} ms")
+        two = many_models.measure(
+            base,
+            f"http://127.0.0.1:{metrics_port}/metrics",
+            single,
+            HEADERS,
+            MAIN_LEVEL // 2,
+            self.seconds,
+        )
+        results["two_models"] = two
+        for name in ("iris_alone", "iris_with_penguins", "penguins_with_iris"):
+            p = two[name]
+            self.log(
+                f"  {name:<19} {p['rps']:8.0f} req/s  {p['rows_per_call']:5.1f} rows per "
+                "scikit-learn call"
+            )
+        self.drain_queue()
         results["gateway_peak_rss_mb"] = peak_rss(gateway)
         results["gateway_imports_sklearn"] = maps_mention(gateway, "sklearn")
         results["worker_peak_rss_mb"] = peak_rss(worker)
