@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -44,7 +45,8 @@ def start_two(stack: Stack) -> None:
     for model in ("iris", "penguins"):
         trained = stack.train("train", "--model", model)
         assert trained.returncode == 0, trained.stderr
-    stack.start_worker("worker0", concurrency=2)
+    stack.start_worker("worker0", concurrency=2)  # every queue: both models, and training
+    stack.start_worker("predictor", queues="predict")  # keeps serving while worker0 trains
     stack.start_gateway()
     stack.wait_ready()
 
@@ -174,10 +176,38 @@ def test_promote_and_rollback_of_one_model_leave_the_other_untouched(two):
         assert admin.post("/models/rollback").status_code == 409
 
 
-def test_two_models_retrain_at_once_each_once(two):
-    """Single flight per model: two models train side by side, a second request for a model
-    joins its run, each retrain writes a version of its own model only."""
+class SteadyLoad(threading.Thread):
+    """Predictions of both models, one after the other, until stopped: the answers."""
+
+    def __init__(self, stack: Stack):
+        super().__init__(daemon=True)
+        self.stack, self.answers, self.stopping = stack, [], threading.Event()
+
+    def run(self) -> None:
+        iris = SEED_BODY
+        penguins = dict(zip(PENGUIN_FEATURES, PENGUIN_ROWS[0], strict=True))
+        with self.stack.client() as client:
+            while not self.stopping.is_set():
+                for model, path, body in (
+                    ("iris", "/predict", iris),
+                    ("penguins", "/models/penguins/predict", penguins),
+                ):
+                    response = client.post(path, params={"wait": 20}, json=body)
+                    self.answers.append((model, response.status_code, response.json()))
+
+    def stop(self) -> list:
+        self.stopping.set()
+        self.join(60)
+        return self.answers
+
+
+def test_two_models_retrain_at_once_each_once_under_load(two):
+    """Single flight per model: two models train side by side while both serve, a second
+    request for a model joins its run, each retrain writes a version of its own model only,
+    and every prediction made meanwhile comes from the model it names."""
     before = {m: store_at(two.artifacts, m).versions() for m in ("iris", "penguins")}
+    load = SteadyLoad(two)
+    load.start()
     with two.admin() as admin:
         with ThreadPoolExecutor(4) as pool:
             answers = list(
@@ -197,6 +227,13 @@ def test_two_models_retrain_at_once_each_once(two):
         results = {
             model: poll_job(admin, ids[i], 180) for model, i in (("iris", 0), ("penguins", 1))
         }
+    answers = load.stop()
+    assert len(answers) >= 10, len(answers)
+    penguin_classes = set(local(two, "penguins", 1).classes_.tolist())
+    for model, status, answer in answers:
+        assert status == 200, answer
+        assert answer["status"] == "SUCCESS" and answer["model_name"] == model, answer
+        assert set(answer["classes"]) == (IRIS_CLASSES if model == "iris" else penguin_classes)
     for model, result in results.items():
         assert result["status"] == "SUCCESS", result
         assert result["result"]["model_name"] == model, result
