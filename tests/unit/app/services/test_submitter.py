@@ -14,7 +14,15 @@ from app.services.idempotency import AlreadyClaimed, Claim, idempotency_key
 from app.services.submitter import BACKLOG, JobSubmitter
 from core.jobs import job_key
 from core.messages import PREDICT_QUEUE, PREDICT_TASK
-from tests.factories import decode_message, open_admission, predict_job, run, samples, value
+from tests.factories import (
+    decode_message,
+    open_admission,
+    predict_job,
+    run,
+    samples,
+    settings_with,
+    value,
+)
 
 NEVER_MS = 600_000.0  # a window that never closes by time: only size or drain flushes it
 
@@ -218,6 +226,57 @@ def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(redis_serv
     groups = _groups(messages)
     assert len(groups) >= 2  # 200 ms of jobs, groups capped at 20 ms
     assert sorted(j for group in groups for j in group) == sorted(f"s{i}" for i in range(count))
+
+
+# -- many models: a message carries one model's jobs (and one pinned version) ----------------
+def test_each_model_and_pinned_version_has_its_own_messages_queue_and_size(
+    redis_server, monkeypatch
+):
+    settings = settings_with(
+        monkeypatch,
+        MODELS__PENGUINS__TRAINER="csv",
+        MODELS__PENGUINS__QUEUE="predict-big",
+        MODELS__PENGUINS__MAX_BATCH_SIZE="2",
+    )
+
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = JobSubmitter(
+            client,
+            admission=open_admission(),
+            max_rows=100,
+            max_wait_ms=NEVER_MS,
+            ttl=60,
+            models=settings.models,
+        )
+        jobs = [
+            predict_job("i1", model="iris"),
+            predict_job("p1", model="penguins"),
+            predict_job("i2", model="iris"),
+            predict_job("v1", model="iris", version=1),
+            predict_job("p2", model="penguins"),  # penguins' group is full at 2 rows
+        ]
+        waits = [asyncio.ensure_future(submitter.submit(job)) for job in jobs]
+        await asyncio.wait_for(waits[1], 5)  # flushed by size, the others still open
+        open_groups = sorted(submitter._open, key=str)
+        await submitter.drain()
+        await asyncio.gather(*waits)
+        big = [decode(p) for p in reversed(await client.lrange("predict-big", 0, -1))]
+        records = {j: orjson.loads(await client.get(job_key(j))) for j in ("i1", "p1")}
+        return open_groups, await queued(client), big, records
+
+    open_groups, default_queue, big_queue, records = run(scenario())
+    assert open_groups == [("iris", 1), ("iris", None)]
+    assert sorted([j["job_id"] for j in group] for _, group in default_queue) == [
+        ["i1", "i2"],
+        ["v1"],
+    ]
+    assert [[j["job_id"] for j in group] for _, group in big_queue] == [["p1", "p2"]]
+    envelope = big_queue[0][0]
+    assert envelope["properties"]["delivery_info"]["routing_key"] == "predict-big"
+    assert envelope["headers"]["shadow"] == f"{PREDICT_TASK}[penguins]"  # Flower's name
+    assert records["p1"]["queue"] == "predict-big" and "queue" not in records["i1"]
+    assert records["p1"]["model_name"] == "penguins"
 
 
 # -- idempotency claims: written with their job, in the same script ---------------------------
