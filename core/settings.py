@@ -75,6 +75,10 @@ class TrainingSettings(Section):
 
 
 MODEL_NAME = r"^[a-z][a-z0-9_-]{0,63}$"  # no path characters, never all digits (a version)
+MODEL_NAME_RULE = (
+    "a model name is lower-case letters, digits, '-' and '_', starting with a letter, "
+    "at most 64 characters"
+)
 # What each model may set for itself; the rest of [training] is one for the deployment.
 MODEL_KEYS = (
     "trainer", "test_size", "random_state", "metric", "promotion_margin", "estimator", "csv"

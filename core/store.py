@@ -73,6 +73,14 @@ class GateDecision(BaseModel):
     margin: float = 0.0
 
 
+class SourceFile(BaseModel):
+    """The file a registered version came from (``python -m training register``), not trained."""
+
+    path: str
+    format: str  # "joblib" | "skops": the file's, maybe not the artifact's
+    sha256: str
+
+
 class AuditEntry(BaseModel):
     """Who changed what about a version, and when (also logged as an ``audit:`` line)."""
 
@@ -101,11 +109,13 @@ class ModelMetadata(BaseModel):
     python_version: str
     sklearn_version: str
     joblib_version: str
+    numpy_version: str = ""
     artifact_file: str
     artifact_format: str = "joblib"
     artifact_sha256: str = ""
     gate: GateDecision | None = None
     confusion_matrix: list[list[int]] | None = None
+    source: SourceFile | None = None  # set for registered versions; trained ones have None
     audit: list[AuditEntry] = Field(default_factory=list)
     signature: Signature | None = None  # of signed_statement(self), by the training key
 

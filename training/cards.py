@@ -71,6 +71,16 @@ def confusion_svg(matrix: list[list[int]], classes: list[object]) -> str:
     return "".join(parts)
 
 
+def _source_rows(m: ModelMetadata) -> list[tuple[str, object]]:
+    """A registered version: the file it came from (it was fitted elsewhere)."""
+    if m.source is None:
+        return []
+    return [
+        ("registered from", f"{m.source.path} ({m.source.format})"),
+        ("source file sha256", m.source.sha256),
+    ]
+
+
 def render_card(metadata: ModelMetadata) -> str:
     """The model card of one version as a complete HTML document."""
     m = metadata
@@ -84,16 +94,19 @@ def render_card(metadata: ModelMetadata) -> str:
             ("classes", ", ".join(map(str, m.classes))),
             ("rows (train / test)", f"{m.n_train} / {m.n_test}"),
             (
-                "python / scikit-learn / joblib",
-                f"{m.python_version} / {m.sklearn_version} / {m.joblib_version}",
+                "python / scikit-learn / joblib / numpy",
+                f"{m.python_version} / {m.sklearn_version} / {m.joblib_version} / "
+                f"{m.numpy_version or '?'}",
             ),
             ("artifact", f"{m.artifact_file} ({m.artifact_format})"),
             ("artifact sha256", m.artifact_sha256),
-            ("data fingerprint (sha256)", m.data_fingerprint),
+            ("data fingerprint (sha256)", m.data_fingerprint or "none"),
+            *_source_rows(m),
         ]
     )
     features = "".join(f"<tr><td>{_e(f.name)}</td><td>{_e(f.type)}</td></tr>" for f in m.features)
     metrics = _rows([(k, f"{v:.4f}") for k, v in sorted(m.metrics.items())])
+    where = "held-out split" if m.source is None else "evaluation set"
     params = _rows([(k, v) for k, v in sorted(m.params.items())])
     if m.gate is None:
         gate = "<p>No gate decision recorded.</p>"
@@ -125,8 +138,8 @@ def render_card(metadata: ModelMetadata) -> str:
         f"<h1>Model card: {_e(title)}</h1>"
         f"<h2>Overview</h2><table>{overview}</table>"
         f"<h2>Promotion gate</h2>{gate}"
-        f"<h2>Metrics (held-out split)</h2><table>{metrics}</table>"
-        f"<h2>Confusion matrix (held-out split)</h2>{matrix}"
+        f"<h2>Metrics ({_e(where)})</h2><table>{metrics}</table>"
+        f"<h2>Confusion matrix ({_e(where)})</h2>{matrix}"
         f"<h2>Features</h2><table><tr><th>name</th><th>type</th></tr>{features}</table>"
         f"<h2>Parameters</h2><table>{params}</table>"
         "</body></html>\n"

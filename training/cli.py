@@ -1,4 +1,4 @@
-"""``python -m training``: train, list, promote, rollback, card, sign, keygen.
+"""``python -m training``: train, register, list, promote, rollback, card, sign, keygen.
 
 A user's mistake ends with one ``error: ...`` line on stderr and exit status 2; the store and
 the production alias are left as they were.
@@ -12,6 +12,7 @@ import re
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dynaconf import ValidationError as SettingsValidationError
 from pydantic import ValidationError as MetadataValidationError
@@ -36,6 +37,24 @@ def cmd_train(args, settings: Settings, store) -> None:
     _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
 
 
+def cmd_register(args, settings: Settings, store) -> None:
+    from training.register import register_file
+
+    outcome = register_file(
+        settings,
+        store,
+        Path(args.file),
+        features=args.features,
+        eval_csv=Path(args.eval) if args.eval else None,
+        target=args.target,
+        fmt=args.format,
+        promote=args.promote,
+        trust=args.trust,
+        actor=_actor(),
+    )
+    _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
+
+
 def cmd_list(args, settings: Settings, store) -> None:
     metric = str(settings.models.get(store.model_name, settings.training).metric)
     production = store.production_version()
@@ -43,13 +62,13 @@ def cmd_list(args, settings: Settings, store) -> None:
     if not versions:
         _out(f"no versions of {store.model_name!r} yet")
         return
-    _out(f"  {'VERSION':<8} {metric.upper():<18} {'GATE':<9} {'TRAINER':<8} TRAINED_AT")
+    _out(f"  {'VERSION':<8} {metric.upper():<18} {'GATE':<9} {'TRAINER':<10} TRAINED_AT")
     for meta in versions:
         mark = "*" if meta.version == production else " "
         score = meta.metrics.get(metric)
         shown = "-" if score is None else f"{score:.4f}"
         gate = meta.gate.decision if meta.gate else "-"
-        _out(f"{mark} {meta.version:<8} {shown:<18} {gate:<9} {meta.trainer:<8} {meta.trained_at}")
+        _out(f"{mark} {meta.version:<8} {shown:<18} {gate:<9} {meta.trainer:<10} {meta.trained_at}")
     _out("* = production")
 
 
@@ -128,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trainer", metavar="NAME", help="trainer to use instead of training.trainer"
     )
     train.set_defaults(func=cmd_train)
+    _register_parser(sub)
     listing = sub.add_parser(
         "list",
         help="list versions (* marks production)",
@@ -183,6 +203,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+REGISTER_HELP = """Register a scikit-learn classifier or pipeline fitted elsewhere (a notebook) as
+a new version of model NAME: checked (loads, fitted, takes exactly --features), stored in the
+store's format, signed, described (metadata, model card) like a trained version. With --eval,
+it and production are scored on that CSV with the model's metric and the promotion gate
+decides; without, it is registered only (promoted if the model has no production yet, or with
+--promote). A model with no [models.NAME] settings table is served all the same (queue
+"predict", [batching] and [training] defaults) but cannot be retrained.
+
+Loading a joblib file RUNS CODE from it (joblib is pickle): register only files you trust.
+A skops file loads without running code; types skops does not trust are refused unless
+--trust is given."""
+
+
+def _register_parser(sub) -> None:
+    register = sub.add_parser(
+        "register",
+        help="register a fitted scikit-learn classifier (joblib or skops file) as a new version",
+        description=REGISTER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    register.add_argument("file", metavar="FILE", help="the fitted estimator or pipeline")
+    register.add_argument(
+        "--model",
+        metavar="NAME",
+        type=_model_name,
+        required=True,
+        help="the model it becomes a version of",
+    )
+    register.add_argument(
+        "--features",
+        metavar="A,B,C",
+        help="its input features, in order (default: the estimator's feature_names_in_)",
+    )
+    register.add_argument(
+        "--format", choices=("joblib", "skops"), help="FILE's format (default: by extension)"
+    )
+    register.add_argument("--eval", metavar="CSV", help="evaluation set: gate the new version")
+    register.add_argument("--target", metavar="COLUMN", help="the evaluation set's label column")
+    register.add_argument(
+        "--promote", action="store_true", help="promote it without an evaluation set"
+    )
+    register.add_argument(
+        "--trust", action="store_true", help="load types in a skops FILE that skops does not trust"
+    )
+    register.set_defaults(func=cmd_register)
+
+
 def _model_name(value: str) -> str:
     if not re.fullmatch(MODEL_NAME, value):
         raise argparse.ArgumentTypeError(
@@ -205,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = get_settings()
         from core.logging import setup_logging
         from core.store import open_store
+        from training.registry import check_trainers
 
+        check_trainers(settings)
         setup_logging(settings, "training")
         model = getattr(args, "model", None) or settings.default_model
         if args.func is cmd_train and model not in settings.models:

@@ -37,3 +37,9 @@ class MalformedData(TrainingError):
     """A row with the wrong number of fields, an empty label, or a file that is not CSV."""
 
     reason = "malformed_data"
+
+
+class RegistrationRefused(TrainingError):
+    """``python -m training register``: the file, its estimator or the evaluation set."""
+
+    reason = "registration_refused"

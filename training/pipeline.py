@@ -80,15 +80,15 @@ def fit_trainer(trainer: Trainer, data: Dataset, split: Split) -> Trainer:
         raise TrainingError(f"fitting {trainer.estimator} failed: {exc}") from None
 
 
-def save_artifact(trainer: Trainer, fmt: str, X_check: np.ndarray) -> bytes:
+def save_artifact(estimator, fmt: str, X_check: np.ndarray, what: str) -> bytes:
     """Serialize and immediately load back, so no version is registered that cannot load."""
-    artifact = dump_model(trainer.pipeline_, fmt)
+    artifact = dump_model(estimator, fmt)
     try:
         restored = loads_model(artifact, fmt)
     except Exception as exc:
-        raise TrainingError(f"{trainer.estimator} cannot be saved as {fmt}: {exc}") from None
-    if not np.array_equal(restored.predict(X_check), trainer.pipeline_.predict(X_check)):
-        raise TrainingError(f"{trainer.estimator} does not round-trip through {fmt}")
+        raise TrainingError(f"{what} cannot be saved as {fmt}: {exc}") from None
+    if not np.array_equal(restored.predict(X_check), estimator.predict(X_check)):
+        raise TrainingError(f"{what} does not round-trip through {fmt}")
     return artifact
 
 
@@ -110,6 +110,7 @@ def build_metadata(
         python_version=platform.python_version(),
         sklearn_version=sklearn.__version__,
         joblib_version=joblib.__version__,
+        numpy_version=np.__version__,
         artifact_file=ARTIFACT_FILES[fmt],
         artifact_format=fmt,
         confusion_matrix=description["confusion_matrix"],
@@ -162,7 +163,7 @@ def run_training(
     model.evaluate(split.X_test, split.y_test)
 
     _report(progress, "saving")
-    artifact = save_artifact(model, fmt, split.X_test)
+    artifact = save_artifact(model.pipeline_, fmt, split.X_test, model.estimator)
     meta = store.register(artifact, build_metadata(store.model_name, model, data, split, fmt))
     store.audit(meta.version, "registered", actor, f"trainer {trainer_name}")
     logger.info(
@@ -170,13 +171,12 @@ def run_training(
     )
 
     _report(progress, "gating")
-    decision = _gate(store, meta, started_from, lease, metric, float(cfg.promotion_margin), actor)
-    store.update_metadata(meta.version, gate=decision)
-    logger.info("gate {} v{}: {}", decision.decision, meta.version, decision.reason)
-    try:
-        write_card(store, meta.version)
-    except OSError as exc:  # the card is documentation; the run itself succeeded
-        logger.warning("could not write the model card of v{}: {}", meta.version, exc)
+    current = store.production_version()
+    production = store.metadata(current) if current is not None else None
+    decision = gate_and_promote(
+        store, meta, production, started_from, metric, float(cfg.promotion_margin), actor, lease
+    )
+    record_decision(store, meta.version, decision)
     _report(progress, "done")
 
     return TrainingOutcome(
@@ -194,10 +194,18 @@ def run_training(
     )
 
 
-def _gate(store, meta, started_from, lease, metric: str, margin: float, actor: str):
-    """The gate's decision on ``meta``; promote it when it passes and nothing changed meanwhile."""
-    current = store.production_version()
-    production = store.metadata(current) if current is not None else None
+def gate_and_promote(
+    store: ModelStore,
+    meta: ModelMetadata,
+    production: ModelMetadata | None,
+    started_from: int | None,
+    metric: str,
+    margin: float,
+    actor: str,
+    lease: RunLease | None = None,
+) -> GateDecision:
+    """The gate's decision on ``meta`` against ``production`` (None: there is none); promote
+    ``meta`` when it passes and production is still ``started_from`` (compare-and-set)."""
     decision = decide(meta, production, metric, margin)
     if decision.decision != "promoted":
         return decision
@@ -208,6 +216,17 @@ def _gate(store, meta, started_from, lease, metric: str, margin: float, actor: s
     except AliasConflict as exc:
         return _refused(decision, f"{exc.message} (changed while this run trained)")
     return decision
+
+
+def record_decision(store: ModelStore, version: int, decision: GateDecision | None) -> None:
+    """Keep the gate's decision in the version's metadata, then (re)write its model card."""
+    if decision is not None:
+        store.update_metadata(version, gate=decision)
+        logger.info("gate {} v{}: {}", decision.decision, version, decision.reason)
+    try:
+        write_card(store, version)
+    except OSError as exc:  # the card is documentation; the version itself is registered
+        logger.warning("could not write the model card of v{}: {}", version, exc)
 
 
 def _refused(decision: GateDecision, reason: str) -> GateDecision:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from core.errors import UnknownTrainer
+from core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from training.base import Trainer
@@ -52,6 +53,21 @@ def get_trainer(name: str) -> type[Trainer]:
     except KeyError:
         known = ", ".join(sorted(_TRAINERS)) or "none"
         raise UnknownTrainer(f"unknown trainer {name!r}; known trainers: {known}") from None
+
+
+def check_trainers(settings: Settings) -> None:
+    """Stop start-up (workers, the training CLI) when a model names a trainer that does not
+    exist. Not in core/settings.py: the gateway cannot import trainers (no scikit-learn)."""
+    known = available_trainers()
+    bad = [
+        f"models.{name}.trainer: unknown trainer {str(model.trainer)!r}"
+        for name, model in settings.models.items()
+        if str(model.trainer) not in known
+    ]
+    if bad:
+        raise SettingsError(
+            f"invalid settings: {'; '.join(bad)} (known trainers: {', '.join(known)})"
+        )
 
 
 def unregister_trainer(name: str) -> None:

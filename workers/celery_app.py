@@ -42,6 +42,14 @@ def _route_logging(**_kwargs) -> None:
     setup_logging(runtime_module.app_settings(), "worker")
 
 
+def _check_trainers(**_kwargs) -> None:
+    """`celery worker` and `beat` stop at start-up, naming the model, when a model's trainer
+    does not exist (its retrains would all fail). The gateway cannot check: no trainers there."""
+    from training.registry import check_trainers
+
+    check_trainers(runtime_module.app_settings())
+
+
 def _prepare_metrics(sender, **_kwargs) -> None:
     """`celery worker` only (not beat/flower), before the pool forks: multiprocess metrics."""
     metrics_module.prepare_multiprocess(runtime_module.app_settings(), str(sender))
@@ -101,6 +109,8 @@ def _stop_child(**_kwargs) -> None:
 
 SIGNAL_HANDLERS = (
     (signals.setup_logging, _route_logging),
+    (signals.celeryd_init, _check_trainers),
+    (signals.beat_init, _check_trainers),
     (signals.celeryd_init, _prepare_metrics),
     (signals.celeryd_after_setup, _remember_queues),
     (signals.worker_process_init, _start_child),

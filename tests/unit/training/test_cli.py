@@ -17,7 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import joblib
 import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from core.settings import ROOT, get_settings, reset_settings
 from core.store import open_store
@@ -123,7 +127,18 @@ def test_cli_list_empty_store():
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["train"], ["list"], ["promote"], ["rollback"], ["card"], ["sign"], ["keygen"]]
+    "command",
+    [
+        [],
+        ["train"],
+        ["register"],
+        ["list"],
+        ["promote"],
+        ["rollback"],
+        ["card"],
+        ["sign"],
+        ["keygen"],
+    ],
 )
 def test_cli_help(command):
     result = cli(*command, "--help")
@@ -160,6 +175,9 @@ class Case:
 
 
 CSV = ["train", "--trainer", "csv"]
+PENGUINS = ROOT / "tests" / "data" / "penguins_small.csv"
+PENGUIN_FEATURES = "bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g"
+REGISTER = ["register", "--model", "iris", "--features", PENGUIN_FEATURES]
 CASES = {
     "unknown trainer option": Case(["train", "--trainer", "nope"], "unknown trainer 'nope'"),
     "unknown trainer setting": Case(
@@ -197,6 +215,20 @@ CASES = {
     "sign tampered artifact": Case(
         ["sign", "2"], "does not match its recorded sha256; not signing it", prepare=tamper
     ),
+    "unknown trainer of another model": Case(
+        ["list"],
+        "models.penguins.trainer: unknown trainer 'nope' (known trainers: csv, iris)",
+        {"MODELS__PENGUINS__TRAINER": "nope"},
+    ),
+    "register missing file": Case([*REGISTER, "{data}/none.joblib"], "none.joblib does not exist"),
+    "register unfitted": Case([*REGISTER, "{data}/unfitted.joblib"], "is not fitted"),
+    "register feature count": Case(
+        [*REGISTER[:-1], "a,b", "{data}/fitted.joblib"], "2 features given (a, b)"
+    ),
+    "register eval lacks column": Case(
+        [*REGISTER, "{data}/fitted.joblib", "--eval", str(PENGUINS), "--target", "kind"],
+        "lacks column(s) kind",
+    ),
 }
 
 
@@ -208,6 +240,8 @@ def mistakes(tmp_path_factory):
     (data / "text.csv").write_text("a,species\n1,x\nhello,y\n")
     (data / "empty.csv").write_text("")
     (data / "one.csv").write_text("a,species\n1,x\n2,x\n3,x\n")
+    joblib.dump(penguin_pipeline(), data / "fitted.joblib")
+    joblib.dump(make_pipeline(StandardScaler(), LogisticRegression()), data / "unfitted.joblib")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLOPS_ENV", "testing")
         mp.setenv("MLOPS_ARTIFACTS_DIR", str(base))
@@ -224,7 +258,8 @@ def mistakes(tmp_path_factory):
         if case.prepare:
             case.prepare(root)
         env = {k: v.replace("{data}", str(data)) for k, v in case.env.items()}
-        runs[name] = (root, snapshot(root), start(*case.args, env=cli_env(root, **env)))
+        args = [arg.replace("{data}", str(data)) for arg in case.args]
+        runs[name] = (root, snapshot(root), start(*args, env=cli_env(root, **env)))
     results = {}
     for name, (root, before, proc) in runs.items():
         out, err = proc.communicate(timeout=180)
@@ -249,3 +284,37 @@ def test_cli_trainer_option_overrides_settings():
     result = cli("train", "--trainer", "csv", DEFAULT_MODEL="penguins")
     assert result.returncode == 0, result.stderr
     assert "penguins v1 promoted" in result.stdout
+
+
+def penguin_pipeline():
+    """StandardScaler + LogisticRegression fitted on the penguins CSV, as a notebook would."""
+    from training.trainers.tabular import CsvTrainer
+
+    data = CsvTrainer(path=str(PENGUINS), target="species").load_data()
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(data.X, data.y)
+
+
+def test_cli_register_then_manage_the_model_with_the_model_option(tmp_path):
+    path = tmp_path / "mine.joblib"
+    joblib.dump(penguin_pipeline(), path)
+    first = cli("register", str(path), "--model", "mine", "--features", PENGUIN_FEATURES)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "mine v1 promoted: first version: no production model to beat"
+    gated = cli(
+        *["register", str(path), "--model", "mine", "--features", PENGUIN_FEATURES],
+        *["--eval", str(PENGUINS), "--target", "species"],
+    )
+    assert gated.returncode == 0 and "mine v2 promoted: accuracy" in gated.stdout, gated.stderr
+    listing = cli("list", "--model", "mine")
+    assert "* 2" in listing.stdout and "registered" in listing.stdout
+    assert cli("rollback", "--model", "mine").returncode == 0
+    assert open_store(get_settings(), "mine").production_version() == 1
+    assert open_store(get_settings()).versions() == []  # the default model is untouched
+
+
+@pytest.mark.parametrize("command", [["list"], ["register", "model.joblib"]])
+def test_cli_model_option_refuses_what_is_not_a_model_name(command, tmp_path):
+    result = cli(*command, "--model", "../escape")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'../escape' is not a model name" in result.stderr
+    assert not (tmp_path / "escape").exists()

@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 from core.errors import TrainingError, UnknownTrainer
+from core.settings import SettingsError
+from tests.factories import settings_with
 from training.base import Trainer
-from training.registry import available_trainers, get_trainer, register_trainer, unregister_trainer
+from training.registry import (
+    available_trainers,
+    check_trainers,
+    get_trainer,
+    register_trainer,
+    unregister_trainer,
+)
 from training.trainers.iris import IrisTrainer
 
 
@@ -53,3 +61,14 @@ def test_training_unknown_name_lists_known_ones():
         get_trainer("nope")
     assert isinstance(info.value, TrainingError)
     assert info.value.status_code == 422
+
+
+def test_training_check_trainers_names_the_model_with_an_unknown_trainer(monkeypatch):
+    check_trainers(settings_with(monkeypatch, MODELS__PENGUINS__TRAINER="csv"))
+    settings = settings_with(monkeypatch, MODELS__PENGUINS__TRAINER="nope")
+    with pytest.raises(SettingsError) as raised:
+        check_trainers(settings)
+    assert str(raised.value.code) == (
+        "invalid settings: models.penguins.trainer: unknown trainer 'nope' "
+        "(known trainers: csv, iris)"
+    )

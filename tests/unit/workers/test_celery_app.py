@@ -5,8 +5,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from celery import signals
 from celery.concurrency import prefork, solo, thread
 
+from core.settings import SettingsError
+from tests.factories import settings_with
 from workers import celery_app
 
 
@@ -20,3 +23,13 @@ def test_inline_pools_start_the_runtime_in_the_main_process(monkeypatch, pool_cl
     pool = pool_cls.__new__(pool_cls)  # the class is what matters, not a running pool
     celery_app._start_inline_pool(SimpleNamespace(pool=pool))
     assert started == ([True] if starts else [])
+
+
+def test_worker_and_beat_start_up_check_every_model_trainer(monkeypatch):
+    assert (signals.celeryd_init, celery_app._check_trainers) in celery_app.SIGNAL_HANDLERS
+    assert (signals.beat_init, celery_app._check_trainers) in celery_app.SIGNAL_HANDLERS
+    celery_app.create_app(settings_with(monkeypatch, MODELS__PENGUINS__TRAINER="csv"))
+    celery_app._check_trainers()
+    celery_app.create_app(settings_with(monkeypatch, MODELS__PENGUINS__TRAINER="nope"))
+    with pytest.raises(SettingsError, match=r"models\.penguins\.trainer: unknown trainer 'nope'"):
+        celery_app._check_trainers()
