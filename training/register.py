@@ -16,6 +16,7 @@ import csv
 import io
 import platform
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import sklearn
 from loguru import logger
 from sklearn.base import is_classifier
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import InconsistentVersionWarning, NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from core.errors import MLOpsError
@@ -58,17 +59,33 @@ def file_format(path: Path, fmt: str | None) -> str:
     return fmt
 
 
-def load_file(path: Path, fmt: str, trust: bool = False):
-    """The estimator in ``path``, and the file's bytes. joblib runs code from the file."""
+def load_file(path: Path, fmt: str, trust: bool = False, allow_mismatch: bool = False):
+    """The estimator in ``path``, and the file's bytes. joblib runs code from the file. One
+    pickled by another scikit-learn version is refused unless ``allow_mismatch``."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise RegistrationRefused(f"{path} does not exist") from None
     except OSError as exc:
         raise RegistrationRefused(f"cannot read {path}: {exc.strerror or exc}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InconsistentVersionWarning)
+        estimator = _deserialize(path, data, fmt, trust)
+    for warning in caught:
+        if isinstance(warning.message, InconsistentVersionWarning) and not allow_mismatch:
+            raise RegistrationRefused(
+                f"{path} was saved by scikit-learn {warning.message.original_sklearn_version}, "
+                f"this is {sklearn.__version__}: refit it with {sklearn.__version__} (or set "
+                "training.allow_sklearn_mismatch = true)"
+            )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return estimator, data
+
+
+def _deserialize(path: Path, data: bytes, fmt: str, trust: bool):
     try:
         if fmt == "joblib":
-            return joblib.load(io.BytesIO(data)), data
+            return joblib.load(io.BytesIO(data))
         import skops.io as sio
 
         untrusted = sorted(set(sio.get_untrusted_types(data=data)))
@@ -77,7 +94,7 @@ def load_file(path: Path, fmt: str, trust: bool = False):
                 f"{path} contains types skops does not trust: {', '.join(untrusted)}; "
                 "pass --trust if you trust this file"
             )
-        return sio.loads(data, trusted=untrusted), data
+        return sio.loads(data, trusted=untrusted)
     except MLOpsError:
         raise
     except Exception as exc:  # pickle, zip, skops and import errors alike
@@ -221,43 +238,19 @@ def register_file(
     metric, margin = str(cfg.metric), float(cfg.promotion_margin)
 
     fmt = file_format(path, fmt)
-    estimator, data = load_file(path, fmt, trust)
+    allow_mismatch = bool(settings.training.allow_sklearn_mismatch)
+    estimator, data = load_file(path, fmt, trust, allow_mismatch)
     classes = check_classifier(estimator, path)
     names = feature_list(features, estimator)
     evaluation = read_eval(Path(eval_csv), names, str(target)) if eval_csv is not None else None
     X_check = _probe(estimator, names, evaluation, path)
     started_from = store.production_version()
+    production = None
     if evaluation is not None:  # scored before anything is written: it may refuse
         production = _production(store, settings, started_from, names, evaluation)
     artifact = save_artifact(estimator, store.artifact_format, X_check, type(estimator).__name__)
-
-    metrics, matrix = {}, None
-    if evaluation is not None:
-        y_pred = predict_labels(estimator, evaluation.X)
-        metrics = score_all(evaluation.y, y_pred)
-        matrix = confusion(evaluation.y, y_pred, [str(c) for c in classes])
-    meta = store.register(
-        artifact,
-        ModelMetadata(
-            name=name,
-            trainer=TRAINER,
-            params=_params(estimator),
-            metrics=metrics,
-            features=[FeatureSpec(name=n) for n in names],
-            classes=classes,
-            data_fingerprint=evaluation.fingerprint if evaluation is not None else "",
-            n_test=evaluation.n_rows if evaluation is not None else 0,
-            trained_at=datetime.now(UTC).isoformat(),
-            python_version=platform.python_version(),
-            sklearn_version=sklearn.__version__,
-            joblib_version=joblib.__version__,
-            numpy_version=np.__version__,
-            artifact_file=ARTIFACT_FILES[store.artifact_format],
-            artifact_format=store.artifact_format,
-            confusion_matrix=matrix,
-            source=SourceFile(path=str(path.resolve()), format=fmt, sha256=sha256_hex(data)),
-        ),
-    )
+    source = SourceFile(path=str(path.resolve()), format=fmt, sha256=sha256_hex(data))
+    meta = store.register(artifact, _metadata(store, estimator, classes, names, evaluation, source))
     store.audit(meta.version, "registered", actor, f"from {path.name} ({fmt})")
     logger.info("registered {} v{} from {}", name, meta.version, path)
 
@@ -282,6 +275,42 @@ def register_file(
         )
     record_decision(store, meta.version, decision)
     return Registered(name, meta.version, outcome, reason)
+
+
+def _metadata(
+    store: ModelStore,
+    estimator,
+    classes: list,
+    features: list[str],
+    evaluation: Dataset | None,
+    source: SourceFile,
+) -> ModelMetadata:
+    """What a registered version records; metrics and confusion matrix from the evaluation
+    set, when there is one."""
+    metrics, matrix = {}, None
+    if evaluation is not None:
+        y_pred = predict_labels(estimator, evaluation.X)
+        metrics = score_all(evaluation.y, y_pred)
+        matrix = confusion(evaluation.y, y_pred, [str(c) for c in classes])
+    return ModelMetadata(
+        name=store.model_name,
+        trainer=TRAINER,
+        params=_params(estimator),
+        metrics=metrics,
+        features=[FeatureSpec(name=name) for name in features],
+        classes=classes,
+        data_fingerprint=evaluation.fingerprint if evaluation is not None else "",
+        n_test=evaluation.n_rows if evaluation is not None else 0,
+        trained_at=datetime.now(UTC).isoformat(),
+        python_version=platform.python_version(),
+        sklearn_version=sklearn.__version__,
+        joblib_version=joblib.__version__,
+        numpy_version=np.__version__,
+        artifact_file=ARTIFACT_FILES[store.artifact_format],
+        artifact_format=store.artifact_format,
+        confusion_matrix=matrix,
+        source=source,
+    )
 
 
 def _params(estimator) -> dict:

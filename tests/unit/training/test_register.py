@@ -9,15 +9,17 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+import sklearn
 import skops.io as sio
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.dummy import DummyClassifier
+from sklearn.exceptions import InconsistentVersionWarning
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from core.errors import SigningKeyMissing
+from core.errors import SigningKeyMissing, TrainingError
 from core.settings import ROOT, get_settings
 from core.store import open_store
 from tests.factories import settings_with
@@ -172,6 +174,36 @@ def test_register_skops_untrusted_type_needs_trust(tmp_path):
     assert store_state() == ([], None)
     estimator, _ = load_file(path, "skops", trust=True)
     assert isinstance(estimator, Custom)
+
+
+def test_register_into_a_skops_store(monkeypatch, tmp_path):
+    settings = settings_with(monkeypatch, TRAINING__ARTIFACT_FORMAT="skops")
+    outcome = register(saved(tmp_path, fitted()), settings)
+    meta, _ = load_model(open_store(settings, MODEL), outcome.version, settings)
+    assert meta.artifact_file == "model.skops" and meta.source.format == "joblib"
+    custom = saved(tmp_path, fitted(Custom()), "custom.skops")
+    with pytest.raises(TrainingError, match=r"cannot be saved as skops: .* not trusted: .*Custom"):
+        register(custom, settings, trust=True)  # trusted here, never by the workers
+    assert store_state() == ([1], 1)
+
+
+def other_sklearn_version(tmp_path: Path) -> Path:
+    """A pipeline as another scikit-learn version pickles it (its version string replaced)."""
+    path = saved(tmp_path, fitted())
+    version = sklearn.__version__.encode()
+    other = b"0." + b"9" * (len(version) - 2)
+    path.write_bytes(path.read_bytes().replace(version, other))
+    return path
+
+
+def test_register_refuses_another_sklearn_version_unless_allowed(monkeypatch, tmp_path):
+    path = other_sklearn_version(tmp_path)
+    with pytest.raises(RegistrationRefused, match=r"was saved by scikit-learn 0\.9+, this is"):
+        register(path)
+    assert store_state() == ([], None)
+    settings = settings_with(monkeypatch, TRAINING__ALLOW_SKLEARN_MISMATCH="true")
+    with pytest.warns(InconsistentVersionWarning):
+        assert register(path, settings).version == 1
 
 
 # -- refusals: each names the problem and writes nothing --------------------------------------
