@@ -476,7 +476,7 @@ def test_keda_scales_the_workers_on_the_predict_queue_and_the_oldest_job(objects
     assert scaled["maxReplicaCount"] * int(redis["listLength"]) < max_depth
     age = triggers["prometheus"]
     assert age["metricType"] == "Value"
-    assert 'mlops_queue_oldest_age_seconds{queue="predict"}' in age["metadata"]["query"]
+    assert 'mlops_queue_oldest_job_age_seconds{queue="predict"}' in age["metadata"]["query"]
     assert float(age["metadata"]["threshold"]) < settings_default()["api"]["max_wait_seconds"]
 
 
