@@ -10,6 +10,7 @@ from app.errors import AuthError
 from app.responses import JSONResponse
 from app.schemas import VersionPublic
 from app.services.workers import live_workers, unserved
+from app.state import Gateway
 from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
 from core.versions import API_VERSION
 
@@ -30,20 +31,8 @@ async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResp
     In production only a caller with a valid API key (any scope) is told the reasons,
     warnings, model and workers; others get the status alone.
     """
-    reasons, warnings, workers = [], [], []
-    try:
-        await gateway.redis.ping()
-        workers = await live_workers(gateway.redis, gateway.settings.worker.heartbeat_seconds)
-    except (redis.exceptions.RedisError, OSError) as exc:
-        reasons.append(f"Redis does not answer: {exc}")
-    else:
-        reasons += unserved(workers, (PREDICT_QUEUE,))
-        # Not a reason to take the gateway out of service (predictions are served), but a
-        # retrain would wait: say so.
-        warnings += unserved(workers, (TRAIN_QUEUE,))
+    reasons, warnings, workers = await readiness(gateway)
     production = gateway.catalog.production
-    if production is None:
-        reasons.append("no production model; train one with `python -m training train`")
     body = {
         "status": "not ready" if reasons else "ready",
         "reasons": reasons,
@@ -56,12 +45,31 @@ async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResp
         ],
     }
     status_code = 503 if reasons else 200
-    if gateway.settings.env == "production" and not _known_key(gateway, x_api_key):
+    if gateway.settings.env == "production" and not known_key(gateway, x_api_key):
         return JSONResponse({"status": body["status"]}, status_code=status_code)
     return JSONResponse(body, status_code=status_code)
 
 
-def _known_key(gateway, key: str | None) -> bool:
+async def readiness(gateway: Gateway) -> tuple[list[str], list[str], list[dict]]:
+    """Why the service is not ready (none: ready), warnings, and the live workers: ready when
+    Redis answers, a worker consumes `predict` and the default model has a production version."""
+    reasons, warnings, workers = [], [], []
+    try:
+        await gateway.redis.ping()
+        workers = await live_workers(gateway.redis, gateway.settings.worker.heartbeat_seconds)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        reasons.append(f"Redis does not answer: {exc}")
+    else:
+        reasons += unserved(workers, (PREDICT_QUEUE,))
+        # Not a reason to take the gateway out of service (predictions are served), but a
+        # retrain would wait: say so.
+        warnings += unserved(workers, (TRAIN_QUEUE,))
+    if gateway.catalog.production is None:
+        reasons.append("no production model; train one with `python -m training train`")
+    return reasons, warnings, workers
+
+
+def known_key(gateway: Gateway, key: str | None) -> bool:
     try:
         gateway.keys.authenticate(key)
     except AuthError:
