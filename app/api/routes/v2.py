@@ -74,9 +74,15 @@ ModelVersion = Annotated[
 ServedKey = Annotated[str | None, Header(alias=API_KEY, description="API key, `predict` scope")]
 
 
+def _small_number(text: str) -> bool:
+    """ASCII digits, few enough for int() (it raises from 4,300 digits on; str.isdigit()
+    alone also takes other scripts' digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 # -- the model a request names ----------------------------------------------------------------
 def _version_number(catalog: ModelCatalog, version: str) -> int:
-    if version.isdigit() and 1 <= int(version) <= MAX_VERSION:  # isdigit first: no huge int()
+    if _small_number(version) and 1 <= int(version) <= MAX_VERSION:
         return int(version)
     raise ModelNotFound(
         f"model {catalog.name!r} has no version {clip(version)!r} (versions are numbers)"
@@ -217,7 +223,7 @@ def _split_binary(request: Request, body: bytes) -> tuple[bytes, bytes | None]:
     declared = request.headers.get(BINARY_HEADER)
     if declared is None:
         return body, None
-    if not declared.isdigit() or int(declared) > len(body):
+    if not _small_number(declared) or int(declared) > len(body):
         raise BadRequest(
             f"header {BINARY_HEADER} must be the JSON part's length, at most the body's "
             f"{len(body)} bytes; got {clip(declared)!r}"
