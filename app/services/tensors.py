@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from array import array
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from app.errors import BadRequest, clip
@@ -49,6 +50,7 @@ _TYPECODES = {
     "FP64": "d",
 }
 _NUMBER = frozenset({int, float})
+_FLOAT = frozenset({float})
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def _rows(tensor: dict, width: int, max_rows: int, binary: bytes | None) -> list
         _check_values(flat, datatype)
         if rows is not None:
             return _as_float(rows, datatype)
-    rows = [flat[i : i + width] for i in range(0, len(flat), width)]
+    rows = list(map(list, zip(*[iter(flat)] * width, strict=True)))  # 2x a slice per row
     return _as_float(rows, datatype)
 
 
@@ -176,7 +178,7 @@ def _flatten(data: Any, count: int, width: int) -> tuple[list, list[list] | None
                 f"nested 'data' of input {INPUT!r} must be {count} lists of {width} values, "
                 "as its shape says (or give the values flat, row-major)"
             )
-        return [value for row in data for value in row], data
+        return list(chain.from_iterable(data)), data
     if len(data) != expected:
         raise BadRequest(
             f"input {INPUT!r} has shape [{count}, {width}] ({expected} values) but its "
@@ -186,7 +188,7 @@ def _flatten(data: Any, count: int, width: int) -> tuple[list, list[list] | None
 
 
 def _check_values(flat: list, datatype: str) -> None:
-    kinds = {type(value) for value in flat}
+    kinds = set(map(type, flat))
     if datatype == "BOOL":
         if kinds <= {bool}:
             return
@@ -204,6 +206,8 @@ def _check_values(flat: list, datatype: str) -> None:
     if not kinds <= _NUMBER:
         found = next(v for v in flat if type(v) not in _NUMBER)
         raise BadRequest(f"input {INPUT!r} is {datatype}: {clip(repr(found))} is not a number")
+    if datatype == "FP64" and kinds <= _FLOAT:  # parsed JSON floats are finite doubles
+        return
     limit = _FLOAT_LIMITS[datatype]
     if flat and (min(flat) < -limit or max(flat) > limit):
         raise BadRequest(f"input {INPUT!r} holds a value out of the {datatype} range")
@@ -277,7 +281,7 @@ def output_tensors(record: dict, outputs: tuple[str, ...]) -> list[dict]:
                     "name": PROBABILITIES,
                     "shape": [count, width],
                     "datatype": "FP64",
-                    "data": [p for row in probabilities for p in row],
+                    "data": list(chain.from_iterable(probabilities)),
                 }
             )
         elif outputs:  # asked for by name: say why it is not there
