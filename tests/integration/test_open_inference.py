@@ -15,6 +15,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from scripts.processes import wait_until
+from tests.factories import total
 from tests.integration.stack import ADMIN_KEY, PREDICT_KEY, Stack, running
 
 pytestmark = pytest.mark.integration
@@ -298,6 +299,23 @@ def test_bad_requests_are_400_naming_the_problem_and_queue_nothing(stack, body, 
     assert job_count(stack) == before
 
 
+def test_the_specifications_example_request_verbatim_is_told_what_this_model_takes(stack):
+    example = {
+        "id": "42",
+        "inputs": [
+            {"name": "input0", "shape": [2, 2], "datatype": "UINT32", "data": [1, 2, 3, 4]},
+            {"name": "input1", "shape": [3], "datatype": "BOOL", "data": [True]},
+        ],
+        "outputs": [{"name": "output0"}],
+    }
+    with stack.client() as client:
+        response = client.post("/v2/models/iris/infer", json=example)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "missing input 'input-0' (got 'input0', 'input1')" in error
+    assert "rows of 4 features (sepal_length, sepal_width, petal_length, petal_width)" in error
+
+
 @pytest.mark.parametrize(
     ("raw", "says"),
     [
@@ -340,6 +358,23 @@ def test_unknown_models_and_versions_are_404_and_queue_nothing(stack, path, says
     assert response.status_code == 404, response.text
     assert says in response.json()["error"]
     assert job_count(stack) == before
+
+
+def test_requests_are_counted_by_route_template_and_refusals_by_reason(stack):
+    route = "/v2/models/{name}/infer"
+    before = stack.metrics()
+    with stack.client() as client:
+        assert client.post("/v2/models/iris/infer", json=infer_body()).status_code == 200
+        assert client.post("/v2/models/iris/infer", json=[1]).status_code == 400
+    after = stack.metrics()
+
+    def grown(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert grown("mlops_http_requests_total", route=route, method="POST", status="200") == 1
+    assert grown("mlops_http_requests_total", route=route, method="POST", status="400") == 1
+    assert grown("mlops_requests_rejected_total", reason="validation") == 1
+    assert grown("mlops_jobs_submitted_total", kind="predict") == 1
 
 
 def test_a_body_too_large_is_413(stack):

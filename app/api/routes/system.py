@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import redis.exceptions
 from fastapi import APIRouter
 
 from app.api.deps import ApiKeyHeader, GatewayDep
-from app.errors import AuthError
 from app.responses import JSONResponse
 from app.schemas import VersionPublic
-from app.services.workers import live_workers, unserved
-from app.state import Gateway
-from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
+from app.services.workers import readiness
 from core.versions import API_VERSION
 
 router = APIRouter(tags=["system"])
@@ -45,36 +41,9 @@ async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResp
         ],
     }
     status_code = 503 if reasons else 200
-    if gateway.settings.env == "production" and not known_key(gateway, x_api_key):
+    if gateway.settings.env == "production" and not gateway.keys.knows(x_api_key):
         return JSONResponse({"status": body["status"]}, status_code=status_code)
     return JSONResponse(body, status_code=status_code)
-
-
-async def readiness(gateway: Gateway) -> tuple[list[str], list[str], list[dict]]:
-    """Why the service is not ready (none: ready), warnings, and the live workers: ready when
-    Redis answers, a worker consumes `predict` and the default model has a production version."""
-    reasons, warnings, workers = [], [], []
-    try:
-        await gateway.redis.ping()
-        workers = await live_workers(gateway.redis, gateway.settings.worker.heartbeat_seconds)
-    except (redis.exceptions.RedisError, OSError) as exc:
-        reasons.append(f"Redis does not answer: {exc}")
-    else:
-        reasons += unserved(workers, (PREDICT_QUEUE,))
-        # Not a reason to take the gateway out of service (predictions are served), but a
-        # retrain would wait: say so.
-        warnings += unserved(workers, (TRAIN_QUEUE,))
-    if gateway.catalog.production is None:
-        reasons.append("no production model; train one with `python -m training train`")
-    return reasons, warnings, workers
-
-
-def known_key(gateway: Gateway, key: str | None) -> bool:
-    try:
-        gateway.keys.authenticate(key)
-    except AuthError:
-        return False
-    return True
 
 
 @router.get("/version", response_model=VersionPublic)

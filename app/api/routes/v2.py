@@ -22,7 +22,6 @@ from starlette.responses import Response
 
 from app.api.deps import ApiKeyHeader, GatewayDep
 from app.api.plain_route import PlainRoute
-from app.api.routes.system import known_key, readiness
 from app.errors import BadRequest, JobFailed, ResultTimeout, clip
 from app.responses import JSONResponse
 from app.schemas import (
@@ -50,7 +49,7 @@ from app.services.tensors import (
     output_tensors,
     parse_infer_request,
 )
-from app.services.workers import live_workers
+from app.services.workers import live_workers, readiness
 from app.state import Gateway
 from core.errors import IntegrityError, ModelNotFound, NoProductionModel
 from core.jobs import SUCCESS
@@ -125,7 +124,7 @@ async def server_ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> J
     reasons, _, _ = await readiness(gateway)
     if not reasons:
         return JSONResponse({"ready": True})
-    shown = gateway.settings.env != "production" or known_key(gateway, x_api_key)
+    shown = gateway.settings.env != "production" or gateway.keys.knows(x_api_key)
     error = "; ".join(reasons) if shown else "not ready"
     return JSONResponse({"ready": False, "error": error}, status_code=503)
 
