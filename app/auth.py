@@ -73,6 +73,14 @@ class KeyRing:
         hexdigest = digest.hex()
         return Principal(hexdigest[:8], found, hexdigest[:32])
 
+    def knows(self, key: str | None) -> bool:
+        """A valid key, of any scope (told more than anonymous callers are)."""
+        try:
+            self.authenticate(key)
+        except AuthError:
+            return False
+        return True
+
     def authorize(self, key: str | None, scope: str) -> Principal:
         principal = self.authenticate(key)
         if not principal.allows(scope):

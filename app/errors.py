@@ -1,12 +1,18 @@
-"""One place maps errors to HTTP answers; no client input can produce a 500."""
+"""One place maps errors to HTTP answers; no client input can produce a 500.
+
+Answers on the Open Inference Protocol's routes (``/v2``...) take its error shape,
+``{"error": "..."}``, with the same status codes, except a refused body: 400 there, 422 here.
+"""
 
 from __future__ import annotations
 
 import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from loguru import logger
+from starlette.exceptions import HTTPException
 
 from app.responses import JSONResponse
 from core.errors import MLOpsError
@@ -98,6 +104,23 @@ def never_ran(exc: redis.exceptions.RedisError) -> bool:
     return "connecting to" in str(exc)  # redis-py's message for a failed connect
 
 
+class ResultTimeout(MLOpsError):
+    """A synchronous-only route (V2 infer) whose job did not finish within the wait."""
+
+    status_code = 504
+    reason = "result_timeout"
+
+
+class JobFailed(MLOpsError):
+    """A synchronous-only route's job ended in FAILURE: 400 when its rows were refused."""
+
+    reason = "job_failed"
+
+    def __init__(self, message: str, status_code: int):
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class AuthError(MLOpsError):
     status_code = 401
     reason = "unauthenticated"
@@ -108,23 +131,46 @@ class Forbidden(MLOpsError):
     reason = "forbidden"
 
 
-async def _domain_error(_request: Request, exc: MLOpsError) -> JSONResponse:
+V2_PREFIX = "/v2"
+
+
+def is_v2(request: Request) -> bool:
+    """An Open Inference Protocol route: its errors are ``{"error": "..."}``."""
+    path = request.scope.get("path", "")
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def _v2_message(exc: MLOpsError) -> str:
+    if isinstance(exc, BadRequest) and exc.loc != ["body"]:
+        return f"{'.'.join(map(str, exc.loc))}: {exc.message}"
+    return exc.message
+
+
+async def _domain_error(request: Request, exc: MLOpsError) -> JSONResponse:
+    if is_v2(request):
+        status = 400 if isinstance(exc, BadRequest) else exc.status_code
+        return JSONResponse({"error": _v2_message(exc)}, status, _headers(exc))
     if isinstance(exc, BadRequest):
         detail = [{"loc": exc.loc, "msg": exc.message, "type": exc.kind}]
         return JSONResponse({"detail": detail, "reason": exc.reason}, status_code=422)
-    headers = {}
     body = {"detail": exc.message, "reason": exc.reason}
+    if isinstance(exc, OutcomeUnknown):
+        body["job_id"] = exc.job_id
+    return JSONResponse(body, status_code=exc.status_code, headers=_headers(exc))
+
+
+def _headers(exc: MLOpsError) -> dict[str, str]:
+    headers = {}
     if isinstance(exc, TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, AuthError):
         headers["WWW-Authenticate"] = "ApiKey"
     if isinstance(exc, OutcomeUnknown):
         headers["Retry-After"] = "1"
-        body["job_id"] = exc.job_id
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    return headers
 
 
-async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     text = str(exc)
     if "OOM" in text or "maxmemory" in text:
         detail = "Redis is out of memory; nothing was queued, retry later"
@@ -137,15 +183,23 @@ async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
             "been queued: retry it with the same Idempotency-Key"
         )
     logger.warning("503: {}", text)
+    body = (
+        {"error": detail} if is_v2(request) else {"detail": detail, "reason": "redis_unavailable"}
+    )
     return JSONResponse(
-        {"detail": detail, "reason": "redis_unavailable"},
+        body,
         status_code=503,
         headers={"Retry-After": "1"},
     )
 
 
-async def _invalid_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _invalid_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's own 422, with each echoed input clipped (a 60 KB path came back whole)."""
+    if is_v2(request):
+        text = "; ".join(
+            f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors()
+        )
+        return JSONResponse({"error": clip(text, 1000)}, status_code=400)
     errors = [
         {**error, "input": clip(error["input"])} if isinstance(error.get("input"), str) else error
         for error in exc.errors()
@@ -153,7 +207,19 @@ async def _invalid_parameters(_request: Request, exc: RequestValidationError) ->
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
+async def _http_error(request: Request, exc: HTTPException):
+    """Starlette's own 404 (no such route) and 405, in the V2 shape on V2 paths."""
+    if is_v2(request):
+        return JSONResponse(
+            {"error": f"{exc.detail}: {request.method} {clip(request.url.path)}"},
+            exc.status_code,
+            exc.headers,
+        )
+    return await http_exception_handler(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MLOpsError, _domain_error)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid_parameters)
     app.add_exception_handler(redis.exceptions.RedisError, _redis_down)

@@ -58,3 +58,93 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorPublic, "description": "The key lacks the needed scope"},
     503: {"model": ErrorPublic, "description": "Redis unavailable or no production model"},
 }
+
+
+# -- the Open Inference Protocol (KServe V2), as its REST specification writes them -----------
+# Served by hand (app/api/routes/v2.py, app/services/tensors.py); these describe it.
+Parameters = dict[str, str | float | bool]
+TensorData = list[Any]  # flat (row-major) or nested as the shape
+
+
+class V2Error(BaseModel):
+    error: str
+
+
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2ServerLive(BaseModel):
+    live: bool
+
+
+class V2ServerReady(BaseModel):
+    ready: bool
+
+
+class V2ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2MetadataTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2MetadataTensor]
+    outputs: list[V2MetadataTensor]
+
+
+class V2RequestInput(BaseModel):
+    name: str = Field(examples=["input-0"])
+    shape: list[int] = Field(examples=[[1, 4]])
+    datatype: str = Field(examples=["FP64"])
+    parameters: Parameters | None = None
+    data: TensorData = Field(examples=[[5.1, 3.5, 1.4, 0.2]])
+
+
+class V2RequestOutput(BaseModel):
+    name: str = Field(examples=["label"])
+    parameters: Parameters | None = None
+
+
+class V2InferenceRequest(BaseModel):
+    id: str | None = Field(None, max_length=MAX_REQUEST_ID)
+    parameters: Parameters | None = None
+    inputs: list[V2RequestInput] = Field(min_length=1, max_length=1)
+    outputs: list[V2RequestOutput] | None = None
+
+
+class V2ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = None
+    data: TensorData
+
+
+class V2InferenceResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str
+    id: str
+    parameters: Parameters
+    outputs: list[V2ResponseOutput]
+
+
+V2_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": V2Error, "description": "Bad request: the message names the problem"},
+    401: {"model": V2Error, "description": "Missing or invalid API key"},
+    403: {"model": V2Error, "description": "The key lacks the `predict` scope"},
+    404: {"model": V2Error, "description": "No such model or version"},
+    503: {"model": V2Error, "description": "Redis unavailable or no production model"},
+}

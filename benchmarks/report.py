@@ -15,7 +15,7 @@ def _at(results: dict, mode: str) -> dict:
 
 def evaluate(results: dict) -> list[dict]:
     echo, base = _at(results, "echo"), _at(results, "inprocess")
-    sync, asyn = _at(results, "sync"), _at(results, "async")
+    sync, asyn, v2 = _at(results, "sync"), _at(results, "async"), _at(results, "v2")
     drain, single = results["drain"], results["drain_one_per_message"]
     drain_ratio = drain["jobs_per_s"] / single["jobs_per_s"] if single["jobs_per_s"] else 0.0
     return [
@@ -33,6 +33,12 @@ def evaluate(results: dict) -> list[dict]:
             "target": "sync p99 <= 3x its own p50",
             "value": f"{sync['p99_ms'] / sync['p50_ms']:.2f}x",
             "met": sync["p99_ms"] <= 3 * sync["p50_ms"],
+        },
+        {
+            "target": "V2 infer throughput within 10% of sync /predict",
+            "value": f"{v2['rps'] / sync['rps']:.0%} "
+            f"({v2['rps']:,.0f} vs {sync['rps']:,.0f} req/s)",
+            "met": v2["rps"] >= 0.9 * sync["rps"],
         },
         {
             "target": "async submit >= 60% of echo",
@@ -76,6 +82,7 @@ def markdown(results: dict) -> str:
         "echo": "FastAPI echo, no model (ceiling)",
         "inprocess": "FastAPI predicting in-process (seed's shape)",
         "sync": "**this service, sync** `POST /predict?wait=`",
+        "v2": "**this service, V2 infer** `POST /v2/models/iris/infer`",
         "async": "**this service, async submit** (202)",
     }
     for mode, title in names.items():
@@ -85,7 +92,7 @@ def markdown(results: dict) -> str:
             f"{p['rps'] / base['rps']:.2f}x | {p['rps'] / echo['rps']:.0%} |"
         )
     drain, single = results["drain"], results["drain_one_per_message"]
-    batch = results["batch_1000"]
+    batch, v2_batch = results["batch_1000"], results["v2_batch_1000"]
     lines += [
         "",
         "| other figure | value |",
@@ -97,6 +104,8 @@ def markdown(results: dict) -> str:
         f"{single['jobs_per_s']:,.0f} jobs/s |",
         f"| batch requests of 1,000 instances (4 connections, sync) | "
         f"{batch['rows_per_s']:,.0f} rows/s, p50 {batch['p50_ms']:.1f} ms |",
+        f"| the same as V2 infer requests (one `[1000, 4]` FP64 tensor) | "
+        f"{v2_batch['rows_per_s']:,.0f} rows/s, p50 {v2_batch['p50_ms']:.1f} ms |",
         *_two_models(results.get("two_models")),
         f"| peak RSS: gateway / worker (main + {pool} pool) / in-process server | "
         f"{results['gateway_peak_rss_mb']} / {results['worker_peak_rss_mb']} / "
@@ -138,6 +147,7 @@ def chart(results: dict, path: Path) -> None:
         "echo": "echo (ceiling)",
         "inprocess": "in-process predict",
         "sync": "service, sync",
+        "v2": "service, V2 infer",
         "async": "service, async submit",
     }
     for mode, label in labels.items():

@@ -48,11 +48,22 @@ SINGLE = {
     "petal_width": 0.2,
 }
 HEADERS = {"Content-Type": "application/json", "X-API-Key": KEY}
+V2_INFER = "/v2/models/iris/infer"  # the Open Inference Protocol's route for the same model
+
+
+def batch_rows(n: int) -> list[list[float]]:
+    return [[5.1 + (i % 30) / 10, 3.5, 1.4 + (i % 50) / 10, 0.2 + (i % 20) / 10] for i in range(n)]
 
 
 def batch_body(n: int) -> bytes:
-    rows = [[5.1 + (i % 30) / 10, 3.5, 1.4 + (i % 50) / 10, 0.2 + (i % 20) / 10] for i in range(n)]
-    return json.dumps({"request_id": "bench-batch", "instances": rows}).encode()
+    return json.dumps({"request_id": "bench-batch", "instances": batch_rows(n)}).encode()
+
+
+def v2_body(rows: list[list[float]]) -> bytes:
+    """The same rows as an Open Inference Protocol request (one FP64 tensor, flat data)."""
+    data = [value for row in rows for value in row]
+    tensor = {"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64", "data": data}
+    return json.dumps({"id": "bench", "inputs": [tensor]}).encode()
 
 
 class Bench:
@@ -203,12 +214,22 @@ class Bench:
         wait_until(lambda: httpx.get(f"{base}/ready", timeout=2).status_code == 200, 60, "ready")
         single = json.dumps(SINGLE).encode()
         results["modes"]["sync"] = self.sweep(f"{base}/predict?wait=10", single, "sync")
+        v2_single = v2_body([[SINGLE[k] for k in SINGLE if k != "request_id"]])
+        results["modes"]["v2"] = self.sweep(f"{base}{V2_INFER}", v2_single, "v2")
         results["modes"]["async"] = self.sweep(f"{base}/predict", single, "async")
         self.drain_queue()
         batch = run_load(f"{base}/predict?wait=30", batch_body(1000), HEADERS, 4, self.seconds)
         batch["rows_per_s"] = batch["rps"] * 1000
         results["batch_1000"] = batch
         self.log(f"  batch1000  {batch['rows_per_s']:.0f} rows/s  p50 {batch['p50_ms']:.1f} ms")
+        v2_batch = run_load(
+            f"{base}{V2_INFER}", v2_body(batch_rows(1000)), HEADERS, 4, self.seconds
+        )
+        v2_batch["rows_per_s"] = v2_batch["rps"] * 1000
+        results["v2_batch_1000"] = v2_batch
+        self.log(
+            f"  v2 batch   {v2_batch['rows_per_s']:.0f} rows/s  p50 {v2_batch['p50_ms']:.1f} ms"
+        )
         two = many_models.measure(
             base,
             f"http://127.0.0.1:{metrics_port}/metrics",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from app.errors import clip
 from core.errors import IntegrityError, MLOpsError, ModelNotFound, NoProductionModel
 from core.settings import Settings
 from core.store import ModelMetadata, ModelStore, open_store
@@ -145,7 +146,9 @@ class ModelCatalogs:
         """The catalog of ``name`` (None: the default model); 404 for a model not served."""
         catalog = self._catalogs.get(name or self.default_name)
         if catalog is None:
-            raise ModelNotFound(f"unknown model {name!r}; models: {', '.join(self.names())}")
+            raise ModelNotFound(
+                f"unknown model {clip(str(name))!r}; models: {', '.join(self.names())}"
+            )
         return catalog
 
     async def refresh(self) -> None:

@@ -24,6 +24,7 @@ class Outcome:
     job_id: str
     request_id: str | None
     result: bytes | None  # the result's JSON; None: not finished in time (answer 202)
+    replayed: bool = False  # the job of an earlier request with the same idempotency key
 
 
 async def submit_and_wait(

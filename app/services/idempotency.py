@@ -15,14 +15,13 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import orjson
 import redis.asyncio as aioredis
-from starlette.responses import Response
 
 from app.errors import IdempotencyConflict
-from app.responses import JSONResponse, RawJSONResponse, accepted
-from app.services.dataplane import await_result
+from app.services.dataplane import Outcome, await_result
 from app.services.job_status import job_status
-from core.jobs import accepted_body, is_finished
+from core.jobs import is_finished
 
 if TYPE_CHECKING:
     from app.state import Gateway
@@ -72,9 +71,10 @@ async def held_value(client: aioredis.Redis, claim: Claim) -> str | None:
 
 async def replay(
     gateway: Gateway, held: str, claim: Claim, request_id: str | None, wait: float
-) -> Response:
-    """Answer a request whose idempotency key already names a job: that job, or 409 if the
-    key came with another body. A claim is written with its job, so the job exists."""
+) -> Outcome:
+    """The outcome of a request whose idempotency key already names a job: that job's
+    (``replayed``), or 409 if the key came with another body. A claim is written with its
+    job, so the job exists."""
     job_id, _, digest = held.partition(" ")
     if digest != claim.digest:
         raise IdempotencyConflict(
@@ -88,11 +88,8 @@ async def replay(
         raise
     if is_finished(record):
         gateway.listener.discard(job_id)
-        return JSONResponse(record, headers=REPLAYED)
+        return Outcome(job_id, request_id, orjson.dumps(record), replayed=True)
+    result = None
     if future is not None:
         result = await await_result(gateway.submitter, gateway.listener, job_id, future, wait)
-        if result is not None:
-            return RawJSONResponse(result, headers=REPLAYED)
-    response = accepted(accepted_body(job_id, request_id, deduplicated=True))
-    response.headers.update(REPLAYED)
-    return response
+    return Outcome(job_id, request_id, result, replayed=True)

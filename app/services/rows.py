@@ -119,22 +119,33 @@ async def _receive_body(request, declared: bool, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def load_json(body: bytes, production: Production | None = None, max_instances: int = 0) -> Any:
+def load_json(
+    body: bytes,
+    production: Production | None = None,
+    max_instances: int = 0,
+    slack: int = 0,
+    nesting: int | None = None,
+) -> Any:
     """Parse a request body, or raise a 422; a non-finite number is reported at its field.
 
     Given the production model, a body over 64 KiB is first counted (see
-    :func:`_check_value_count`); without it, as in unit tests, it is only parsed.
+    :func:`_check_value_count`); without it, as in unit tests, it is only parsed. Another
+    protocol's body (V2) gives ``slack``, the separators its accepted bodies hold beside the
+    rows, and ``nesting``, their depth (default :data:`MAX_NESTING`).
     """
+    nesting = nesting or MAX_NESTING
     if production is not None and len(body) > _COUNT_ABOVE:
-        _check_value_count(body, production, max_instances)
+        _check_value_count(body, production, max_instances, slack, nesting)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         error = exc
-    raise _decode_error(body, error)
+    raise _decode_error(body, error, nesting)
 
 
-def _check_value_count(body: bytes, production: Production, max_instances: int) -> None:
+def _check_value_count(
+    body: bytes, production: Production, max_instances: int, slack: int = 0, nesting: int = 3
+) -> None:
     """Refuse, before parsing, a body with more values than any accepted body holds.
 
     orjson's time depends on what a body holds, not only its size: 1 MiB of ``[],`` took
@@ -147,10 +158,10 @@ def _check_value_count(body: bytes, production: Production, max_instances: int) 
     """
     names = production.feature_names
     in_names = sum(name.count(",") + name.count("[") + name.count("{") for name in names)
-    limit = max_instances * (len(names) + 1 + in_names) + MAX_REQUEST_ID + 3
+    limit = max_instances * (len(names) + 1 + in_names) + MAX_REQUEST_ID + 3 + slack
     count = len(body.translate(None, _ALL_BUT_SEPARATORS))
     if count > limit:
-        early = _early_error(body)
+        early = _early_error(body, nesting)
         if early is not None:
             raise early
         raise BadRequest(
@@ -161,7 +172,7 @@ def _check_value_count(body: bytes, production: Production, max_instances: int) 
         )
 
 
-def _early_error(body: bytes) -> BadRequest | None:
+def _early_error(body: bytes, nesting: int) -> BadRequest | None:
     """The 422 for a JSON error in the first 64 KiB of ``body``, as parsing all of it would
     give (e.g. orjson's depth limit), or None; its last KiB is not trusted, being cut."""
     cut = _COUNT_ABOVE
@@ -176,7 +187,7 @@ def _early_error(body: bytes) -> BadRequest | None:
         except UnicodeDecodeError:
             length = cut
         if exc.pos < length - 1024:
-            return _decode_error(head, exc)
+            return _decode_error(head, exc, nesting)
     return None
 
 
@@ -194,7 +205,7 @@ _MARK_JSON = orjson.dumps(_MARK).decode()
 MAX_NESTING = 3  # {"instances": [[...]]}: the deepest accepted body
 
 
-def _decode_error(body: bytes, exc: orjson.JSONDecodeError) -> BadRequest:
+def _decode_error(body: bytes, exc: orjson.JSONDecodeError, nesting: int) -> BadRequest:
     """The 422 for a body orjson refused: at the field of a non-finite number, else at the body.
 
     orjson stops at the first problem and says where (``pos``, in characters); only the text
@@ -218,7 +229,7 @@ def _decode_error(body: bytes, exc: orjson.JSONDecodeError) -> BadRequest:
             at = _non_finite_at(text, again.pos)
     if at is None:
         return invalid
-    loc = _path_to(text, at)
+    loc = _path_to(text, at, nesting)
     if loc is None:
         return BadRequest(f"{_FINITE}; found at character {at}", ["body"], "finite_number")
     return BadRequest(_FINITE, loc, "finite_number")
@@ -232,12 +243,12 @@ def _non_finite_at(text: str, pos: int) -> int | None:
     return start
 
 
-def _path_to(text: str, at: int) -> list | None:
+def _path_to(text: str, at: int, nesting: int = MAX_NESTING) -> list | None:
     """The loc of the value starting at ``at`` in ``text``, which is valid JSON before it.
 
     The text before, with a mark in place of the value, is closed and parsed by orjson (C):
     a parse that runs out of text shows one more bracket is open, a wrong guess of which
-    fails right where it stands, so at most ``2 * MAX_NESTING`` parses (guessed from the
+    fails right where it stands, so at most ``2 * nesting`` parses (guessed from the
     accepted shapes, usually one a level); then the loc is the last element of each level.
     None when that fails: a value where a key belongs, a repeated key, or a nesting so deep
     that orjson gives up on the unclosed text ("failed to allocate memory" from ~400 levels).
@@ -246,7 +257,7 @@ def _path_to(text: str, at: int) -> list | None:
     head = before.encode() + _MARK_JSON.encode()  # bytes: orjson would encode a str each time
     size = at + len(_MARK_JSON)  # in characters, as orjson's positions are
     last, first = before.rstrip()[-1:], before.lstrip()[:1]
-    guesses = ("}" if last == ":" else "]", "]", "}" if first == "{" else "]")
+    guesses = ("}" if last == ":" else "]", "]", *"]" * (nesting - 3), "}" if first == "{" else "]")
     closers, switched = guesses[0] if last else "", 0
     while True:
         try:
@@ -255,10 +266,9 @@ def _path_to(text: str, at: int) -> list | None:
         except orjson.JSONDecodeError as exc:
             end = size + len(closers)
             if exc.pos == end:  # complete so far: one more bracket is open
-                if len(closers) == MAX_NESTING:
+                if len(closers) == nesting:
                     raise BadRequest(
-                        f"nested deeper than {MAX_NESTING} levels; an accepted body is an "
-                        "object of numbers or a list of instances",
+                        f"nested deeper than {nesting} levels, deeper than any accepted body",
                         ["body"],
                         "json_too_deep",
                     ) from None

@@ -1,14 +1,20 @@
-"""Worker processes as their heartbeats report them (queues, served model version)."""
+"""Worker processes as their heartbeats report them (queues, served model version), and the
+readiness of the service they make (`GET /ready`, `GET /v2/health/ready`)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from core.messages import PREDICT_QUEUE, TRAIN_QUEUE, WORKERS_KEY
+
+if TYPE_CHECKING:  # types only: app/state.py imports this module
+    from app.state import Gateway
 
 STALE_AFTER = 5.0  # seconds without a heartbeat: the process is gone
 FORGET_AFTER = 300.0
@@ -66,3 +72,22 @@ class WorkerView:
 
     def consumers(self, queue: str) -> int | None:
         return consumers(self.workers, (queue,))[queue] if self.known else None
+
+
+async def readiness(gateway: Gateway) -> tuple[list[str], list[str], list[dict]]:
+    """Why the service is not ready (none: ready), warnings, and the live workers: ready when
+    Redis answers, a worker consumes `predict` and the default model has a production version."""
+    reasons, warnings, workers = [], [], []
+    try:
+        await gateway.redis.ping()
+        workers = await live_workers(gateway.redis, gateway.settings.worker.heartbeat_seconds)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        reasons.append(f"Redis does not answer: {exc}")
+    else:
+        reasons += unserved(workers, (PREDICT_QUEUE,))
+        # Not a reason to take the gateway out of service (predictions are served), but a
+        # retrain would wait: say so.
+        warnings += unserved(workers, (TRAIN_QUEUE,))
+    if gateway.catalog.production is None:
+        reasons.append("no production model; train one with `python -m training train`")
+    return reasons, warnings, workers

@@ -12,29 +12,26 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-import redis.exceptions
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from starlette.responses import Response
 
 from app.api.plain_route import PlainRoute
-from app.errors import BadRequest, OutcomeUnknown, UnsupportedMediaType, clip, never_ran
+from app.errors import BadRequest, UnsupportedMediaType, clip
 from app.responses import RawJSONResponse, accepted
 from app.schemas import ERROR_RESPONSES, ErrorPublic, PredictBatch, PredictSingle
 from app.services import idempotency
-from app.services.dataplane import submit_and_wait
-from app.services.idempotency import AlreadyClaimed
+from app.services.dataplane import Outcome
+from app.services.idempotency import REPLAYED
+from app.services.predictions import API_KEY, IDEMPOTENCY_KEY, idempotency_header, queue_and_wait
 from app.services.rows import load_json, parse_predict_body, read_body
 from app.state import Gateway
 from core.jobs import JobAccepted, JobPublic, accepted_body
-from core.messages import new_id
 from core.settings import MODEL_NAME
 
 router = APIRouter(tags=["predict"])
 
 WAIT = "wait"
 PREFER = "Prefer"
-IDEMPOTENCY_KEY = "Idempotency-Key"
-API_KEY = "X-API-Key"
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+(?:\.\d+)?)")
 _PREFER_READ = 1024  # characters of a Prefer header read: searching 1 MB took ~15 ms
 
@@ -101,17 +98,6 @@ def _wait_param(request: Request, ceiling: float) -> float:
     return wait_seconds(value, None, ceiling)
 
 
-def _idempotency_header(request: Request) -> str | None:
-    key = request.headers.get(IDEMPOTENCY_KEY)
-    if key is not None and not 0 < len(key) <= idempotency.MAX_KEY:
-        raise BadRequest(
-            f"must be 1 to {idempotency.MAX_KEY} characters",
-            ["header", IDEMPOTENCY_KEY],
-            "string_too_long",
-        )
-    return key
-
-
 async def serve(request: Request) -> Response:
     """POST /predict and /models/{name}/predict, as served: the parameters of :func:`predict`,
     read by hand."""
@@ -121,45 +107,38 @@ async def serve(request: Request) -> Response:
     principal = gateway.keys.authorize(request.headers.get(API_KEY), "predict")
     _check_json(request)
     timeout = _wait_param(request, api.max_wait_seconds)
-    key = _idempotency_header(request)
+    key = idempotency_header(request)
     body = await read_body(
         request, api.max_body_bytes, gateway.settings.gateway.body_timeout_seconds
     )
     production = catalog.require_production()
     data = load_json(body, production, api.max_instances)
     request_id, rows, _ = parse_predict_body(data, production, api.max_instances)
-    job_id = new_id()
-    key = key or (request_id if api.idempotency_from_request_id else None)
-    claim = None
-    if key:
-        claim = idempotency.new_claim(principal.owner, key, job_id, body, catalog.name)
-        held = await idempotency.held_value(gateway.redis, claim)
-        if held is not None:  # a retry: answer with the job the key names, queue nothing
-            return await idempotency.replay(gateway, held, claim, request_id, timeout)
-    gateway.admission.check()
-    try:
-        outcome = await submit_and_wait(
-            gateway.submitter,
-            gateway.listener,
-            rows=rows,
-            features=production.feature_names,
-            request_id=request_id,
-            wait=timeout,
-            expires_in=timeout + api.sync_grace_seconds if timeout else api.jobs_ttl_seconds,
-            owner=principal.owner,
-            job_id=job_id,
-            claim=claim,
-            model=catalog.name,
-        )
-    except AlreadyClaimed as exc:  # a concurrent request with the same key queued its job first
-        return await idempotency.replay(gateway, exc.held, claim, request_id, timeout)
-    except redis.exceptions.RedisError as exc:
-        if never_ran(exc):
-            raise
-        raise OutcomeUnknown(job_id, exc) from exc
+    outcome = await queue_and_wait(
+        gateway,
+        catalog=catalog,
+        principal=principal,
+        body=body,
+        rows=rows,
+        features=production.feature_names,
+        request_id=request_id,
+        key=key,
+        wait=timeout,
+    )
+    return answer(outcome)
+
+
+def answer(outcome: Outcome) -> Response:
+    """200 with the result, or 202 pointing at the job; marked when it replays a job."""
+    headers = REPLAYED if outcome.replayed else None
     if outcome.result is not None:
-        return RawJSONResponse(outcome.result)
-    return accepted(accepted_body(outcome.job_id, request_id))
+        return RawJSONResponse(outcome.result, headers=headers)
+    response = accepted(
+        accepted_body(outcome.job_id, outcome.request_id, deduplicated=outcome.replayed)
+    )
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 PREDICT_RESPONSES: dict[int | str, dict] = {

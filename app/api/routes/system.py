@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import redis.exceptions
 from fastapi import APIRouter
 
 from app.api.deps import ApiKeyHeader, GatewayDep
-from app.errors import AuthError
 from app.responses import JSONResponse
 from app.schemas import VersionPublic
-from app.services.workers import live_workers, unserved
-from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
+from app.services.workers import readiness, unserved
+from core.messages import PREDICT_QUEUE
 from core.versions import API_VERSION
 
 router = APIRouter(tags=["system"])
@@ -32,20 +30,8 @@ async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResp
     In production only a caller with a valid API key (any scope) is told the reasons,
     warnings, model and workers; others get the status alone.
     """
-    reasons, warnings, workers = [], [], []
-    try:
-        await gateway.redis.ping()
-        workers = await live_workers(gateway.redis, gateway.settings.worker.heartbeat_seconds)
-    except (redis.exceptions.RedisError, OSError) as exc:
-        reasons.append(f"Redis does not answer: {exc}")
-    else:
-        reasons += unserved(workers, (PREDICT_QUEUE,))
-        # Not a reason to take the gateway out of service (predictions are served), but a
-        # retrain would wait: say so.
-        warnings += unserved(workers, (TRAIN_QUEUE,))
+    reasons, warnings, workers = await readiness(gateway)
     production = gateway.catalog.production
-    if production is None:
-        reasons.append("no production model; train one with `python -m training train`")
     models = _models(gateway)
     for model in models:
         if model["name"] == gateway.catalogs.default_name:
@@ -67,7 +53,7 @@ async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResp
         ],
     }
     status_code = 503 if reasons else 200
-    if gateway.settings.env == "production" and not _known_key(gateway, x_api_key):
+    if gateway.settings.env == "production" and not gateway.keys.knows(x_api_key):
         return JSONResponse({"status": body["status"]}, status_code=status_code)
     return JSONResponse(body, status_code=status_code)
 
@@ -81,14 +67,6 @@ def _models(gateway) -> list[dict]:
         version = production.version if production else None
         models.append({"name": name, "version": version, "queue": queue})
     return models
-
-
-def _known_key(gateway, key: str | None) -> bool:
-    try:
-        gateway.keys.authenticate(key)
-    except AuthError:
-        return False
-    return True
 
 
 @router.get("/version", response_model=VersionPublic)

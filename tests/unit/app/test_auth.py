@@ -86,3 +86,10 @@ def test_empty_ring_refuses_every_key():
 def test_unknown_scope_is_a_configuration_error():
     with pytest.raises(ValueError, match="unknown scope"):
         KeyRing({"k": ["predict", "root"]})
+
+
+def test_knows_any_valid_key_whatever_its_scope(ring):
+    assert ring.knows("plain-predict") and ring.knows("hashed-admin")
+    assert not ring.knows("nope")
+    assert not ring.knows(None)
+    assert KeyRing({}, enabled=False).knows(None)  # auth disabled: everyone is known

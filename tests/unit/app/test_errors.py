@@ -1,11 +1,20 @@
-"""app/errors.py: what a Redis failure lets the gateway promise about a write."""
+"""app/errors.py: what a Redis failure lets the gateway promise about a write; the V2 shape."""
 
 from __future__ import annotations
 
 import pytest
 import redis.exceptions
+from fastapi import FastAPI
+from starlette.testclient import TestClient
 
-from app.errors import OutcomeUnknown, never_ran
+from app.errors import (
+    AuthError,
+    BadRequest,
+    OutcomeUnknown,
+    TooManyRequests,
+    install_error_handlers,
+    never_ran,
+)
 
 
 @pytest.mark.parametrize(
@@ -41,3 +50,64 @@ def test_an_unknown_outcome_names_the_job_to_look_up():
     assert error.status_code == 503
     assert "job job-1 may or may not have been queued" in error.message
     assert "GET /jobs/job-1" in error.message
+
+
+# -- the Open Inference Protocol's error shape on /v2 ----------------------------------------
+def v2_app() -> TestClient:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/v2/bad")
+    async def bad():
+        raise BadRequest("shape [2, 4] holds 8 values", ["body"])
+
+    @app.get("/v2/header")
+    async def header():
+        raise BadRequest("must be 1 to 200 characters", ["header", "Idempotency-Key"])
+
+    @app.get("/v2/busy")
+    async def busy():
+        raise TooManyRequests("the predict queue is full", 3)
+
+    @app.get("/v2/key")
+    async def key():
+        raise AuthError("missing API key")
+
+    @app.get("/v2/number/{n}")
+    async def number(n: int):
+        return {"n": n}
+
+    @app.get("/predict-like")
+    async def predict_like():
+        raise BadRequest("missing feature(s): a", ["body", "a"], "missing")
+
+    return TestClient(app)
+
+
+def test_v2_errors_are_an_error_string_with_the_status_of_the_others():
+    client = v2_app()
+    bad = client.get("/v2/bad")
+    assert (bad.status_code, bad.json()) == (400, {"error": "shape [2, 4] holds 8 values"})
+    header = client.get("/v2/header")
+    assert header.json() == {"error": "header.Idempotency-Key: must be 1 to 200 characters"}
+    busy = client.get("/v2/busy")
+    assert (busy.status_code, busy.headers["retry-after"]) == (429, "3")
+    assert busy.json() == {"error": "the predict queue is full"}
+    key = client.get("/v2/key")
+    assert (key.status_code, key.json()) == (401, {"error": "missing API key"})
+    assert client.get("/v2/number/x").status_code == 400
+    assert "error" in client.get("/v2/number/x").json()
+    missing = client.get("/v2/no/such/route")
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"error": "Not Found: GET /v2/no/such/route"},
+    )
+    assert client.post("/v2/bad").json() == {"error": "Method Not Allowed: POST /v2/bad"}
+
+
+def test_other_routes_keep_their_422_and_detail():
+    client = v2_app()
+    response = client.get("/predict-like")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "a"]
+    assert client.get("/nothing").json() == {"detail": "Not Found"}

@@ -316,3 +316,18 @@ def test_a_cancelled_body_read_stays_cancelled():
             await task
 
     asyncio.run(read())
+
+
+@pytest.mark.parametrize(
+    ("raw", "loc"),
+    [
+        (b'{"inputs": [{"name": "input-0", "data": [1, NaN, 2, 3]}]}', ["inputs", 0, "data", 1]),
+        (b'{"inputs": [{"data": [[1, 2], [3, -Infinity]]}]}', ["inputs", 0, "data", 1, 1]),
+    ],
+)
+def test_a_deeper_protocol_body_gets_its_non_finite_number_located(raw, loc):
+    with pytest.raises(BadRequest) as info:
+        load_json(raw, nesting=5)  # the Open Inference Protocol's bodies
+    assert info.value.loc == ["body", *loc]
+    with pytest.raises(BadRequest, match="deeper than 5 levels"):
+        load_json(b"[[[[[[NaN]]]]]]", nesting=5)

@@ -1,10 +1,12 @@
-"""wait_seconds: ``?wait=`` wins over ``Prefer: wait=``; both capped at the ceiling."""
+"""wait_seconds: ``?wait=`` wins over ``Prefer: wait=``, both capped; answer: 200 or 202."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from app.api.routes.predict import wait_seconds
+from app.api.routes.predict import answer, wait_seconds
+from app.services.dataplane import Outcome
 
 
 @pytest.mark.parametrize(
@@ -31,3 +33,20 @@ from app.api.routes.predict import wait_seconds
 )
 def test_wait_seconds(query, prefer, expected):
     assert wait_seconds(query, prefer, 30.0) == expected
+
+
+def test_answer_is_the_result_or_a_202_and_says_when_it_replays():
+    done = answer(Outcome("j1", "r", b'{"status": "SUCCESS"}'))
+    assert (done.status_code, done.body) == (200, b'{"status": "SUCCESS"}')
+    assert "idempotent-replayed" not in done.headers
+    queued = answer(Outcome("j1", "r", None, replayed=True))
+    assert queued.status_code == 202
+    assert queued.headers["location"] == "/jobs/j1"
+    assert queued.headers["idempotent-replayed"] == "true"
+    assert orjson.loads(queued.body) == {
+        "job_id": "j1",
+        "status": "PENDING",
+        "request_id": "r",
+        "location": "/jobs/j1",
+        "deduplicated": True,
+    }

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from app.api.routes import predict
 from app.errors import BadRequest
 from app.main import create_app
+from app.services.predictions import idempotency_header
 from app.services.rows import parse_predict_body
 from core.settings import get_settings
 
@@ -92,10 +93,10 @@ def test_the_documented_idempotency_key_lengths_are_the_parsers(operation):
     shortest, longest = schema["minLength"], schema["maxLength"]
     for length in (shortest, longest):
         key = "k" * length
-        assert predict._idempotency_header(request(headers={"Idempotency-Key": key})) == key
+        assert idempotency_header(request(headers={"Idempotency-Key": key})) == key
     for length in (shortest - 1, longest + 1):
         with pytest.raises(BadRequest) as info:
-            predict._idempotency_header(request(headers={"Idempotency-Key": "k" * length}))
+            idempotency_header(request(headers={"Idempotency-Key": "k" * length}))
         assert info.value.loc == ["header", "Idempotency-Key"]
 
 
