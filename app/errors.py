@@ -145,12 +145,15 @@ async def _redis_down(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _invalid_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's own 422, with each echoed input clipped (a 60 KB path came back whole)."""
+    """FastAPI's own 422, with each echoed input clipped (a 60 KB path came back whole) and
+    the ``reason`` every other error answer carries."""
     errors = [
         {**error, "input": clip(error["input"])} if isinstance(error.get("input"), str) else error
         for error in exc.errors()
     ]
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    return JSONResponse(
+        {"detail": jsonable_encoder(errors), "reason": BadRequest.reason}, status_code=422
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

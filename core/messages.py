@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +31,23 @@ WORKERS_KEY = "mlops:workers"
 """Hash: worker process id -> JSON heartbeat (queues, served model version, time)."""
 
 _ORIGIN = f"gateway{os.getpid()}@{socket.gethostname()}"
+
+# The first bytes of a queue's oldest message (kombu LPUSHes and BRPOPs: the list's last
+# element), enough for the envelope's first header, ``sent_at``: the gateway reads how long
+# the oldest job has waited without fetching a message that may hold a megabyte of rows.
+OLDEST_HEAD_SCRIPT = (
+    "local m = redis.call('LINDEX', KEYS[1], -1) "
+    "if m then return string.sub(m, 1, 128) end return false"
+)
+_SENT_AT = re.compile(rb'"sent_at":([0-9.eE+]+)')
+
+
+def waited(head: bytes | str | None, now: float) -> float:
+    """Seconds the message starting with ``head`` has waited (0: none, or no ``sent_at``)."""
+    if isinstance(head, str):
+        head = head.encode()
+    found = _SENT_AT.search(head) if head else None
+    return max(0.0, now - float(found.group(1))) if found else 0.0
 
 
 def pack_results(results: list[tuple[str, bytes]]) -> bytes:
@@ -76,11 +95,11 @@ def celery_message(
     expires = None
     if expires_in is not None:
         expires = (datetime.now(UTC) + timedelta(seconds=expires_in)).isoformat()
+    # Headers first and sent_at first among them (not a Celery header; Celery ignores it):
+    # :data:`OLDEST_HEAD_SCRIPT` finds it in the message's first bytes.
     envelope = {
-        "body": base64.b64encode(body).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
         "headers": {
+            "sent_at": round(time.time(), 3),
             "lang": "py",
             "task": task,
             "id": task_id,
@@ -105,6 +124,9 @@ def celery_message(
             "stamped_headers": None,
             "stamps": {},
         },
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
         "properties": {
             "correlation_id": task_id,
             "reply_to": "",

@@ -1,11 +1,16 @@
-"""app/errors.py: what a Redis failure lets the gateway promise about a write."""
+"""app/errors.py: what a Redis failure lets the gateway promise about a write; every error
+answer's ``reason``."""
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 import redis.exceptions
+from fastapi import FastAPI
 
-from app.errors import OutcomeUnknown, never_ran
+from app.errors import OutcomeUnknown, install_error_handlers, never_ran
 
 
 @pytest.mark.parametrize(
@@ -41,3 +46,24 @@ def test_an_unknown_outcome_names_the_job_to_look_up():
     assert error.status_code == 503
     assert "job job-1 may or may not have been queued" in error.message
     assert "GET /jobs/job-1" in error.message
+
+
+def test_fastapis_own_422_carries_the_reason_every_error_has():
+    """GET /models/abc answered {"detail": [...]} alone: a client switching on reason failed."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/models/{version}")
+    async def version(version: int) -> dict:
+        return {"version": version}
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/models/abc")
+
+    response = asyncio.run(get())
+    assert response.status_code == 422
+    body = response.json()
+    assert body["reason"] == "invalid_request"
+    assert body["detail"][0]["loc"] == ["path", "version"]
