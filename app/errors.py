@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from loguru import logger
+from starlette.exceptions import HTTPException
 
 from app.responses import JSONResponse
 from core.errors import MLOpsError
@@ -156,7 +157,17 @@ async def _invalid_parameters(_request: Request, exc: RequestValidationError) ->
     )
 
 
+HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    """The router's own 404 (no route) and 405, with a ``reason`` like every other error."""
+    body = {"detail": exc.detail, "reason": HTTP_REASONS.get(exc.status_code, "http_error")}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MLOpsError, _domain_error)
     app.add_exception_handler(RequestValidationError, _invalid_parameters)
+    app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(redis.exceptions.RedisError, _redis_down)

@@ -48,7 +48,7 @@ def test_an_unknown_outcome_names_the_job_to_look_up():
     assert "GET /jobs/job-1" in error.message
 
 
-def test_fastapis_own_422_carries_the_reason_every_error_has():
+def test_fastapis_own_422_404_405_carry_the_reason_every_error_has():
     """GET /models/abc answered {"detail": [...]} alone: a client switching on reason failed."""
     app = FastAPI()
     install_error_handlers(app)
@@ -57,13 +57,21 @@ def test_fastapis_own_422_carries_the_reason_every_error_has():
     async def version(version: int) -> dict:
         return {"version": version}
 
-    async def get() -> httpx.Response:
+    async def get(path: str, method: str = "GET") -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.get("/models/abc")
+            return await client.request(method, path)
 
-    response = asyncio.run(get())
+    response = asyncio.run(get("/models/abc"))
     assert response.status_code == 422
     body = response.json()
     assert body["reason"] == "invalid_request"
     assert body["detail"][0]["loc"] == ["path", "version"]
+    # The router's own answers too: no route (a version beyond the path's pattern), a method.
+    unmatched = asyncio.run(get("/models/1/2/3"))
+    assert unmatched.status_code == 404
+    assert unmatched.json() == {"detail": "Not Found", "reason": "not_found"}
+    wrong_method = asyncio.run(get("/models/1", "DELETE"))
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["reason"] == "method_not_allowed"
+    assert wrong_method.headers["allow"] == "GET"
