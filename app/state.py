@@ -17,7 +17,7 @@ from app.services.catalog import ModelCatalog, ModelCatalogs
 from app.services.listener import ResultListener
 from app.services.submitter import JobSubmitter
 from app.services.workers import WorkerView, consumers
-from core.messages import OLDEST_HEAD_SCRIPT, PREDICT_QUEUE, TRAIN_QUEUE, waited
+from core.messages import PREDICT_QUEUE, TRAIN_QUEUE, waited
 from core.redis import async_client
 from core.settings import Settings
 
@@ -143,15 +143,19 @@ class Gateway:
             self.metrics.redis_memory_max.set(self.admission.maxmemory)
 
     async def _read_oldest(self) -> None:
-        """How long each queue's oldest message has waited, from its first 128 bytes."""
+        """How long each queue's oldest message (kombu LPUSHes and BRPOPs: the last) has waited.
+
+        LINDEX fetches the whole message, up to api.max_body_bytes: 0.3 ms of this process's
+        CPU for a 240 KB one, once a second (a Lua script returning its first bytes cost Redis
+        0.5 ms of its only thread instead; measured on the 2-core machine)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for queue in self.queues():
-                pipe.eval(OLDEST_HEAD_SCRIPT, 1, queue)
-            heads = await pipe.execute(raise_on_error=False)
+                pipe.lindex(queue, -1)
+            oldest = await pipe.execute(raise_on_error=False)
         now = time.time()
-        for queue, head in zip(self.queues(), heads, strict=True):
-            if not isinstance(head, Exception):
-                self.metrics.oldest_job_age.labels(queue).set(waited(head, now))
+        for queue, message in zip(self.queues(), oldest, strict=True):
+            if not isinstance(message, Exception):
+                self.metrics.oldest_job_age.labels(queue).set(waited(message, now))
 
     async def stop(self) -> None:
         await self.submitter.drain()

@@ -32,21 +32,17 @@ WORKERS_KEY = "mlops:workers"
 
 _ORIGIN = f"gateway{os.getpid()}@{socket.gethostname()}"
 
-# The first bytes of a queue's oldest message (kombu LPUSHes and BRPOPs: the list's last
-# element), enough for the envelope's first header, ``sent_at``: the gateway reads how long
-# the oldest job has waited without fetching a message that may hold a megabyte of rows.
-OLDEST_HEAD_SCRIPT = (
-    "local m = redis.call('LINDEX', KEYS[1], -1) "
-    "if m then return string.sub(m, 1, 128) end return false"
-)
 _SENT_AT = re.compile(rb'"sent_at":([0-9.eE+]+)')
+HEAD_BYTES = 128  # sent_at is the first header, and headers come first in the envelope
 
 
-def waited(head: bytes | str | None, now: float) -> float:
-    """Seconds the message starting with ``head`` has waited (0: none, or no ``sent_at``)."""
+def waited(message: bytes | str | None, now: float) -> float:
+    """Seconds ``message`` has waited since the gateway wrote it (0: none, or no ``sent_at``),
+    read from its first bytes only: a message may hold a megabyte of rows."""
+    head = message[:HEAD_BYTES] if message else b""
     if isinstance(head, str):
         head = head.encode()
-    found = _SENT_AT.search(head) if head else None
+    found = _SENT_AT.search(head)
     return max(0.0, now - float(found.group(1))) if found else 0.0
 
 
@@ -96,7 +92,7 @@ def celery_message(
     if expires_in is not None:
         expires = (datetime.now(UTC) + timedelta(seconds=expires_in)).isoformat()
     # Headers first and sent_at first among them (not a Celery header; Celery ignores it):
-    # :data:`OLDEST_HEAD_SCRIPT` finds it in the message's first bytes.
+    # :func:`waited` finds it in the message's first bytes.
     envelope = {
         "headers": {
             "sent_at": round(time.time(), 3),

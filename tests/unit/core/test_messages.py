@@ -10,6 +10,7 @@ import pytest
 from celery import Celery
 
 from core.messages import (
+    HEAD_BYTES,
     PREDICT_QUEUE,
     PREDICT_TASK,
     RETRAIN_TASK,
@@ -102,14 +103,24 @@ def test_the_body_and_routing_match_celerys(celery_envelope):
         assert ours[key] == celery_envelope[key]
 
 
-def test_the_first_128_bytes_say_how_long_a_message_has_waited():
+def test_the_first_bytes_say_how_long_a_message_has_waited():
     _, payload = celery_message(PREDICT_TASK, [JOBS * 500], queue=PREDICT_QUEUE)
     sent = json.loads(payload)["headers"]["sent_at"]
-    assert waited(payload[:128], sent + 7.5) == pytest.approx(7.5)
-    assert waited(payload[:128].decode(), sent + 1) == pytest.approx(1)  # a str reply
-    assert waited(payload[:128], sent - 3) == 0  # a gateway whose clock is behind
+    assert waited(payload[:HEAD_BYTES], sent + 7.5) == pytest.approx(7.5)
+    assert waited(payload, sent + 7.5) == pytest.approx(7.5)
+    assert waited(payload.decode(), sent + 1) == pytest.approx(1)  # a str reply
+    assert waited(payload, sent - 3) == 0  # a gateway whose clock is behind
 
 
-@pytest.mark.parametrize("head", [None, b"", b'{"body": "eyJ", "headers": {"lang": "py"'])
-def test_no_message_or_no_sent_at_has_waited_nothing(head):
-    assert waited(head, 1e9) == 0
+@pytest.mark.parametrize(
+    "message",
+    [
+        None,
+        b"",
+        b'{"body": "eyJ", "headers": {"lang": "py"}}',
+        b'{"body": "' + b"x" * 200 + b'", "headers": {"sent_at":1}}',
+    ],
+    ids=["none", "empty", "not-ours", "sent_at-too-far"],
+)
+def test_no_message_or_no_sent_at_up_front_has_waited_nothing(message):
+    assert waited(message, 1e9) == 0
