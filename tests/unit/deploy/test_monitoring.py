@@ -75,6 +75,10 @@ def test_the_alert_rules_are_valid():
     assert "SUCCESS" in promtool("check", "rules", ALERTS)
 
 
+def test_the_prometheus_config_is_valid_and_finds_the_rules():
+    assert "1 rule files found" in promtool("check", "config", PROMETHEUS_CONFIG)
+
+
 def test_every_alert_passes_its_unit_tests():
     assert "SUCCESS" in promtool("test", "rules", ALERTS_TEST)
 
