@@ -43,7 +43,32 @@ def flower_options(settings: Settings) -> dict[str, object]:
     return options
 
 
+def list_every_declared_queue() -> None:
+    """Make Flower's Broker page (and ``/api/queues/length``) list every queue the app declares.
+
+    Flower lists the queues live workers consume (``BaseHandler.get_active_queue_names``), and
+    the declared ones only when no worker is known: with predict workers up and no trainer,
+    ``train`` and a retrain stuck in it were invisible. Declared queues: ``task_queues``
+    (workers/config.py). Patched here because this file is the one Flower executes at start.
+    """
+    try:
+        from flower.views import BaseHandler
+    except ImportError:  # `python flowerconfig.py` without the worker extra
+        return
+    consumed = BaseHandler.get_active_queue_names
+    if getattr(consumed, "lists_declared", False):
+        return
+
+    def get_active_queue_names(self) -> list[str]:
+        declared = {queue.name for queue in self.capp.conf.task_queues or () if queue.name}
+        return sorted(set(consumed(self)) | declared)
+
+    get_active_queue_names.lists_declared = True
+    BaseHandler.get_active_queue_names = get_active_queue_names
+
+
 _options = flower_options(get_settings())
+list_every_declared_queue()
 address = _options["address"]
 port = _options["port"]
 if "basic_auth" in _options:

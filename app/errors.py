@@ -9,7 +9,6 @@ from __future__ import annotations
 import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from loguru import logger
 from starlette.exceptions import HTTPException
@@ -194,7 +193,8 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _invalid_parameters(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's own 422, with each echoed input clipped (a 60 KB path came back whole)."""
+    """FastAPI's own 422, with each echoed input clipped (a 60 KB path came back whole) and
+    the ``reason`` every other error answer carries; on V2 paths, the protocol's 400."""
     if is_v2(request):
         text = "; ".join(
             f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors()
@@ -204,18 +204,25 @@ async def _invalid_parameters(request: Request, exc: RequestValidationError) -> 
         {**error, "input": clip(error["input"])} if isinstance(error.get("input"), str) else error
         for error in exc.errors()
     ]
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    return JSONResponse(
+        {"detail": jsonable_encoder(errors), "reason": BadRequest.reason}, status_code=422
+    )
 
 
-async def _http_error(request: Request, exc: HTTPException):
-    """Starlette's own 404 (no such route) and 405, in the V2 shape on V2 paths."""
+HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    """The router's own 404 (no route) and 405: in the V2 shape on V2 paths, elsewhere with
+    a ``reason`` like every other error."""
     if is_v2(request):
         return JSONResponse(
             {"error": f"{exc.detail}: {request.method} {clip(request.url.path)}"},
             exc.status_code,
             exc.headers,
         )
-    return await http_exception_handler(request, exc)
+    body = {"detail": exc.detail, "reason": HTTP_REASONS.get(exc.status_code, "http_error")}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -24,6 +24,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -155,6 +157,9 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, models: Iterable[str] = ()):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_* (memory, CPU, open file descriptors) and python_info of this process.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.requests = RequestStats()
         r.register(self.requests)
         r.register(SERVER_STATS)
@@ -173,6 +178,29 @@ class GatewayMetrics:
             "mlops_queue_depth",
             "Messages waiting in each Celery queue, as last read from Redis.",
             ("queue",),
+            registry=r,
+        )
+        self.oldest_job_age = Gauge(
+            "mlops_queue_oldest_job_age_seconds",
+            "How long the oldest message of each Celery queue has waited, as far as this "
+            "gateway has seen it (counted from its first reading; 0 when the queue is empty).",
+            ("queue",),
+            registry=r,
+        )
+        self.workers_live = Gauge(
+            "mlops_workers_live",
+            "Worker processes with a fresh heartbeat that consume each queue.",
+            ("queue",),
+            registry=r,
+        )
+        self.redis_memory_used = Gauge(
+            "mlops_redis_memory_used_bytes",
+            "Redis used_memory, as last read from INFO memory.",
+            registry=r,
+        )
+        self.redis_memory_max = Gauge(
+            "mlops_redis_memory_max_bytes",
+            "Redis maxmemory (0: no limit), as last read from INFO memory.",
             registry=r,
         )
         self.loop_lag = Histogram(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -15,12 +16,12 @@ from app.services.admission import Admission
 from app.services.catalog import ModelCatalog, ModelCatalogs
 from app.services.listener import ResultListener
 from app.services.submitter import JobSubmitter
-from app.services.workers import WorkerView
-from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
+from app.services.workers import WorkerView, consumers
+from core.messages import PREDICT_QUEUE, TRAIN_QUEUE, waited
 from core.redis import async_client
 from core.settings import Settings
 
-WORKERS_EVERY = 4  # watcher turns (0.25 s) between two reads of the worker heartbeats
+WORKERS_EVERY = 4  # watcher turns (0.25 s) between two reads of the heartbeats and oldest jobs
 
 
 @dataclass
@@ -43,6 +44,9 @@ class Gateway:
 
     def predict_queues(self) -> list[str]:
         return sorted({PREDICT_QUEUE, *(m.queue for m in self.settings.models.values())})
+
+    def queues(self) -> tuple[str, ...]:
+        return (*self.predict_queues(), TRAIN_QUEUE)
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: GatewayMetrics | None = None) -> Gateway:
@@ -98,6 +102,10 @@ class Gateway:
             if turn % WORKERS_EVERY == 0:
                 with contextlib.suppress(Exception):
                     await self.workers.refresh(self.redis, heartbeat)
+                    for queue, live in consumers(self.workers.workers, self.queues()).items():
+                        self.metrics.workers_live.labels(queue).set(live)
+                with contextlib.suppress(Exception):
+                    await self._read_oldest()
             turn += 1
             await asyncio.sleep(0.25)
 
@@ -105,7 +113,7 @@ class Gateway:
         """Admission judges the predict backlog as a whole: every model's queue summed."""
         queues = self.predict_queues()
         async with self.redis.pipeline(transaction=False) as pipe:
-            for queue in (*queues, TRAIN_QUEUE):
+            for queue in self.queues():
                 pipe.llen(queue)
             for queue in queues:
                 pipe.memory_usage(queue)
@@ -119,7 +127,7 @@ class Gateway:
             replies[-1],
         )
         depth = 0
-        for queue, length in zip((*queues, TRAIN_QUEUE), lengths, strict=True):
+        for queue, length in zip(self.queues(), lengths, strict=True):
             if isinstance(length, Exception):
                 continue
             self.metrics.set_queue_depth(queue, int(length))
@@ -131,6 +139,23 @@ class Gateway:
             self.admission.queue_bytes = sum(int(size or 0) for size in sizes)  # None: empty
         if isinstance(memory, dict):
             self.admission.observe_memory(memory)
+            self.metrics.redis_memory_used.set(self.admission.used_memory)
+            self.metrics.redis_memory_max.set(self.admission.maxmemory)
+
+    async def _read_oldest(self) -> None:
+        """How long each queue's oldest message (kombu LPUSHes and BRPOPs: the last) has waited.
+
+        LINDEX fetches the whole message, up to api.max_body_bytes: 0.3 ms of this process's
+        CPU for a 240 KB one, once a second (a Lua script returning its first bytes cost Redis
+        0.5 ms of its only thread instead; measured on the 2-core machine)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for queue in self.queues():
+                pipe.lindex(queue, -1)
+            oldest = await pipe.execute(raise_on_error=False)
+        now = time.time()
+        for queue, message in zip(self.queues(), oldest, strict=True):
+            if not isinstance(message, Exception):
+                self.metrics.oldest_job_age.labels(queue).set(waited(message, now))
 
     async def stop(self) -> None:
         await self.submitter.drain()

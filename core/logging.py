@@ -13,12 +13,34 @@ import sys
 
 from loguru import logger
 
+from core.messages import PREDICT_TASK
 from core.settings import Settings
 
 TEXT_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
     "{extra[component]} | <cyan>{name}</cyan> - <level>{message}</level>{extra[ids]}"
 )
+
+
+# Library loggers whose DEBUG lines come per connection or per task and help nobody: redis-py's
+# "Failed to enable maintenance notifications" on every new connection, Celery's
+# "TaskPool: Apply" with the task's whole arguments (every row of every job).
+QUIETER = ("redis", "celery.pool")
+
+
+class SkipPredictTaskLines(logging.Filter):
+    """Celery's "received" and "succeeded" lines of each predict message: the worker's own
+    line for the message (workers/tasks.py) says as much, with the model and every job's id.
+    Retrains keep theirs; failures are logged at ERROR by both and kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.levelno > logging.INFO or not isinstance(args, dict):
+            return True
+        return not str(args.get("name", "")).startswith(PREDICT_TASK)
+
+
+SKIP_PREDICT_TASK_LINES = SkipPredictTaskLines()
 
 
 class InterceptHandler(logging.Handler):
@@ -63,6 +85,10 @@ def setup_logging(settings: Settings, component: str) -> None:
         std.handlers = [InterceptHandler()]
         std.propagate = False
         std.setLevel(std_level)
+    for name in QUIETER:
+        logging.getLogger(name).setLevel(max(std_level, logging.INFO))
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(name).addFilter(SKIP_PREDICT_TASK_LINES)  # once: same instance
     # uvicorn logs each request when this logger has handlers; that costs ~5 % of a request,
     # so access lines are on only at DEBUG (the gateway's metrics count every request).
     access = logging.getLogger("uvicorn.access")

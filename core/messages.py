@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import socket
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +31,19 @@ WORKERS_KEY = "mlops:workers"
 """Hash: worker process id -> JSON heartbeat (queues, served model version, time)."""
 
 _ORIGIN = f"gateway{os.getpid()}@{socket.gethostname()}"
+
+_SENT_AT = re.compile(rb'"sent_at":([0-9.eE+]+)')
+HEAD_BYTES = 128  # sent_at is the first header, and headers come first in the envelope
+
+
+def waited(message: bytes | str | None, now: float) -> float:
+    """Seconds ``message`` has waited since the gateway wrote it (0: none, or no ``sent_at``),
+    read from its first bytes only: a message may hold a megabyte of rows."""
+    head = message[:HEAD_BYTES] if message else b""
+    if isinstance(head, str):
+        head = head.encode()
+    found = _SENT_AT.search(head)
+    return max(0.0, now - float(found.group(1))) if found else 0.0
 
 
 def pack_results(results: list[tuple[str, bytes]]) -> bytes:
@@ -76,11 +91,11 @@ def celery_message(
     expires = None
     if expires_in is not None:
         expires = (datetime.now(UTC) + timedelta(seconds=expires_in)).isoformat()
+    # Headers first and sent_at first among them (not a Celery header; Celery ignores it):
+    # :func:`waited` finds it in the message's first bytes.
     envelope = {
-        "body": base64.b64encode(body).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
         "headers": {
+            "sent_at": round(time.time(), 3),
             "lang": "py",
             "task": task,
             "id": task_id,
@@ -105,6 +120,9 @@ def celery_message(
             "stamped_headers": None,
             "stamps": {},
         },
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
         "properties": {
             "correlation_id": task_id,
             "reply_to": "",

@@ -99,7 +99,9 @@ def run_message(
             metrics.batch_done(cache.store.model_name, len(jobs), len(jobs))
         return {"jobs": len(jobs), "failed": len(jobs), "reason": exc.reason}
     inference = None  # timed on the normal path only: a redelivery also waits on Redis
+    rows = 0
     if attempt == 1:
+        rows = sum(len(job.get("rows") or ()) for job in live)
         started = time.perf_counter()
         results = predict_jobs(model, live)
         inference = time.perf_counter() - started
@@ -109,7 +111,7 @@ def run_message(
         results = _run_isolated(client, model, live, ttl=ttl, max_attempts=max_attempts)
     failed = sum(r["status"] != SUCCESS for r in results) + len(stale)
     if metrics is not None:
-        metrics.batch_done(model.name, len(jobs), failed, inference if live else None)
+        metrics.batch_done(model.name, len(jobs), failed, inference if live else None, rows)
     return {
         "jobs": len(jobs),
         "failed": failed,

@@ -15,6 +15,7 @@ from loguru import logger
 
 from core.heap import freeze_startup_heap
 from core.logging import setup_logging
+from core.messages import TRAIN_QUEUE
 from core.settings import Settings, get_settings
 from workers import fastjson, recovery
 from workers import metrics as metrics_module
@@ -66,6 +67,8 @@ def _start_child(**_kwargs) -> None:
     metrics = metrics_module.worker_metrics()
     rt.cache.on_load = metrics.model_loaded
     rt.cache.on_serve = metrics.model_served
+    if TRAIN_QUEUE in runtime_module.CONSUMED_QUEUES:
+        metrics.declare_models(rt.settings.models)
     try:
         rt.heartbeat_once()
     except Exception as exc:  # Redis not up yet: the heartbeat thread keeps trying

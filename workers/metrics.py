@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +33,11 @@ if TYPE_CHECKING:
     from workers.model_cache import LoadedModel
 
 RETRAIN_OUTCOMES = ("promoted", "rejected", "failed", "skipped")
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Counts are whole numbers: bounds between them, so that histogram_quantile's interpolation
+# inside a bucket stays within it (with bounds 1, 2, 4... a batch of 1 lay in (0, 1] and the
+# p50 of all-ones batches read 0.5).
+BATCH_SIZE_BUCKETS = (1.5, 2.5, 4.5, 8.5, 16.5, 32.5, 64.5, 128.5, 256.5, 512.5, 1024.5)
+BATCH_ROWS_BUCKETS = (*BATCH_SIZE_BUCKETS, 2048.5, 4096.5, 16384.5, 65536.5, 262144.5)
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 LOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -59,9 +64,16 @@ class WorkerMetrics:
         )
         self.batch_size = Histogram(
             "mlops_batch_size",
-            "Predict jobs per batch, i.e. per scikit-learn call.",
+            "Predict jobs per message (one /predict request is one job, of one or more rows).",
             ("model",),
             buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "mlops_batch_rows",
+            "Rows per scikit-learn call: every row of a message's live jobs, predicted at once.",
+            ("model",),
+            buckets=BATCH_ROWS_BUCKETS,
             registry=r,
         )
         self.inference_duration = Histogram(
@@ -100,6 +112,14 @@ class WorkerMetrics:
             ("model", "outcome"),
             registry=r,
         )
+        # max across the node's processes; wiped with the node's files when the worker restarts.
+        self.retrain_last_run = Gauge(
+            "mlops_retrain_last_run_timestamp_seconds",
+            "Unix time the last retrain run of each model finished, whatever its outcome.",
+            ("model",),
+            multiprocess_mode="max",
+            registry=r,
+        )
         self._per_model: dict[str, _ModelSeries] = {}
         self._served: dict[str, str] = {}  # model -> the version this process serves
 
@@ -111,11 +131,23 @@ class WorkerMetrics:
             series = self._per_model[model] = _ModelSeries(self, model)
         return series
 
+    def declare_models(self, models) -> None:
+        """Every retrain series of ``models`` at 0 from the start, so that increase() sees a
+        process's first failure (a series born at 1 shows no increase)."""
+        for model in models:
+            for outcome in RETRAIN_OUTCOMES:
+                self.retrains.labels(model, outcome)
+
     def batch_done(
-        self, model: str, jobs: int, failed: int, inference_seconds: float | None = None
+        self,
+        model: str,
+        jobs: int,
+        failed: int,
+        inference_seconds: float | None = None,
+        rows: int = 0,
     ) -> None:
         """One predict message of ``model`` finished: ``jobs`` answered, ``failed`` of them
-        with an error."""
+        with an error; ``rows`` went through one scikit-learn call in ``inference_seconds``."""
         series = self._series(model)
         series.batches.inc()
         series.batch_size.observe(jobs)
@@ -125,6 +157,7 @@ class WorkerMetrics:
             series.failed.inc(failed)
         if inference_seconds is not None:
             series.inference.observe(inference_seconds)
+            series.rows.observe(rows)
 
     def model_loaded(self, model: LoadedModel) -> None:
         self.model_load_duration.labels(model.name).observe(model.load_seconds)
@@ -159,6 +192,7 @@ class WorkerMetrics:
             logger.warning("unknown retrain outcome {!r}: counted as failed", outcome)
             outcome = "failed"
         self.retrains.labels(model, outcome).inc()
+        self.retrain_last_run.labels(model).set(time.time())
 
 
 class _ModelSeries:
@@ -169,6 +203,7 @@ class _ModelSeries:
         self.failed = metrics.predictions.labels(model, "failure")
         self.batches = metrics.batches.labels(model)
         self.batch_size = metrics.batch_size.labels(model)
+        self.rows = metrics.batch_rows.labels(model)
         self.inference = metrics.inference_duration.labels(model)
 
 
@@ -225,9 +260,10 @@ def node_registry(path: Path) -> CollectorRegistry:
     """A registry that sums the node's process files, forgetting processes that died.
 
     A child killed by SIGKILL or the OOM killer never runs its shutdown signal, so dead pids'
-    live gauges are swept at each scrape as well.
+    live gauges are swept at each scrape as well. process_* and python_info are the main
+    process's own (the one serving this): a pool child's memory is not in them.
     """
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
     from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
     class LiveProcessesCollector(MultiProcessCollector):
@@ -241,6 +277,8 @@ def node_registry(path: Path) -> CollectorRegistry:
 
     registry = CollectorRegistry()
     LiveProcessesCollector(registry, path=str(path))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     return registry
 
 

@@ -130,7 +130,6 @@ class JobSubmitter:
             group.timer = loop.call_later(self.max_wait, self._on_timer, group)
             self._open[key] = group
         done = group.done
-        logger.debug("predict job queued", job_id=job["job_id"], request_id=job.get("request_id"))
         group.jobs.append(job)
         if claim is not None:
             group.claims[job["job_id"]] = claim

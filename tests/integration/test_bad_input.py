@@ -27,6 +27,7 @@ def post_raw(client, body: bytes, headers=JSON, **kwargs):
 
 def assert_422_at(response, loc: list, *words: str) -> dict:
     assert response.status_code == 422, response.text
+    assert response.json()["reason"] == "invalid_request", response.text  # like every error
     detail = response.json()["detail"][0]
     assert detail["loc"] == loc, detail
     for word in words:
@@ -164,8 +165,10 @@ def test_unknown_job_path_and_method(stack):
         delete = client.delete("/jobs/abc")
     assert job.status_code == 404 and "unknown job id" in job.json()["detail"]
     assert long_job.status_code == 404 and "unknown job id" in long_job.json()["detail"]
-    assert path.status_code == 404 and path.json()["detail"] == "Not Found"
-    assert method.status_code == 405 and method.json()["detail"] == "Method Not Allowed"
+    assert path.json() == {"detail": "Not Found", "reason": "not_found"}
+    assert path.status_code == 404
+    assert method.json() == {"detail": "Method Not Allowed", "reason": "method_not_allowed"}
+    assert method.status_code == 405
     assert "POST" in method.headers["allow"]
     assert delete.status_code == 405
 

@@ -13,6 +13,7 @@ import pytest
 from scripts import commands
 from scripts.processes import Process, RedisServer, free_port, wait_until
 from tests.factories import service_env
+from tests.integration.stack import Stack, running
 
 pytestmark = pytest.mark.integration
 
@@ -63,3 +64,29 @@ def test_flower_without_a_password_exits_outside_development(redis_server, tmp_p
         assert "refusing to start without a password" in flower.output()
     finally:
         flower.kill()
+
+
+def test_the_broker_lists_every_queue_even_one_no_worker_consumes(tmp_path):
+    """Flower listed the queues live workers consume: with a predict-only worker, `train` (and
+    a retrain stuck in it) was missing from its Broker page."""
+
+    def start(stack: Stack) -> None:
+        stack.start_redis()
+        assert stack.train().returncode == 0
+        stack.start_worker("predictor", queues="predict")
+
+    with running(Stack(tmp_path), start) as stack:
+        port = free_port()
+        env = stack.env(MLOPS_FLOWER__PORT=str(port), MLOPS_FLOWER__PASSWORD=PASSWORD)
+        stack.services["flower"] = Process("flower", commands.flower(), env, stack.logs).start()
+        base, auth = f"http://127.0.0.1:{port}", ("admin", PASSWORD)
+
+        def workers() -> dict:
+            return httpx.get(f"{base}/api/workers?refresh=1", auth=auth, timeout=10).json()
+
+        wait_until(lambda: any("predictor" in name for name in workers()), 60, "flower sees it")
+        queues = httpx.get(f"{base}/api/queues/length", auth=auth, timeout=10).json()
+        assert {q["name"] for q in queues["active_queues"]} == {"predict", "train"}
+        broker = httpx.get(f"{base}/broker", auth=auth, timeout=10)
+        assert broker.status_code == 200
+        assert ">train<" in broker.text.replace(" ", "").replace("\n", "")

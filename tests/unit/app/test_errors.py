@@ -1,7 +1,11 @@
-"""app/errors.py: what a Redis failure lets the gateway promise about a write; the V2 shape."""
+"""app/errors.py: what a Redis failure lets the gateway promise about a write; every error
+answer's ``reason``; the V2 shape."""
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 import redis.exceptions
 from fastapi import FastAPI
@@ -110,4 +114,33 @@ def test_other_routes_keep_their_422_and_detail():
     response = client.get("/predict-like")
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "a"]
-    assert client.get("/nothing").json() == {"detail": "Not Found"}
+    assert client.get("/nothing").json() == {"detail": "Not Found", "reason": "not_found"}
+
+
+def test_fastapis_own_422_404_405_carry_the_reason_every_error_has():
+    """GET /models/abc answered {"detail": [...]} alone: a client switching on reason failed."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/models/{version}")
+    async def version(version: int) -> dict:
+        return {"version": version}
+
+    async def get(path: str, method: str = "GET") -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path)
+
+    response = asyncio.run(get("/models/abc"))
+    assert response.status_code == 422
+    body = response.json()
+    assert body["reason"] == "invalid_request"
+    assert body["detail"][0]["loc"] == ["path", "version"]
+    # The router's own answers too: no route (a version beyond the path's pattern), a method.
+    unmatched = asyncio.run(get("/models/1/2/3"))
+    assert unmatched.status_code == 404
+    assert unmatched.json() == {"detail": "Not Found", "reason": "not_found"}
+    wrong_method = asyncio.run(get("/models/1", "DELETE"))
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["reason"] == "method_not_allowed"
+    assert wrong_method.headers["allow"] == "GET"

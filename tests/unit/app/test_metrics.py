@@ -31,7 +31,9 @@ KEY = "unit-predict-key"
 def test_names_follow_prometheus_conventions_and_every_reason_starts_at_zero():
     found = samples(GatewayMetrics(models=["iris"]).exposition())
     names = {name for name, _, _ in found}
-    assert all(name.startswith("mlops_") for name in names)
+    # Ours, and the process's own from prometheus-client's process and platform collectors.
+    assert all(name.startswith(("mlops_", "process_", "python_")) for name in names)
+    assert {"process_resident_memory_bytes", "process_open_fds", "python_info"} <= names
     assert not any(name.endswith("_created") for name in names)
     for reason in ("auth", "validation", "backpressure", "too_large", "unavailable"):
         assert value(found, "mlops_requests_rejected_total", reason=reason) == 0

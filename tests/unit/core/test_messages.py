@@ -9,7 +9,15 @@ from datetime import UTC, datetime
 import pytest
 from celery import Celery
 
-from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE, celery_message
+from core.messages import (
+    HEAD_BYTES,
+    PREDICT_QUEUE,
+    PREDICT_TASK,
+    RETRAIN_TASK,
+    TRAIN_QUEUE,
+    celery_message,
+    waited,
+)
 from tests.factories import decode_message, predict_job
 
 JOBS = [predict_job("j1", features=["a", "b", "c", "d"])]
@@ -68,7 +76,7 @@ def test_the_envelope_has_celerys_keys(celery_envelope):
     _, payload = celery_message(PREDICT_TASK, [JOBS], queue=PREDICT_QUEUE)
     ours = json.loads(payload)
     assert ours.keys() == celery_envelope.keys()
-    assert ours["headers"].keys() == celery_envelope["headers"].keys()
+    assert ours["headers"].keys() - {"sent_at"} == celery_envelope["headers"].keys()
     assert ours["properties"].keys() == celery_envelope["properties"].keys()
     assert (
         ours["properties"]["delivery_info"].keys()
@@ -93,3 +101,26 @@ def test_the_body_and_routing_match_celerys(celery_envelope):
         assert ours[part][key] == celery_envelope[part][key], key
     for key in ("content-type", "content-encoding"):
         assert ours[key] == celery_envelope[key]
+
+
+def test_the_first_bytes_say_how_long_a_message_has_waited():
+    _, payload = celery_message(PREDICT_TASK, [JOBS * 500], queue=PREDICT_QUEUE)
+    sent = json.loads(payload)["headers"]["sent_at"]
+    assert waited(payload[:HEAD_BYTES], sent + 7.5) == pytest.approx(7.5)
+    assert waited(payload, sent + 7.5) == pytest.approx(7.5)
+    assert waited(payload.decode(), sent + 1) == pytest.approx(1)  # a str reply
+    assert waited(payload, sent - 3) == 0  # a gateway whose clock is behind
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        None,
+        b"",
+        b'{"body": "eyJ", "headers": {"lang": "py"}}',
+        b'{"body": "' + b"x" * 200 + b'", "headers": {"sent_at":1}}',
+    ],
+    ids=["none", "empty", "not-ours", "sent_at-too-far"],
+)
+def test_no_message_or_no_sent_at_up_front_has_waited_nothing(message):
+    assert waited(message, 1e9) == 0

@@ -413,7 +413,7 @@ def test_grafana_dashboard_shows_the_service_metrics():
         "mlops_http_requests_total",
         "mlops_http_request_duration_seconds_bucket",
         "mlops_queue_depth",
-        "mlops_batch_size_bucket",
+        "mlops_batch_rows_bucket",
         "mlops_model_info",
         "mlops_retrains_total",
     ):

@@ -11,23 +11,30 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
 from loguru import logger
 
 from scripts.processes import ROOT
-from tests.factories import loaded_model, samples, stand_in_metadata, total
+from tests.factories import loaded_model, samples, stand_in_metadata, total, value
 from workers import metrics as worker_metrics_module
-from workers.metrics import RETRAIN_OUTCOMES, WorkerMetrics, start_metrics_server
+from workers.metrics import (
+    BATCH_ROWS_BUCKETS,
+    BATCH_SIZE_BUCKETS,
+    RETRAIN_OUTCOMES,
+    WorkerMetrics,
+    start_metrics_server,
+)
 
 # --- the class --------------------------------------------------------------------------
 
 
 def test_batches_count_jobs_by_status_and_observe_size_and_duration():
     metrics = WorkerMetrics()
-    metrics.batch_done("iris", 4, 1, 0.002)
-    metrics.batch_done("iris", 2, 0, 0.001)
+    metrics.batch_done("iris", 4, 1, 0.002, rows=40)
+    metrics.batch_done("iris", 2, 0, 0.001, rows=2)
     metrics.batch_done("iris", 3, 3)  # no model: nothing was inferred
     metrics.batch_done("penguins", 7, 0, 0.001)
     found = samples(metrics.registry)
@@ -39,7 +46,11 @@ def test_batches_count_jobs_by_status_and_observe_size_and_duration():
     found = [sample for sample in found if sample[1].get("model") != "penguins"]
     assert total(found, "mlops_batch_size_count") == 3
     assert total(found, "mlops_batch_size_sum") == 9
-    assert total(found, "mlops_batch_size_bucket", le="2.0") == 1
+    assert total(found, "mlops_batch_size_bucket", le="2.5") == 1
+    # Rows per scikit-learn call: only the batches that made one.
+    assert total(found, "mlops_batch_rows_count") == 2
+    assert total(found, "mlops_batch_rows_sum") == 42
+    assert total(found, "mlops_batch_rows_bucket", le="2.5") == 1
     assert total(found, "mlops_inference_duration_seconds_count") == 2
     assert total(found, "mlops_inference_duration_seconds_sum") == pytest.approx(0.003)
     assert all(name.startswith("mlops_") for name, _, _ in found)
@@ -66,8 +77,27 @@ def test_model_info_follows_the_served_version_and_metric():
     assert total(found, "mlops_model_info", model="penguins") == 1  # another model's stays
 
 
+def test_bucket_bounds_lie_between_whole_numbers():
+    """A p50 of batches of one reads 1.0 (not 0.5): histogram_quantile interpolates inside
+    (0.5, 1.5], the bucket that holds them."""
+    for bounds in (BATCH_SIZE_BUCKETS, BATCH_ROWS_BUCKETS):
+        assert all(bound % 1 == 0.5 for bound in bounds)
+        assert list(bounds) == sorted(bounds)
+
+
+def test_a_trainer_declares_every_retrain_series_at_zero():
+    metrics = WorkerMetrics()
+    metrics.declare_models(["iris", "penguins"])
+    found = samples(metrics.registry)
+    for model in ("iris", "penguins"):
+        for outcome in RETRAIN_OUTCOMES:
+            assert value(found, "mlops_retrains_total", model=model, outcome=outcome) == 0
+    assert total(found, "mlops_retrain_last_run_timestamp_seconds") == 0  # none ran
+
+
 def test_retrain_outcomes_are_counted_including_failures():
     metrics = WorkerMetrics()
+    before = time.time()
     promoted = metrics.count_retrain("iris", lambda: {"decision": "promoted"})
     assert promoted == {"decision": "promoted"}
     metrics.count_retrain("iris", lambda: {"decision": "skipped"})
@@ -83,6 +113,8 @@ def test_retrain_outcomes_are_counted_including_failures():
     for outcome in RETRAIN_OUTCOMES:
         assert total(found, "mlops_retrains_total", model="iris", outcome=outcome) == 1
     assert total(found, "mlops_retrains_total", model="penguins", outcome="promoted") == 1
+    last_run = total(found, "mlops_retrain_last_run_timestamp_seconds", model="iris")
+    assert before <= last_run <= time.time()
 
 
 def test_each_instance_has_its_own_registry():
@@ -141,7 +173,8 @@ def child(ready, go):
     metrics = wm.worker_metrics()
     metrics.model_loaded(model)
     metrics.model_served("iris", model)
-    metrics.batch_done("iris", 3, 1, 0.01)
+    metrics.batch_done("iris", 3, 1, 0.01, 30)
+    metrics.retrain_finished("iris", "promoted")
     ready.set()
     go.wait(60)
     wm.mark_child_dead(os.getpid())  # what the worker_process_shutdown signal does
@@ -191,4 +224,9 @@ def test_prefork_children_are_summed_and_dead_ones_forgotten(tmp_path, mode):
         assert total(found, "mlops_predictions_total", status="success") == 4
         assert total(found, "mlops_predictions_total", status="failure") == 2
         assert total(found, "mlops_model_load_duration_seconds_count") == 2
+        assert total(found, "mlops_batch_rows_sum") == 60
+        assert total(found, "mlops_retrain_last_run_timestamp_seconds") > 0  # max, kept
+        # The main process's own process metrics (it serves the node's exposition).
+        assert total(found, "process_resident_memory_bytes") > 0
+        assert total(found, "process_open_fds") > 0
     assert total(both, "mlops_model_metric", metric="accuracy") == 0.9
