@@ -50,6 +50,17 @@ def _check_trainers(**_kwargs) -> None:
     check_trainers(runtime_module.app_settings())
 
 
+def _check_sentinels(**_kwargs) -> None:
+    """With a sentinel:// URL, `celery worker` and `beat` stop at start-up, naming the URL,
+    when no sentinel answers or knows the master (kombu would retry for ever, silently)."""
+    from core.redis import SentinelUnreachable, check_sentinels
+
+    try:
+        check_sentinels(runtime_module.app_settings().redis_url)
+    except SentinelUnreachable as exc:
+        raise SystemExit(f"redis_url: {exc}") from None
+
+
 def _prepare_metrics(sender, **_kwargs) -> None:
     """`celery worker` only (not beat/flower), before the pool forks: multiprocess metrics."""
     metrics_module.prepare_multiprocess(runtime_module.app_settings(), str(sender))
@@ -84,6 +95,13 @@ def _renew_held_messages(**_kwargs) -> None:
     recovery.start_renewer(runtime_module.app_settings())
 
 
+def _watch_failover(sender, **_kwargs) -> None:
+    """The main process fails the jobs a Redis failover lost (workers/failover.py)."""
+    from workers.failover import start_watch
+
+    start_watch(runtime_module.app_settings(), str(getattr(sender, "hostname", sender)))
+
+
 def _freeze_main_heap(**_kwargs) -> None:
     freeze_startup_heap()  # core/heap.py; children freeze theirs in _start_child
 
@@ -109,6 +127,8 @@ def _stop_child(**_kwargs) -> None:
 
 SIGNAL_HANDLERS = (
     (signals.setup_logging, _route_logging),
+    (signals.celeryd_init, _check_sentinels),
+    (signals.beat_init, _check_sentinels),
     (signals.celeryd_init, _check_trainers),
     (signals.beat_init, _check_trainers),
     (signals.celeryd_init, _prepare_metrics),
@@ -116,6 +136,7 @@ SIGNAL_HANDLERS = (
     (signals.worker_process_init, _start_child),
     (signals.worker_ready, _serve_metrics),
     (signals.worker_ready, _renew_held_messages),
+    (signals.worker_ready, _watch_failover),
     (signals.worker_ready, _freeze_main_heap),
     (signals.worker_ready, _start_inline_pool),
     (signals.worker_process_shutdown, _forget_child_metrics),
