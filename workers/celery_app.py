@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     runtime_module.configure(settings)
     fastjson.install()
+    recovery.guard_restore_on_close()
     app = Celery("workers")
     app.conf.update(celery_config(settings))
     app.conf.beat_schedule = beat_schedule(settings)

@@ -4,12 +4,14 @@ Redis replicates asynchronously: when the primary dies, the replica the sentinel
 may miss its last writes. A job whose record and message were both lost is unknown (404).
 One whose record survived but whose message did not (a worker's BRPOP reached the replica,
 kombu's copy of the message in ``unacked`` did not) would stay PENDING until it expires:
-nothing would ever run it. So every worker node watches the primary's ``run_id``; the first
-node to see a new one looks, under a lock, for PENDING predict jobs whose message is in no
-queue, in no ``unacked`` entry and has no running batch, looks again after ``SETTLE``
-seconds (a message moves between those places in a few milliseconds), and marks the ones
-still unaccounted for FAILURE ``lost_in_failover`` (their rows are not in the record: the
-client resubmits). The look reads every job record once (SCAN), a rare cost: failovers are.
+nothing would ever run it; nor would the job a worker was running when the primary died
+(Celery acknowledges its message without running it, see :func:`watch`). So every worker
+node watches the primary's ``run_id``; the first node to see a new one looks, under a lock,
+for PENDING predict jobs whose message is in no queue and in no ``unacked`` entry, looks
+again after ``SETTLE`` seconds (a message moves between those places in a few
+milliseconds), and marks the ones still unaccounted for FAILURE ``lost_in_failover`` (their
+rows are not in the record: the client resubmits). Each look reads every job record (SCAN):
+a cost paid three times per failover, which is rare.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import orjson
 import redis
 from loguru import logger
 
-from core.jobs import PENDING, PREDICT, batch_key, job_key, predict_failure
+from core.jobs import PENDING, PREDICT, job_key, predict_failure
 from core.messages import RESULTS_CHANNEL, TRAIN_QUEUE, pack_results
 from core.redis import sync_client
+from core.settings import redelivery_bound
 from workers.recovery import UNACKED_KEY
 
 PRIMARY_KEY = "mlops:primary"  # run_id of the primary the last audit (or first start) saw
@@ -93,32 +96,31 @@ def _chunks(items: Iterable, size: int) -> Iterable[list]:
 
 
 def unaccounted(client: redis.Redis, queues: list[str], only: set[str] | None = None) -> dict:
-    """job id -> record of the PENDING predict jobs whose message is nowhere in Redis."""
+    """job id -> record of the PENDING predict jobs whose message is in no queue (those of
+    ``queues`` and the ones the records name) and not in ``unacked``.
+
+    A message is acknowledged only after its jobs' results are written (acks late), so a
+    job whose message is gone and whose record is still PENDING will never be answered.
+    """
     records = _pending_records(client)
     if only is not None:
         records = {job_id: r for job_id, r in records.items() if job_id in only}
     if not records:
         return {}
     present = _task_ids(client.hvals(UNACKED_KEY))
-    for queue in queues:
+    for queue in sorted({*queues, *(r["queue"] for r in records.values() if r.get("queue"))}):
         present |= _task_ids(client.lrange(queue, 0, -1))
-    lost = {j: r for j, r in records.items() if r.get("task_id") not in present}
-    tasks = sorted({r["task_id"] for r in lost.values() if r.get("task_id")})
-    pipe = client.pipeline(transaction=False)
-    for task_id in tasks:
-        pipe.exists(batch_key(task_id))
-    running = {task_id for task_id, n in zip(tasks, pipe.execute(), strict=True) if n}
-    return {j: r for j, r in lost.items() if r.get("task_id") not in running}
+    return {j: r for j, r in records.items() if r.get("task_id") not in present}
 
 
 def audit(
-    client: redis.Redis, queues: list[str], sleep: Callable[[float], object] | None = None
+    client: redis.Redis, queues: list[str], sleep: Callable[[float], object] = time.sleep
 ) -> list[str]:
     """Mark FAILURE the PENDING predict jobs whose message is lost; their ids."""
     suspects = unaccounted(client, queues)
     if not suspects:
         return []
-    (sleep or time.sleep)(SETTLE)
+    sleep(SETTLE)
     lost = unaccounted(client, queues, only=set(suspects))
     if not lost:
         return []
@@ -128,8 +130,8 @@ def audit(
             predict_failure(
                 lost[job_id],
                 "lost_in_failover",
-                "Redis failed over before this job's message reached the new primary; "
-                "submit it again",
+                "Redis failed over before this job's message reached the new primary, or "
+                "while a worker ran it; submit it again",
             )
         )
         for job_id in ids
@@ -141,12 +143,48 @@ def audit(
     return [job_id for job_id, _ in failed]
 
 
-def watch(client: redis.Redis, queues: list[str], node: str, interval: float) -> None:
-    """The loop of the node's watcher thread: Redis away is the normal case here."""
+def check(
+    client: redis.Redis,
+    queues: list[str],
+    node: str,
+    rounds: tuple[float, ...] = (0.0,),
+    sleep: Callable[[float], object] = time.sleep,
+) -> list[str]:
+    """After a change of primary, the first node to see it audits at each of ``rounds``
+    (seconds after it saw it); the ids it failed."""
+    run_id = new_primary(client)
+    if run_id is None or not client.set(LOCK_KEY.format(run_id), node, nx=True, ex=300):
+        return []
+    logger.warning("Redis primary changed (run_id {}): looking for jobs it lost", run_id)
+    failed, waited = [], 0.0
+    for at in rounds:
+        sleep(at - waited)
+        waited = at
+        failed += audit(client, queues, sleep)
+    client.set(PRIMARY_KEY, run_id)
+    if failed:
+        logger.warning(
+            "{} predict job(s) lost in the failover marked FAILURE: {}",
+            len(failed),
+            ",".join(failed),
+        )
+    return failed
+
+
+def watch(client: redis.Redis, queues: list[str], node: str, settings) -> None:
+    """The loop of the node's watcher thread: Redis away is the normal case here.
+
+    It audits at once, then once the messages a worker gave up with the lost connection are
+    back on their queues (the redelivery bound) and twice that later: Celery acknowledges
+    the message a worker was running when the primary died, without running it, after it
+    failed to cancel it (the known limit of docs/guarantees.md).
+    """
+    bound = redelivery_bound(settings)
+    rounds = (0.0, bound + SETTLE, 3 * bound)
     while True:
-        time.sleep(interval)
+        time.sleep(settings.worker.heartbeat_seconds)
         try:
-            check(client, queues, node)
+            check(client, queues, node, rounds)
         except Exception as exc:
             logger.debug("failover check failed: {!r}", exc)
 
@@ -156,24 +194,7 @@ def start_watch(settings, node: str) -> threading.Thread:
     from workers.config import consumed_queues
 
     predict = [q for q in consumed_queues(settings) if q != TRAIN_QUEUE]
-    args = (sync_client(settings.redis_url), predict, node, settings.worker.heartbeat_seconds)
+    args = (sync_client(settings.redis_url), predict, node, settings)
     thread = threading.Thread(target=watch, args=args, name="failover-watch", daemon=True)
     thread.start()
     return thread
-
-
-def check(client: redis.Redis, queues: list[str], node: str) -> list[str]:
-    """One look: after a change of primary, the first node audits; the ids it failed."""
-    run_id = new_primary(client)
-    if run_id is None or not client.set(LOCK_KEY.format(run_id), node, nx=True, ex=300):
-        return []
-    logger.warning("Redis primary changed (run_id {}): looking for jobs it lost", run_id)
-    failed = audit(client, queues)
-    client.set(PRIMARY_KEY, run_id)
-    if failed:
-        logger.warning(
-            "{} predict job(s) lost in the failover marked FAILURE: {}",
-            len(failed),
-            ",".join(failed),
-        )
-    return failed

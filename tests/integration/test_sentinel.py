@@ -102,7 +102,7 @@ def finish(stack: Stack, load: Load, killed_at: float, failed_over: float, recov
             if response.status_code == 404:  # lost with the primary (README: what a failover loses)
                 outcomes["404"] = outcomes.get("404", 0) + 1
                 continue
-            record = poll_job(client, job_id, timeout=30)
+            record = poll_job(client, job_id, timeout=45)  # the last audit: 3 x 12 s
             status = record["status"]
             if status == "FAILURE":  # explicit, with a reason (lost_in_failover: resubmit)
                 status = f"FAILURE {record['error']['reason']}"

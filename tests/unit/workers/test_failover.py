@@ -26,14 +26,18 @@ def record(client, job_id: str) -> dict:
     return orjson.loads(client.get(job_key(job_id)))
 
 
-def test_only_jobs_whose_message_is_nowhere_are_failed(redis_client):
+def test_only_jobs_whose_message_is_in_no_queue_and_not_unacked_are_failed(redis_client):
     _, queued = accept(redis_client, "queued")
     redis_client.lpush("predict.other", queued)
     _, delivered = accept(redis_client, "delivered")
     entry = [orjson.loads(delivered), "", PREDICT_QUEUE]  # kombu's unacked entry
     redis_client.hset(UNACKED_KEY, "tag", orjson.dumps(entry))
-    running, _ = accept(redis_client, "running")
+    running, _ = accept(redis_client, "running")  # acknowledged without its results written
     redis_client.set(batch_key(running), "STARTED")
+    _, own = accept(redis_client, "own-queue", queue="predict.removed")  # a queue the record names
+    record_of_own = record(redis_client, "own-queue") | {"queue": "predict.removed"}
+    redis_client.set(job_key("own-queue"), orjson.dumps(record_of_own))
+    redis_client.lpush("predict.removed", own)
     accept(redis_client, "lost")
     accept(redis_client, "done")
     redis_client.set(job_key("done"), orjson.dumps({"job_id": "done", "status": SUCCESS}))
@@ -41,19 +45,19 @@ def test_only_jobs_whose_message_is_nowhere_are_failed(redis_client):
     pubsub.subscribe(RESULTS_CHANNEL)
     pauses = []
 
-    assert failover.audit(redis_client, QUEUES, sleep=pauses.append) == ["lost"]
+    assert sorted(failover.audit(redis_client, QUEUES, sleep=pauses.append)) == ["lost", "running"]
 
     assert pauses == [failover.SETTLE]  # looked twice
     lost = record(redis_client, "lost")
     assert lost["status"] == "FAILURE"
     assert lost["error"]["reason"] == "lost_in_failover"
     assert lost["request_id"] == "req-lost"
-    for job_id in ("queued", "delivered", "running"):
+    for job_id in ("queued", "delivered", "own-queue"):
         assert record(redis_client, job_id)["status"] == "PENDING"
     assert record(redis_client, "done")["status"] == SUCCESS
     pubsub.get_message(timeout=1)  # the subscription's confirmation
     message = pubsub.get_message(timeout=1)
-    assert message["data"].split(b"\n")[0] == b'["lost"]'  # waiting requests wake
+    assert sorted(orjson.loads(message["data"].split(b"\n")[0])) == ["lost", "running"]
 
 
 def test_a_job_whose_message_shows_up_before_the_second_look_is_spared(redis_client):
@@ -84,9 +88,20 @@ def test_the_first_primary_is_recorded_and_a_new_one_is_audited_once(redis_clien
     assert failover.check(redis_client, QUEUES, "node-a") == []  # first start: recorded
     assert redis_client.get(failover.PRIMARY_KEY) == b"first"
     run_id["value"] = "second"  # a failover: another server answers
-    monkeypatch.setattr(failover.time, "sleep", lambda _seconds: None)
+    _, payload = accept(redis_client, "acked-later")
+    unacked = orjson.dumps([orjson.loads(payload), "", PREDICT_QUEUE])
+    redis_client.hset(UNACKED_KEY, "tag", unacked)
+    pauses = []
 
-    assert failover.check(redis_client, QUEUES, "node-a") == ["lost"]
+    def sleep(seconds):  # between the rounds, Celery acknowledges a message it never ran
+        pauses.append(seconds)
+        if seconds == 10:
+            redis_client.hdel(UNACKED_KEY, "tag")
+
+    assert failover.check(redis_client, QUEUES, "node-a", (0, 10), sleep) == [
+        "lost", "acked-later"
+    ]  # fmt: skip
+    assert pauses == [0, failover.SETTLE, 10, failover.SETTLE]
     assert redis_client.get(failover.PRIMARY_KEY) == b"second"
     assert failover.check(redis_client, QUEUES, "node-b") == []  # already done
 
