@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import redis.exceptions
+from redis.asyncio.sentinel import MasterNotFoundError
 
-from app.errors import OutcomeUnknown, never_ran
+from app.errors import NotReplicated, OutcomeUnknown, never_ran
 
 
 @pytest.mark.parametrize(
@@ -16,8 +17,9 @@ from app.errors import OutcomeUnknown, never_ran
         redis.exceptions.OutOfMemoryError("OOM command not allowed"),
         redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
         redis.exceptions.ResponseError("WRONGTYPE Operation against a key"),
+        MasterNotFoundError("No master found for 'mymaster'"),
     ],
-    ids=["refused", "connect-timeout", "oom", "loading", "error-reply"],
+    ids=["refused", "connect-timeout", "oom", "loading", "error-reply", "no-primary"],
 )
 def test_refusals_before_the_command_ran_are_known_to_have_queued_nothing(exc):
     assert never_ran(exc)
@@ -41,3 +43,12 @@ def test_an_unknown_outcome_names_the_job_to_look_up():
     assert error.status_code == 503
     assert "job job-1 may or may not have been queued" in error.message
     assert "GET /jobs/job-1" in error.message
+
+
+def test_a_job_no_replica_confirmed_is_an_unknown_outcome_that_says_so():
+    exc = NotReplicated("no replica acknowledged the job within 500 ms")
+    assert not never_ran(exc)  # it is on the primary: it runs unless the primary dies
+    error = OutcomeUnknown("job-1", exc)
+    assert error.message.startswith(
+        "Redis queued the job but no replica acknowledged the job within 500 ms: job job-1"
+    )
