@@ -130,9 +130,10 @@ def guard_restore_on_close() -> None:
     When the broker connection dies, Celery collects the connection (its transport forgets
     the connection's settings) and then closes it; closing the channel puts the node's
     unacknowledged messages back on their queues, which needs a new connection pool built
-    from those settings: AttributeError, "Unrecoverable error", the worker exits (seen on
-    about one Redis failover in two, kombu 5.7). Skipped, those messages stay in
-    ``unacked`` and come back by the sweep once no node renews them, as a dead node's do.
+    from those settings: AttributeError, "Unrecoverable error", the worker exits (seen in
+    one of the first runs of tests/integration/test_sentinel.py, kombu 5.7). Skipped, those
+    messages stay in ``unacked`` and come back by the sweep once no node renews them, as a
+    dead node's do.
     """
     from kombu.transport import redis as kombu_redis
 

@@ -96,8 +96,10 @@ class SentinelGroup:
         wait_until(
             lambda: self.master_port() == self.replica.port, timeout, "the sentinels' failover"
         )
-        wait_until(lambda: self.replica.client().info("replication")["role"] == "master",
-                   timeout, "the replica to become the primary")  # fmt: skip
+        wait_until(self._replica_promoted, timeout, "the replica to become the primary")
+
+    def _replica_promoted(self) -> bool:
+        return self.replica.client().info("replication")["role"] == "master"
 
     def stop(self) -> None:
         for server in (*self.sentinels, self.replica, self.primary):
