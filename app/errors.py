@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from loguru import logger
+from redis.asyncio.sentinel import MasterNotFoundError
 from starlette.exceptions import HTTPException
 
 from app.responses import JSONResponse
@@ -88,9 +89,16 @@ class OutcomeUnknown(MLOpsError):
         self.job_id = job_id
 
 
+class NotReplicated(redis.exceptions.RedisError):
+    """Queued on the primary, but no replica confirmed the write in time
+    (``api.replica_ack_ms``, app/services/submitter.py)."""
+
+
 def _what_happened(exc: Exception) -> str:
     if isinstance(exc, redis.exceptions.TimeoutError):
         return "did not answer in time"
+    if isinstance(exc, NotReplicated):
+        return f"queued the job but {exc}"
     return f"dropped the connection ({type(exc).__name__})"
 
 
@@ -99,6 +107,8 @@ def never_ran(exc: redis.exceptions.RedisError) -> bool:
     loading), or no connection could be made. A timeout or a connection lost after the
     command was sent leaves the outcome unknown."""
     if isinstance(exc, redis.exceptions.ResponseError | redis.exceptions.BusyLoadingError):
+        return True
+    if isinstance(exc, MasterNotFoundError):  # no sentinel named a primary: nothing was sent
         return True
     return "connecting to" in str(exc)  # redis-py's message for a failed connect
 

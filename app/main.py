@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,6 +14,7 @@ from app.metrics import router as metrics_router
 from app.state import Gateway
 from core.heap import freeze_startup_heap
 from core.logging import setup_logging
+from core.redis import check_sentinels
 from core.settings import get_settings
 from core.versions import API_VERSION
 
@@ -24,6 +26,8 @@ def create_app(settings=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # A sentinel:// URL whose sentinels do not answer stops the gateway here, naming it.
+        await asyncio.to_thread(check_sentinels, settings.redis_url)
         gateway = Gateway.from_settings(settings, metrics)
         app.state.gateway = gateway
         await gateway.start()

@@ -74,6 +74,7 @@ class Gateway:
                 ttl=settings.api.jobs_ttl_seconds,
                 idempotency_window=settings.api.idempotency_window_seconds,
                 metrics=metrics,
+                replica_ack_ms=settings.api.replica_ack_ms,
             ),
             listener=ResultListener(listener_client),
             catalogs=ModelCatalogs.from_settings(settings),

@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from core.redis import mask, parse_sentinel_url
+
 ROOT = Path(__file__).resolve().parent.parent
 DEV_SECRETS = ROOT / ".dev-secrets.toml"
 
@@ -137,6 +139,16 @@ class ApiSettings(Section):
     redis_timeout_seconds: Number = Field(gt=0)
     idempotency_window_seconds: int = Field(gt=0)
     idempotency_from_request_id: bool
+    replica_ack_ms: int = Field(ge=0)  # 0: off; else WAIT 1 <ms> after each enqueue
+
+    @model_validator(mode="after")
+    def _ack_within_timeout(self) -> ApiSettings:
+        if self.replica_ack_ms >= self.redis_timeout_seconds * 1000:
+            raise ValueError(
+                f"replica_ack_ms ({self.replica_ack_ms}) must be below redis_timeout_seconds "
+                f"({self.redis_timeout_seconds:g} s): the WAIT would time out the connection"
+            )
+        return self
 
 
 class AuthSettings(Section):
@@ -185,7 +197,7 @@ class Settings(Section):
     """Everything configurable, validated. Built once per process by :func:`get_settings`."""
 
     env: Environment
-    redis_url: str = Field(min_length=1)
+    redis_url: str = Field(min_length=1)  # redis[s]:// or sentinel[s]:// (core/redis.py)
     artifacts_dir: str = Field(min_length=1)
     default_model: str = Field(pattern=MODEL_NAME)
     models: dict[str, ModelSettings]
@@ -199,6 +211,12 @@ class Settings(Section):
     worker: WorkerSettings
     flower: FlowerSettings
     gateway: GatewaySettings
+
+    @field_validator("redis_url")
+    @classmethod
+    def _sentinel_url_parses(cls, value: str) -> str:
+        parse_sentinel_url(value)  # ValueError for a malformed sentinel:// URL
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -310,6 +328,8 @@ def _describe(error: dict) -> str:
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown setting (a typo? see settings.toml)"
     shown = "" if any(w in key for w in _SECRET_WORDS) else f" (got {error.get('input')!r})"
+    if key == "redis_url" and isinstance(error.get("input"), str):
+        shown = f" (got {mask(error['input'])!r})"
     return f"{key}: {error['msg']}{shown}"
 
 

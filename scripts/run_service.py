@@ -38,7 +38,7 @@ from pathlib import Path
 import redis
 
 from core.errors import MLOpsError
-from core.redis import sync_client
+from core.redis import SentinelUnreachable, check_sentinels, mask, sync_client
 from core.settings import DEV_SECRETS, get_settings, reset_settings
 from scripts import commands
 from scripts.processes import (
@@ -86,13 +86,7 @@ class StartupError(Exception):
 
 def redact(url: str) -> str:
     """A Redis URL safe to print: the password replaced by ***."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.password:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return parts._replace(netloc=f"{user}:***@{host}{port}").geturl()
+    return mask(url)
 
 
 def display_host(host: str) -> str:
@@ -176,7 +170,10 @@ def probe_redis(url: str, timeout: float = REDIS_PROBE_TIMEOUT) -> str | None:
     reason to start another one: that raises :class:`StartupError`.
     """
     try:
+        check_sentinels(url, timeout)  # no private redis-server in place of Sentinel
         client = sync_client(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    except SentinelUnreachable as exc:
+        raise StartupError(str(exc)) from None
     except ValueError as exc:
         raise StartupError(f"redis_url {redact(url)!r} is not a Redis URL: {exc}") from None
     try:

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     runtime_module.configure(settings)
     fastjson.install()
+    recovery.guard_restore_on_close()
     app = Celery("workers")
     app.conf.update(celery_config(settings))
     app.conf.beat_schedule = beat_schedule(settings)
@@ -49,6 +50,17 @@ def _check_trainers(**_kwargs) -> None:
     from training.registry import check_trainers
 
     check_trainers(runtime_module.app_settings())
+
+
+def _check_sentinels(**_kwargs) -> None:
+    """With a sentinel:// URL, `celery worker` and `beat` stop at start-up, naming the URL,
+    when no sentinel answers or knows the master (kombu would retry for ever, silently)."""
+    from core.redis import SentinelUnreachable, check_sentinels
+
+    try:
+        check_sentinels(runtime_module.app_settings().redis_url)
+    except SentinelUnreachable as exc:
+        raise SystemExit(f"redis_url: {exc}") from None
 
 
 def _prepare_metrics(sender, **_kwargs) -> None:
@@ -87,6 +99,13 @@ def _renew_held_messages(**_kwargs) -> None:
     recovery.start_renewer(runtime_module.app_settings())
 
 
+def _watch_failover(sender, **_kwargs) -> None:
+    """The main process fails the jobs a Redis failover lost (workers/failover.py)."""
+    from workers.failover import start_watch
+
+    start_watch(runtime_module.app_settings(), str(getattr(sender, "hostname", sender)))
+
+
 def _freeze_main_heap(**_kwargs) -> None:
     freeze_startup_heap()  # core/heap.py; children freeze theirs in _start_child
 
@@ -112,6 +131,8 @@ def _stop_child(**_kwargs) -> None:
 
 SIGNAL_HANDLERS = (
     (signals.setup_logging, _route_logging),
+    (signals.celeryd_init, _check_sentinels),
+    (signals.beat_init, _check_sentinels),
     (signals.celeryd_init, _check_trainers),
     (signals.beat_init, _check_trainers),
     (signals.celeryd_init, _prepare_metrics),
@@ -119,6 +140,7 @@ SIGNAL_HANDLERS = (
     (signals.worker_process_init, _start_child),
     (signals.worker_ready, _serve_metrics),
     (signals.worker_ready, _renew_held_messages),
+    (signals.worker_ready, _watch_failover),
     (signals.worker_ready, _freeze_main_heap),
     (signals.worker_ready, _start_inline_pool),
     (signals.worker_process_shutdown, _forget_child_metrics),

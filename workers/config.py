@@ -9,7 +9,7 @@ from __future__ import annotations
 from kombu import Exchange, Queue
 
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
-from core.redis import ssl_options, transport_options
+from core.redis import celery_url, ssl_options, transport_options
 from core.settings import RESTORE_SWEEP_SECONDS, Settings
 from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY, UNACKED_MUTEX_KEY
 
@@ -23,8 +23,10 @@ def consumed_queues(settings: Settings) -> list[str]:
 def celery_config(settings: Settings) -> dict:
     worker = settings.worker
     return {
-        "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
+        # A sentinel:// URL becomes kombu's and Celery's list of sentinels; the master's name
+        # travels in the transport options (core/redis.py).
+        "broker_url": celery_url(settings.redis_url),
+        "result_backend": celery_url(settings.redis_url),
         # rediss:// verifies the server certificate (kombu alone would not); core/redis.py.
         "broker_use_ssl": ssl_options(settings.redis_url) or False,
         "redis_backend_use_ssl": ssl_options(settings.redis_url) or False,
@@ -57,7 +59,7 @@ def celery_config(settings: Settings) -> dict:
         # node's jobs run elsewhere after at most the redelivery bound of core/settings.py,
         # which settings validation keeps below every job deadline.
         "broker_transport_options": {
-            **transport_options(),
+            **transport_options(settings.redis_url),
             "visibility_timeout": worker.visibility_timeout,
             "unacked_key": UNACKED_KEY,  # the names workers/recovery.py renews
             "unacked_index_key": UNACKED_INDEX_KEY,
@@ -74,7 +76,7 @@ def celery_config(settings: Settings) -> dict:
             # not due before it expires.
             "unacked_mutex_expire": min(worker.visibility_timeout, 5),
         },
-        "result_backend_transport_options": transport_options(),
+        "result_backend_transport_options": transport_options(settings.redis_url),
         "redis_socket_timeout": 5.0,
         "redis_socket_connect_timeout": 2.0,
         "redis_backend_health_check_interval": 10,

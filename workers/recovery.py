@@ -122,3 +122,34 @@ def start_renewer(settings: Settings) -> Renewer:
         client = sync_client(settings.redis_url)
         RENEWER["node"] = Renewer(client, settings.worker.heartbeat_seconds).start()
     return RENEWER["node"]
+
+
+def guard_restore_on_close() -> None:
+    """Let a channel whose connection is already torn down skip kombu's restore at close.
+
+    When the broker connection dies, Celery collects the connection (its transport forgets
+    the connection's settings) and then closes it; closing the channel puts the node's
+    unacknowledged messages back on their queues, which needs a new connection pool built
+    from those settings: AttributeError, "Unrecoverable error", the worker exits (seen in
+    one of the first runs of tests/integration/test_sentinel.py, kombu 5.7). Skipped, those
+    messages stay in ``unacked`` and come back by the sweep once no node renews them, as a
+    dead node's do.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.restore_unacked
+    if getattr(original, "guarded", False):
+        return
+
+    def restore_unacked(self, client=None):
+        transport = self.channel.connection
+        if client is None and transport is not None and transport.client is None:
+            logger.warning(
+                "connection to Redis lost: {} unacknowledged message(s) left to the sweep",
+                len(self._delivered),
+            )
+            return None
+        return original(self, client)
+
+    restore_unacked.guarded = True
+    kombu_redis.QoS.restore_unacked = restore_unacked

@@ -21,6 +21,7 @@ import orjson
 import redis.asyncio as aioredis
 from loguru import logger
 
+from app.errors import NotReplicated
 from app.metrics import GatewayMetrics
 from app.services.admission import Admission
 from app.services.idempotency import AlreadyClaimed, Claim
@@ -92,8 +93,10 @@ class JobSubmitter:
         idempotency_window: int = 600,
         metrics: GatewayMetrics | None = None,
         models: Mapping[str, ModelSettings] | None = None,
+        replica_ack_ms: int = 0,
     ):
         self.client = client
+        self.replica_ack_ms = replica_ack_ms
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.max_rows = max_rows
         self.max_wait = max_wait_ms / 1000
@@ -218,7 +221,7 @@ class JobSubmitter:
             keys.append(job_key(job["job_id"]))
             records.append(orjson.dumps(pending_predict(job, task_id, now, own_queue)))
         args = [self.ttl, payload, len(mine), self.idempotency_window, *(c.value for c in mine)]
-        reply = await self._enqueue(keys=keys, args=[*args, *records])
+        reply = await self._run_enqueue(keys, [*args, *records])
         if isinstance(reply, list):
             pairs = zip(reply[::2], reply[1::2], strict=True)
             return {claimed[int(i) - 1]: held.decode() for i, held in pairs}
@@ -232,6 +235,23 @@ class JobSubmitter:
             self.admission.queue_depth,
         )
         return {}
+
+    async def _run_enqueue(self, keys: list, args: list):
+        """The script's reply; with ``replica_ack_ms``, once a replica has its writes too.
+
+        WAIT counts the writes of its own connection, so it follows the script in one
+        pipeline. Without a replica's ack in time the job is on the primary only: it runs
+        unless the primary dies first, so the request answers 503 outcome_unknown.
+        """
+        if not self.replica_ack_ms:
+            return await self._enqueue(keys=keys, args=args)
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._enqueue(keys=keys, args=args, client=pipe)
+            pipe.wait(1, self.replica_ack_ms)
+            reply, acked = await pipe.execute()
+        if not isinstance(reply, list) and acked < 1:
+            raise NotReplicated(f"no replica acknowledged the job within {self.replica_ack_ms} ms")
+        return reply
 
     async def drain(self) -> None:
         """Flush what is buffered and wait for in-flight writes (shutdown)."""

@@ -39,11 +39,16 @@ SEED_BODY = {
 
 
 class Stack:
-    def __init__(self, workdir: Path, *, appendonly: bool = False, redis_args=None, **env: str):
+    def __init__(
+        self, workdir: Path, *, appendonly: bool = False, redis_args=None, redis=None, **env: str
+    ):
+        """``redis``: another Redis than a private RedisServer (tests/integration/sentinel.py)."""
         self.workdir = Path(workdir)
         self.artifacts = self.workdir / "artifacts"
         self.logs = self.workdir / "logs"
-        self.redis = RedisServer(self.workdir / "redis", appendonly=appendonly, extra=redis_args)
+        self.redis = redis or RedisServer(
+            self.workdir / "redis", appendonly=appendonly, extra=redis_args
+        )
         self.extra_env = {"MLOPS_AUTH__API_KEYS": f"@json {API_KEYS}", **env}
         self.services: dict[str, Process] = {}
         self.gateway_port: int | None = None

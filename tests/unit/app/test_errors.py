@@ -9,11 +9,13 @@ import httpx
 import pytest
 import redis.exceptions
 from fastapi import FastAPI
+from redis.asyncio.sentinel import MasterNotFoundError
 from starlette.testclient import TestClient
 
 from app.errors import (
     AuthError,
     BadRequest,
+    NotReplicated,
     OutcomeUnknown,
     TooManyRequests,
     install_error_handlers,
@@ -29,8 +31,9 @@ from app.errors import (
         redis.exceptions.OutOfMemoryError("OOM command not allowed"),
         redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"),
         redis.exceptions.ResponseError("WRONGTYPE Operation against a key"),
+        MasterNotFoundError("No master found for 'mymaster'"),
     ],
-    ids=["refused", "connect-timeout", "oom", "loading", "error-reply"],
+    ids=["refused", "connect-timeout", "oom", "loading", "error-reply", "no-primary"],
 )
 def test_refusals_before_the_command_ran_are_known_to_have_queued_nothing(exc):
     assert never_ran(exc)
@@ -144,3 +147,12 @@ def test_fastapis_own_422_404_405_carry_the_reason_every_error_has():
     assert wrong_method.status_code == 405
     assert wrong_method.json()["reason"] == "method_not_allowed"
     assert wrong_method.headers["allow"] == "GET"
+
+
+def test_a_job_no_replica_confirmed_is_an_unknown_outcome_that_says_so():
+    exc = NotReplicated("no replica acknowledged the job within 500 ms")
+    assert not never_ran(exc)  # it is on the primary: it runs unless the primary dies
+    error = OutcomeUnknown("job-1", exc)
+    assert error.message.startswith(
+        "Redis queued the job but no replica acknowledged the job within 500 ms: job job-1"
+    )

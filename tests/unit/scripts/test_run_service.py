@@ -246,6 +246,14 @@ def test_probe_says_why_when_nothing_listens():
     assert "Connection" in reason
 
 
+def test_make_run_starts_no_private_redis_in_place_of_sentinels_that_do_not_answer():
+    url = f"sentinel://:s3cret@127.0.0.1:{free_port()}/mymaster"
+    with pytest.raises(run_service.StartupError) as caught:
+        probe_redis(url, timeout=1)
+    assert "no sentinel of sentinel://:***@127.0.0.1:" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
 class RefusingRedis:
     def ping(self):
         raise redis.AuthenticationError("invalid username-password pair")

@@ -143,3 +143,23 @@ def test_the_thread_survives_a_failed_round(redis_client):
             time.sleep(0.01)
     finally:
         renewer.stop()
+
+
+def test_a_channel_whose_connection_is_torn_down_leaves_its_messages_to_the_sweep():
+    """kombu would build a pool from the forgotten settings (AttributeError): skipped."""
+    from kombu.transport import redis as kombu_redis
+
+    recovery.guard_restore_on_close()
+    recovery.guard_restore_on_close()  # once only: not wrapped twice
+    acquired = []
+    channel = SimpleNamespace(
+        connection=SimpleNamespace(client=None),
+        conn_or_acquire=lambda client: acquired.append(client),
+    )
+    qos = SimpleNamespace(channel=channel, _delivered={"tag": "message"})
+    assert kombu_redis.QoS.restore_unacked(qos) is None
+    assert acquired == []
+    channel.connection.client = object()  # a live connection: kombu restores as before
+    with pytest.raises(TypeError):  # the stub's conn_or_acquire is no context manager
+        kombu_redis.QoS.restore_unacked(qos)
+    assert acquired == [None]
