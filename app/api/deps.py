@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader
 
 from app.auth import Principal
@@ -33,6 +33,11 @@ API_KEY_SCHEME = APIKeyHeader(
     auto_error=False,
 )
 ApiKeyHeader = Annotated[str | None, Security(API_KEY_SCHEME)]
+# Where a key is optional (/ready tells more with one): a plain header, not the scheme, which
+# would document the operation as refused without a key.
+OptionalKeyHeader = Annotated[
+    str | None, Header(alias=API_KEY, description="Optional: any valid key shows the details")
+]
 
 
 def _require(scope: str):

@@ -1,14 +1,16 @@
 """The pages a person opens, in a real browser: /docs, a model card, Flower.
 
 Playwright drives Debian's ``chromium`` (``apt-get install chromium``; Playwright downloads no
-browser). The browser may only reach the stack: any other request (a CDN) is aborted, as on a
-network without internet. Screenshots are kept in test-artifacts/pages/ (git-ignored) and
-their paths printed (``pytest -s`` shows them).
+browser), or the browser ``$CHROMIUM`` names (CI's Ubuntu runners have Google Chrome: Ubuntu's
+chromium package is a snap). The browser may only reach the stack: any other request (a CDN)
+is aborted, as on a network without internet. Screenshots are kept in test-artifacts/pages/
+(git-ignored) and their paths printed (``pytest -s`` shows them).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -25,7 +27,7 @@ from training.cards import render_card
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
