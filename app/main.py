@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.routes import jobs, models, predict, retrain, system, v2
+from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import GatewayMetrics, RequestMetrics
 from app.metrics import router as metrics_router
@@ -48,9 +49,11 @@ def create_app(settings=None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
         lifespan=lifespan,
         openapi_url="/openapi.json" if docs else None,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        docs_url=None,  # app/docs.py serves them without a CDN
+        redoc_url=None,
     )
+    if docs:
+        install_docs(app, "/openapi.json")
     app.state.metrics = metrics
     app.state.metrics_token = str(settings.gateway.metrics_token)
     install_error_handlers(app)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
+from unicodedata import east_asian_width
 
 from core.store import ModelMetadata, ModelStore
 
 CARD_FILE = "card.html"
 CELL = 56
-LABEL = 110
+FONT = 12  # class labels' font size, px
+EM = 0.62  # the glyph width of monospace fonts (DejaVu Sans Mono, Menlo: 0.602 em; Courier 0.6)
+MAX_LABEL = 24  # characters of a class name shown; the whole name is its tooltip
+TITLE = 20  # room for the "predicted" and "actual" axis titles
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}
@@ -21,6 +25,9 @@ table{border-collapse:collapse;margin:.5rem 0 1.5rem}
 th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}
 th{background:#f4f4f4}code{font-size:.85em;word-break:break-all}
 .promoted{color:#176d2c;font-weight:bold}.rejected{color:#a11;font-weight:bold}
+.matrix{max-width:100%;overflow-x:auto;margin:.5rem 0 1.5rem}
+.matrix svg{display:block;font-family:system-ui,sans-serif}
+.matrix .label{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
 """
 
 
@@ -32,39 +39,61 @@ def _rows(pairs: list[tuple[str, object]]) -> str:
     return "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
 
 
+def _label(name: str) -> str:
+    return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 1] + "\u2026"
+
+
+def _columns(text: str) -> int:
+    """Monospace cells ``text`` takes: East Asian wide characters take two."""
+    return sum(2 if east_asian_width(c) in "WF" else 1 for c in text)
+
+
 def confusion_svg(matrix: list[list[int]], classes: list[object]) -> str:
-    """An n x n grid, darker where more rows fall; true class down, predicted across."""
+    """An n x n grid, darker where more rows fall; true class down, predicted across.
+
+    Class labels are set in a monospace font, so their width is known without a browser:
+    the margins are sized from the longest (at most :data:`MAX_LABEL` characters) and labels
+    fit inside the drawing; column labels slant up-left from their column.
+    """
     n = len(matrix)
-    size = LABEL + n * CELL + 10
+    names = [str(c) for c in classes] if len(classes) == n else [str(i) for i in range(n)]
+    label_width = EM * FONT * max((_columns(_label(name)) for name in names), default=1)
+    slant = label_width * 0.7072  # the width and the height of a label turned 45 degrees
+    left = TITLE + label_width + 8
+    top = TITLE + slant + FONT + 4
+    width, height = left + n * CELL + 10, top + n * CELL + 10
+    grid = n * CELL
     peak = max((v for row in matrix for v in row), default=0) or 1
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
-        f'viewBox="0 0 {size} {size}" role="img" aria-label="confusion matrix">',
-        f'<text x="{LABEL + n * CELL / 2}" y="14" text-anchor="middle" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="confusion matrix">',
+        f'<text class="axis" x="{left + grid / 2:.1f}" y="14" text-anchor="middle" '
         'font-size="12">predicted</text>',
-        f'<text x="12" y="{LABEL + n * CELL / 2}" text-anchor="middle" font-size="12" '
-        f'transform="rotate(-90 12 {LABEL + n * CELL / 2})">actual</text>',
+        f'<text class="axis" x="12" y="{top + grid / 2:.1f}" text-anchor="middle" '
+        f'font-size="12" transform="rotate(-90 12 {top + grid / 2:.1f})">actual</text>',
     ]
-    names = [_e(c) for c in classes] if len(classes) == n else [str(i) for i in range(n)]
     for i, name in enumerate(names):
-        mid = LABEL + i * CELL + CELL / 2
+        mid = i * CELL + CELL / 2
+        tip = f"<title>{_e(name)}</title>{_e(_label(name))}"
+        x, y = left + mid - 4, top - 6
         parts.append(
-            f'<text x="{mid}" y="{LABEL - 8}" text-anchor="end" font-size="11" '
-            f'transform="rotate(-45 {mid} {LABEL - 8})">{name}</text>'
+            f'<text class="label predicted" x="{x:.1f}" y="{y:.1f}" text-anchor="end" '
+            f'font-size="{FONT}" transform="rotate(45 {x:.1f} {y:.1f})">{tip}</text>'
         )
         parts.append(
-            f'<text x="{LABEL - 6}" y="{mid + 4}" text-anchor="end" font-size="11">{name}</text>'
+            f'<text class="label actual" x="{left - 6:.1f}" y="{top + mid + 4:.1f}" '
+            f'text-anchor="end" font-size="{FONT}">{tip}</text>'
         )
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             shade = value / peak
             fill = f"rgb({int(255 - 200 * shade)},{int(255 - 150 * shade)},255)"
             ink = "#fff" if shade > 0.6 else "#000"
-            x, y = LABEL + j * CELL, LABEL + i * CELL
+            x, y = left + j * CELL, top + i * CELL
             parts.append(
-                f'<rect x="{x}" y="{y}" width="{CELL}" height="{CELL}" fill="{fill}" '
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{CELL}" height="{CELL}" fill="{fill}" '
                 'stroke="#888"/>'
-                f'<text x="{x + CELL / 2}" y="{y + CELL / 2 + 5}" text-anchor="middle" '
+                f'<text x="{x + CELL / 2:.1f}" y="{y + CELL / 2 + 5:.1f}" text-anchor="middle" '
                 f'font-size="14" fill="{ink}">{int(value)}</text>'
             )
     parts.append("</svg>")
@@ -128,7 +157,7 @@ def render_card(metadata: ModelMetadata) -> str:
             + "</table>"
         )
     matrix = (
-        confusion_svg(m.confusion_matrix, m.classes)
+        f'<div class="matrix">{confusion_svg(m.confusion_matrix, m.classes)}</div>'
         if m.confusion_matrix
         else "<p>No confusion matrix recorded.</p>"
     )

@@ -30,9 +30,14 @@ def _out(text: str) -> None:
 def cmd_train(args, settings: Settings, store) -> None:
     from training.pipeline import run_training
     from training.single_flight import single_flight
+    from training.terminal import StepPrinter
 
+    shown = sys.stderr.isatty() if args.progress is None else args.progress
+    progress = StepPrinter(sys.stderr) if shown else None
     with single_flight(settings, store.model_name) as (result, lease):
-        outcome = run_training(settings, store, trainer=args.trainer, lease=lease, actor=_actor())
+        outcome = run_training(
+            settings, store, progress, trainer=args.trainer, lease=lease, actor=_actor()
+        )
         result.update(outcome.to_dict())
     _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
 
@@ -56,19 +61,31 @@ def cmd_register(args, settings: Settings, store) -> None:
 
 
 def cmd_list(args, settings: Settings, store) -> None:
+    from training.terminal import table, when
+
     metric = str(settings.models.get(store.model_name, settings.training).metric)
     production = store.production_version()
     versions = store.all_metadata()
     if not versions:
         _out(f"no versions of {store.model_name!r} yet")
         return
-    _out(f"  {'VERSION':<8} {metric.upper():<18} {'GATE':<9} {'TRAINER':<10} TRAINED_AT")
+    marks, rows = [" "], []
     for meta in versions:
-        mark = "*" if meta.version == production else " "
+        marks.append("*" if meta.version == production else " ")
         score = meta.metrics.get(metric)
-        shown = "-" if score is None else f"{score:.4f}"
-        gate = meta.gate.decision if meta.gate else "-"
-        _out(f"{mark} {meta.version:<8} {shown:<18} {gate:<9} {meta.trainer:<10} {meta.trained_at}")
+        rows.append(
+            [
+                str(meta.version),
+                "-" if score is None else f"{score:.4f}",
+                meta.gate.decision if meta.gate else "-",
+                meta.trainer,
+                f"{meta.n_train} / {meta.n_test}",
+                when(meta.trained_at),
+            ]
+        )
+    header = ["VERSION", metric.upper(), "GATE", "TRAINER", "ROWS (TRAIN / TEST)", "TRAINED (UTC)"]
+    for mark, line in zip(marks, table(header, rows, right=1), strict=True):
+        _out(f"{mark} {line}")
     _out("* = production")
 
 
@@ -145,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--trainer", metavar="NAME", help="trainer to use instead of training.trainer"
+    )
+    train.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="show each step on stderr as it starts (default: when stderr is a terminal, so "
+        "scripts and a failure's one error line stay clean)",
     )
     train.set_defaults(func=cmd_train)
     _register_parser(sub)

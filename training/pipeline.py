@@ -29,7 +29,9 @@ from training.gate import decide
 from training.registry import get_trainer
 from training.serialization import ARTIFACT_FILES, dump_model, loads_model
 
-Progress = Callable[[str, int], None]
+Progress = Callable[[str, int, str], None]
+"""``progress(step, percent, detail)`` as each step starts: ``step`` is a key of
+:data:`STEPS`, ``detail`` says what it works on (e.g. ``"LogisticRegression on 120 rows"``)."""
 
 STEPS = {
     "loading data": 5,
@@ -61,15 +63,21 @@ class TrainingOutcome:
         return asdict(self)
 
 
-def _report(progress: Progress | None, step: str) -> None:
+def _report(progress: Progress | None, step: str, detail: str = "") -> None:
     """Progress is best effort: a failing reporter must not fail (or half-finish) a run."""
-    logger.debug("training step: {}", step)
+    logger.debug("training step: {} {}", step, detail)
     if progress is None:
         return
     try:
-        progress(step, STEPS[step])
+        progress(step, STEPS[step], detail)
     except Exception as exc:
         logger.warning("progress callback failed at {!r}: {}", step, exc)
+
+
+def _shape(data: Dataset) -> str:
+    classes = len(set(data.y.tolist()))
+    where = f" from {data.source}" if data.source else ""
+    return f"{data.n_rows} rows, {len(data.feature_names)} features, {classes} classes{where}"
 
 
 def fit_trainer(trainer: Trainer, data: Dataset, split: Split) -> Trainer:
@@ -153,16 +161,17 @@ def run_training(
     started_from = store.production_version()
     logger.debug("training {} with trainer {!r}", store.model_name, trainer_name)
 
-    _report(progress, "loading data")
+    _report(progress, "loading data", f"trainer {trainer_name}")
     data = model.load_data()
-    _report(progress, "splitting")
+    _report(progress, "splitting", _shape(data))
     split = model.split(data)
-    _report(progress, "fitting")
+    estimator = str(model.estimator).rsplit(".", 1)[-1]
+    _report(progress, "fitting", f"{estimator} on {len(split.y_train)} rows")
     fit_trainer(model, data, split)
-    _report(progress, "evaluating")
+    _report(progress, "evaluating", f"{metric} on {len(split.y_test)} held-out rows")
     model.evaluate(split.X_test, split.y_test)
 
-    _report(progress, "saving")
+    _report(progress, "saving", f"as {fmt}, signed")
     artifact = save_artifact(model.pipeline_, fmt, split.X_test, model.estimator)
     meta = store.register(artifact, build_metadata(store.model_name, model, data, split, fmt))
     store.audit(meta.version, "registered", actor, f"trainer {trainer_name}")
@@ -170,14 +179,19 @@ def run_training(
         "registered {} v{} ({} {:.4f})", meta.name, meta.version, metric, meta.metrics[metric]
     )
 
-    _report(progress, "gating")
     current = store.production_version()
+    against = "no production version" if current is None else f"production v{current}"
+    _report(
+        progress,
+        "gating",
+        f"v{meta.version} ({metric} {meta.metrics[metric]:.4f}) against {against}",
+    )
     production = store.metadata(current) if current is not None else None
     decision = gate_and_promote(
         store, meta, production, started_from, metric, float(cfg.promotion_margin), actor, lease
     )
     record_decision(store, meta.version, decision)
-    _report(progress, "done")
+    _report(progress, "done", f"v{meta.version} {decision.decision}")
 
     return TrainingOutcome(
         model_name=meta.name,

@@ -12,7 +12,7 @@ FAILURE (``worker_lost``) after ``worker.max_retries_on_crash`` retries, like a 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import orjson
 import redis
@@ -30,7 +30,9 @@ from core.jobs import (
 from core.single_flight import RunLease
 from workers.runtime import Runtime
 
-Progress = Callable[[str, int], None]
+if TYPE_CHECKING:  # training.pipeline imports scikit-learn: only when a retrain runs
+    from training.pipeline import Progress
+
 POLL_SECONDS = 0.5
 
 

@@ -101,8 +101,9 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         soft_time_limit=worker.retrain_time_limit * 0.95,
     )
     def retrain(self, model: str | None = None) -> dict:
-        def progress(step: str, percent: int) -> None:
-            self.update_state(state="PROGRESS", meta={"step": step, "percent": percent})
+        def progress(step: str, percent: int, detail: str) -> None:
+            meta = {"step": step, "percent": percent, "detail": detail}
+            self.update_state(state="PROGRESS", meta=meta)
 
         rt = runtime()
         name = model or rt.settings.default_model

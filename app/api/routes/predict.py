@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from starlette.responses import Response
 
+from app.api.deps import ApiKeyHeader
 from app.api.plain_route import PlainRoute
 from app.errors import BadRequest, UnsupportedMediaType, clip
 from app.responses import RawJSONResponse, accepted
@@ -61,9 +62,6 @@ IdempotencyKeyHeader = Annotated[
         max_length=idempotency.MAX_KEY,
         description="Repeat a request safely: the same key returns the same job",
     ),
-]
-PredictKeyHeader = Annotated[
-    str | None, Header(alias=API_KEY, description="API key with the `predict` scope")
 ]
 
 
@@ -159,10 +157,10 @@ ModelName = Annotated[str, Path(pattern=MODEL_NAME, description="A served model'
 async def predict(
     request: Request,
     body: PredictBody,
+    x_api_key: ApiKeyHeader,
     wait: WaitQuery = None,
     prefer: PreferHeader = None,
     idempotency_key: IdempotencyKeyHeader = None,
-    x_api_key: PredictKeyHeader = None,
 ) -> Response:
     """Predict one instance or a batch; 202 with a job id, or 200 with the result."""
     return await serve(request)  # plain_routes answer first; the same answer if they did not
@@ -177,10 +175,10 @@ async def predict_model(
     request: Request,
     body: PredictBody,
     name: ModelName,
+    x_api_key: ApiKeyHeader,
     wait: WaitQuery = None,
     prefer: PreferHeader = None,
     idempotency_key: IdempotencyKeyHeader = None,
-    x_api_key: PredictKeyHeader = None,
 ) -> Response:
     """Predict with the model `name`: the bodies and answers of POST /predict."""
     return await serve(request)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import ApiKeyHeader, GatewayDep
+from app.api.deps import GatewayDep, OptionalKeyHeader
 from app.responses import JSONResponse
 from app.schemas import VersionPublic
 from app.services.workers import readiness, unserved
@@ -21,7 +21,7 @@ async def health() -> dict:
 
 
 @router.get("/ready", responses={503: {"description": "Not ready (reasons: see above)"}})
-async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResponse:
+async def ready(gateway: GatewayDep, x_api_key: OptionalKeyHeader = None) -> JSONResponse:
     """Ready when Redis answers, a worker consumes `predict` and the default model has a
     production version; `warnings` says when no worker consumes `train` (retrains would
     wait), or another model has no production version or no worker on its queue. `models`:

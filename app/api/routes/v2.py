@@ -20,7 +20,7 @@ import orjson
 from fastapi import APIRouter, Body, Header, Path, Request
 from starlette.responses import Response
 
-from app.api.deps import ApiKeyHeader, GatewayDep
+from app.api.deps import ApiKeyHeader, GatewayDep, OptionalKeyHeader
 from app.api.plain_route import PlainRoute
 from app.errors import BadRequest, JobFailed, ResultTimeout, clip
 from app.responses import JSONResponse
@@ -70,7 +70,6 @@ ModelName = Annotated[str, Path(description="A served model's name (404 if none)
 ModelVersion = Annotated[
     str, Path(description="A version number of the model (404 if it has no such version)")
 ]
-ServedKey = Annotated[str | None, Header(alias=API_KEY, description="API key, `predict` scope")]
 
 
 def _small_number(text: str) -> bool:
@@ -118,7 +117,7 @@ async def server_live() -> JSONResponse:
     response_model=V2ServerReady,
     responses={503: {"model": V2Error, "description": "Not ready; `error` says why"}},
 )
-async def server_ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResponse:
+async def server_ready(gateway: GatewayDep, x_api_key: OptionalKeyHeader = None) -> JSONResponse:
     """Ready when `GET /ready` is (Redis, a `predict` worker, a production model); 503 if not.
     In production only a caller with a valid API key is told why."""
     reasons, _, _ = await readiness(gateway)
@@ -181,7 +180,7 @@ READY_ERRORS = {
 
 
 @router.get("/models/{name}", response_model=V2ModelMetadata, responses=MODEL_ERRORS)
-async def model_metadata(gateway: GatewayDep, name: ModelName, x_api_key: ServedKey = None):
+async def model_metadata(gateway: GatewayDep, name: ModelName, x_api_key: ApiKeyHeader = None):
     """The model's versions, platform, input and output tensors (its production version's)."""
     gateway.keys.authorize(x_api_key, "predict")
     return await _metadata(gateway, name, None)
@@ -191,7 +190,7 @@ async def model_metadata(gateway: GatewayDep, name: ModelName, x_api_key: Served
     "/models/{name}/versions/{version}", response_model=V2ModelMetadata, responses=MODEL_ERRORS
 )
 async def model_version_metadata(
-    gateway: GatewayDep, name: ModelName, version: ModelVersion, x_api_key: ServedKey = None
+    gateway: GatewayDep, name: ModelName, version: ModelVersion, x_api_key: ApiKeyHeader = None
 ):
     """The model's metadata, with the input and output tensors of this version."""
     gateway.keys.authorize(x_api_key, "predict")
@@ -199,7 +198,7 @@ async def model_version_metadata(
 
 
 @router.get("/models/{name}/ready", response_model=V2ModelReady, responses=READY_ERRORS)
-async def model_ready(gateway: GatewayDep, name: ModelName, x_api_key: ServedKey = None):
+async def model_ready(gateway: GatewayDep, name: ModelName, x_api_key: ApiKeyHeader = None):
     """200 when the model has a production version and a live worker consumes its queue."""
     gateway.keys.authorize(x_api_key, "predict")
     return await _model_ready(gateway, name, None)
@@ -209,7 +208,7 @@ async def model_ready(gateway: GatewayDep, name: ModelName, x_api_key: ServedKey
     "/models/{name}/versions/{version}/ready", response_model=V2ModelReady, responses=READY_ERRORS
 )
 async def model_version_ready(
-    gateway: GatewayDep, name: ModelName, version: ModelVersion, x_api_key: ServedKey = None
+    gateway: GatewayDep, name: ModelName, version: ModelVersion, x_api_key: ApiKeyHeader = None
 ):
     """200 when the version exists (and verifies) and a live worker consumes its queue."""
     gateway.keys.authorize(x_api_key, "predict")
@@ -326,7 +325,7 @@ async def infer(
     request: Request,
     body: InferBody,
     name: ModelName,
-    x_api_key: ServedKey = None,
+    x_api_key: ApiKeyHeader = None,
     idempotency_key: IdempotencyKeyHeader = None,
     inference_header: BinaryHeader = None,
 ) -> Response:
@@ -345,7 +344,7 @@ async def infer_version(
     body: InferBody,
     name: ModelName,
     version: ModelVersion,
-    x_api_key: ServedKey = None,
+    x_api_key: ApiKeyHeader = None,
     idempotency_key: IdempotencyKeyHeader = None,
     inference_header: BinaryHeader = None,
 ) -> Response:

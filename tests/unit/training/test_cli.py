@@ -69,11 +69,15 @@ def test_cli_happy_path():
     first = cli("train")
     assert first.returncode == 0, first.stderr
     assert "iris v1 promoted" in first.stdout
+    assert "fitting" not in first.stderr  # stderr is a pipe here: no progress unless asked
     run_training(get_settings())  # v2, in-process: one subprocess train is proof enough
     listing = cli("list")
     assert listing.returncode == 0
-    rows = [line for line in listing.stdout.splitlines() if "promoted" in line]
+    header, *rows, legend = listing.stdout.splitlines()
     assert len(rows) == 2 and rows[0].startswith("  1") and rows[1].startswith("* 2")
+    assert legend == "* = production"
+    for column, cell in (("GATE", "promoted"), ("TRAINER", "iris"), ("ROWS", "120 / 30")):
+        assert {row.index(cell) for row in rows} == {header.index(column)}, listing.stdout
     rollback = cli("rollback")
     assert rollback.returncode == 0 and "production: v1 (was v2)" in rollback.stdout
     assert open_store(get_settings()).production_version() == 1
@@ -84,6 +88,19 @@ def test_cli_happy_path():
     assert card.returncode == 0
     path = Path(card.stdout.strip())
     assert path.name == "card.html" and "iris v1" in path.read_text()
+
+
+def test_cli_train_with_progress_shows_each_step_on_stderr():
+    trained = cli("train", "--progress")
+    assert trained.returncode == 0, trained.stderr
+    steps = [line for line in trained.stderr.splitlines() if line.startswith("[")]
+    assert steps[0].startswith("[  5%") and steps[0].endswith("] loading data: trainer iris")
+    assert steps[1].endswith(
+        "] splitting: 150 rows, 4 features, 3 classes from sklearn.datasets.load_iris"
+    )
+    assert steps[2].endswith("] fitting: LogisticRegression on 120 rows")
+    assert steps[-1].startswith("[100%") and steps[-1].endswith("] done: v1 promoted")
+    assert trained.stdout.startswith("iris v1 promoted")  # stdout: the one result line
 
 
 def test_cli_sign_vouches_for_versions_registered_before_signing(signing_keys):

@@ -17,10 +17,16 @@ from training.serialization import load_model
 
 def test_training_first_run_registers_and_promotes():
     settings = get_settings()
-    steps: list[tuple[str, int]] = []
-    outcome = run_training(settings, progress=lambda step, pct: steps.append((step, pct)))
-    assert [s for s, _ in steps] == list(STEPS)
-    assert [p for _, p in steps] == sorted(p for _, p in steps) and steps[-1][1] == 100
+    steps: list[tuple[str, int, str]] = []
+    outcome = run_training(settings, progress=lambda *report: steps.append(report))
+    assert [s for s, _, _ in steps] == list(STEPS)
+    assert [p for _, p, _ in steps] == sorted(p for _, p, _ in steps) and steps[-1][1] == 100
+    details = {step: detail for step, _, detail in steps}
+    assert details["splitting"].startswith("150 rows, 4 features, 3 classes")
+    assert details["fitting"] == "LogisticRegression on 120 rows"
+    assert details["gating"].startswith("v1 (accuracy ")
+    assert details["gating"].endswith("against no production version")
+    assert details["done"] == "v1 promoted"
     assert outcome.version == 1 and outcome.promoted and outcome.decision == "promoted"
     store = open_store(settings)
     assert store.production_version() == 1
@@ -131,7 +137,7 @@ def test_training_unloadable_artifact_is_not_registered(monkeypatch):
 
 
 def test_training_broken_progress_callback_does_not_break_the_run():
-    def progress(step, pct):
+    def progress(step, pct, detail):
         raise RuntimeError("broker down")
 
     assert run_training(get_settings(), progress=progress).promoted

@@ -48,7 +48,7 @@ def with_env(monkeypatch, **env: str) -> Runtime:
 
 def test_promoted_retrain_is_served_at_once_and_releases_the_lock(rt):
     steps = []
-    result = run_retrain(rt, "job-1", lambda step, percent: steps.append((step, percent)))
+    result = run_retrain(rt, "job-1", lambda step, percent, _: steps.append((step, percent)))
     assert result["decision"] == "promoted" and result["promoted"] is True
     assert result["version"] == 2 and result["production_version"] == 1
     assert result["candidate"] == result["production"]  # same data: equal scores pass
@@ -127,10 +127,11 @@ def test_retrain_task_reports_progress_through_update_state(rt, monkeypatch):
     assert {"fitting", "evaluating", "saving", "gating"} <= set(steps)
     percents = [meta["percent"] for _, meta in recorder.states]
     assert percents == sorted(percents) and percents[-1] == 100
+    assert all(isinstance(meta["detail"], str) for _, meta in recorder.states)
 
 
 def test_progress_reporter_failure_does_not_fail_the_run(rt):
-    def broken(step, percent):
+    def broken(step, percent, detail):
         raise ConnectionError("result backend down")
 
     assert run_retrain(rt, "job-4", broken)["decision"] == "promoted"
@@ -227,7 +228,7 @@ def test_a_run_that_lost_its_lease_registers_but_does_not_promote(rt):
 def test_a_manual_rollback_during_training_is_not_overwritten(rt):
     run_training(rt.settings, rt.store)  # v2 in production, v1 in the history
 
-    def operator_rolls_back(step: str, _percent: int) -> None:
+    def operator_rolls_back(step: str, _percent: int, _detail: str) -> None:
         if step == "fitting":
             rt.store.rollback(actor="operator")
 

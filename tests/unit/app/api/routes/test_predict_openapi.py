@@ -74,10 +74,18 @@ def test_every_parameter_is_documented_and_none_is_required(operation):
         ("query", "wait"),
         ("header", "Prefer"),
         ("header", "Idempotency-Key"),
-        ("header", "X-API-Key"),
     }
     assert not any(p["required"] for p in documented.values())
     assert all(p["description"] for p in documented.values())
+
+
+def test_the_api_key_is_a_security_scheme_in_the_header_serve_reads(spec, operation):
+    """One Authorize button in /docs, for the header serve() authorizes with."""
+    [requirement] = operation["security"]
+    [name] = requirement
+    scheme = spec["components"]["securitySchemes"][name]
+    assert scheme == {**scheme, "type": "apiKey", "in": "header", "name": predict.API_KEY}
+    assert scheme["description"]
 
 
 def test_the_documented_wait_minimum_is_the_parsers(operation):
