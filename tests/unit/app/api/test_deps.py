@@ -6,7 +6,15 @@ from app.api.deps import API_KEY
 from app.main import create_app
 from core.settings import get_settings
 
-OPEN = {("get", "/health"), ("get", "/ready"), ("get", "/version")}  # /ready: a key is optional
+# Open: no key needed (on the readiness probes a key is optional: it shows the reasons).
+OPEN = {
+    ("get", "/health"),
+    ("get", "/ready"),
+    ("get", "/version"),
+    ("get", "/v2"),
+    ("get", "/v2/health/live"),
+    ("get", "/v2/health/ready"),
+}
 
 
 def test_every_operation_but_the_open_ones_declares_the_api_key_scheme():
