@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from loguru import logger
@@ -20,6 +21,9 @@ from core.messages import PREDICT_QUEUE, TRAIN_QUEUE
 from core.redis import async_client
 from core.settings import Settings
 
+if TYPE_CHECKING:
+    from core.otel import Tracer
+
 WORKERS_EVERY = 4  # watcher turns (0.25 s) between two reads of the worker heartbeats
 
 
@@ -34,6 +38,7 @@ class Gateway:
     admission: Admission
     workers: WorkerView = field(default_factory=WorkerView)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    tracer: Tracer | None = None  # None: tracing is off
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @property
@@ -45,7 +50,12 @@ class Gateway:
         return sorted({PREDICT_QUEUE, *(m.queue for m in self.settings.models.values())})
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: GatewayMetrics | None = None) -> Gateway:
+    def from_settings(
+        cls,
+        settings: Settings,
+        metrics: GatewayMetrics | None = None,
+        tracer: Tracer | None = None,
+    ) -> Gateway:
         metrics = metrics if metrics is not None else GatewayMetrics()
         timeout = settings.api.redis_timeout_seconds
         client = async_client(settings.redis_url, socket_timeout=timeout)
@@ -70,11 +80,13 @@ class Gateway:
                 ttl=settings.api.jobs_ttl_seconds,
                 idempotency_window=settings.api.idempotency_window_seconds,
                 metrics=metrics,
+                tracer=tracer,
             ),
             listener=ResultListener(listener_client),
             catalogs=ModelCatalogs.from_settings(settings),
             keys=KeyRing(settings.auth.api_keys, enabled=settings.auth.enabled),
             metrics=metrics,
+            tracer=tracer,
         )
 
     async def start(self) -> None:
