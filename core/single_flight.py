@@ -124,12 +124,17 @@ def _request(
 
 
 def request_retrain(
-    client: redis.Redis, model: str, requested_by: str, ttl: int, owner: str | None = None
+    client: redis.Redis,
+    model: str,
+    requested_by: str,
+    ttl: int,
+    owner: str | None = None,
+    traceparent: str | None = None,
 ) -> tuple[str, bool]:
     """Queue a retrain of ``model``, or join the one queued or running: ``(job id, joined)``.
 
     ``owner``: the API key that may read the job besides ``admin`` keys (None: admins only)."""
-    job_id, args = _request(model, requested_by, owner, ttl)
+    job_id, args = _request(model, requested_by, owner, ttl, traceparent)
     held = Holder.parse(client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 

@@ -109,10 +109,10 @@ def run_message(
             started = time.perf_counter()
             results = predict_jobs(model, live)
             inference = time.perf_counter() - started
+            if span is not None:
+                span.set_attribute("mlops.failed", sum(r["status"] != SUCCESS for r in results))
         with _span(tracer, f"publish {RESULTS_CHANNEL}", (), model, kind="producer"):
             publish(client, stale + results, ttl)  # one PUBLISH for the whole message
-        if span is not None:
-            span.set_attribute("mlops.failed", sum(r["status"] != SUCCESS for r in results))
     else:
         publish(client, stale, ttl)
         results = _run_isolated(client, model, live, ttl=ttl, max_attempts=max_attempts)
