@@ -34,7 +34,15 @@ def telemetry(tracer) -> dict:
         "metrics": False,
         "logs": False,
         "operation_spans": False,  # a span per dependency and endpoint call: noise here
+        "exclude": _untraced,
     }
+
+
+UNTRACED = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes: no traces
+
+
+def _untraced(scope) -> bool:
+    return scope.get("path") in UNTRACED
 
 
 def create_app(settings=None) -> FastAPI:

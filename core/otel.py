@@ -4,16 +4,16 @@ One :class:`Tracer` per process: its own TracerProvider (never the global one, s
 library cannot swap it), sampling parent-based with ``tracing.sampling_ratio`` for new traces,
 spans batched by a BatchSpanProcessor and sent by its thread over OTLP/HTTP. A request never
 waits on the exporter: a span ends into a bounded queue; an export that fails or times out
-(``tracing.export_timeout_seconds``) drops its spans, and a full queue drops new ones; both are
-counted (``on_dropped``, the ``mlops_trace_spans_dropped_total`` metric).
+(``tracing.export_timeout_seconds``) drops its spans, and a full queue drops its oldest span
+for each new one; both are counted (``on_dropped``, ``mlops_trace_spans_dropped_total``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 
 from loguru import logger
 from opentelemetry import trace
@@ -178,7 +178,6 @@ class Tracer:
         return cls(provider, counting)
 
     # -- spans ---------------------------------------------------------------------------
-    @contextlib.contextmanager
     def span(
         self,
         name: str,
@@ -187,18 +186,16 @@ class Tracer:
         parent: str | None = None,
         links: Iterable[str | None] = (),
         attributes: dict | None = None,
-    ) -> Iterator[trace.Span]:
-        """A span made current for the block: a child of the current span, or of ``parent``
-        (a traceparent) when given, linked to the spans ``links`` name."""
-        context = context_of(parent) if parent else None
-        with self.otel.start_as_current_span(
+    ) -> AbstractContextManager[trace.Span]:
+        """A span made current for a ``with`` block: a child of the current span, or of
+        ``parent`` (a traceparent) when given, linked to the spans ``links`` name."""
+        return self.otel.start_as_current_span(
             name,
-            context=context,
+            context=context_of(parent) if parent else None,
             kind=KINDS[kind],
             links=_links(links),
             attributes=attributes,
-        ) as span:
-            yield span
+        )
 
     @staticmethod
     def traceparent() -> str | None:

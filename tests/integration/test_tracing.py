@@ -79,6 +79,8 @@ def test_a_sync_predict_is_one_trace_across_gateway_and_worker(traced, collector
     assert message["parent"] == enqueue["span_id"]  # the Celery message's traceparent header
     assert predict["parent"] == results["parent"] == message["span_id"]
     assert (TRACE_ID, request["span_id"]) in predict["links"]  # the job's own request
+    # probes and scrapes (the stack's start polled /health and /ready) make no traces
+    assert not [s for s in collector.spans if s["name"].startswith(("GET /health", "GET /ready"))]
 
 
 def test_a_retrain_is_one_trace_from_the_request_to_the_worker(traced, collector):
