@@ -198,6 +198,11 @@ class Tracer:
         )
 
     @staticmethod
+    def event(name: str, attributes: dict | None = None) -> None:
+        """An event of the current span, now."""
+        trace.get_current_span().add_event(name, attributes)
+
+    @staticmethod
     def traceparent() -> str | None:
         """The W3C traceparent of the current span, or None outside any span."""
         context = trace.get_current_span().get_span_context()

@@ -67,6 +67,7 @@ class Collector:
                             "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
                             "parent": span.parent_span_id.hex() or None,
+                            "events": [event.name for event in span.events],
                             "links": [(lk.trace_id.hex(), lk.span_id.hex()) for lk in span.links],
                         }
                     )

@@ -39,7 +39,7 @@ def test_a_sync_wait_that_ends_without_a_result_is_counted():
     assert value(samples(metrics.exposition()), "mlops_sync_wait_timeouts_total") == 1
 
 
-def test_traced_a_job_carries_its_request_span_and_the_wait_is_a_span():
+def test_traced_a_job_carries_its_request_span_and_its_delivery_is_an_event():
     tracer, exporter = memory_tracer()
 
     async def scenario():
@@ -77,8 +77,9 @@ def test_traced_a_job_carries_its_request_span_and_the_wait_is_a_span():
     (job,) = args[0]
     assert job["traceparent"] == request  # the worker links its prediction to the request
     spans = finished(tracer, exporter)
-    wait, publish, server = spans["await result"], spans["publish predict"], spans["POST /predict"]
-    assert wait.parent.span_id == server.context.span_id
-    assert wait.attributes["mlops.result"] == "delivered"
+    publish, server = spans["publish predict"], spans["POST /predict"]
+    (delivered,) = server.events
+    assert delivered.name == "result delivered"
+    assert delivered.attributes["mlops.job_id"] == "j1"
     assert publish.parent.span_id == server.context.span_id
     assert envelope["headers"]["traceparent"].split("-")[2] == f"{publish.context.span_id:016x}"
