@@ -17,19 +17,48 @@ from core.heap import freeze_startup_heap
 from core.logging import setup_logging
 from core.redis import check_sentinels
 from core.settings import get_settings
+from core.tracing import tracer_for
 from core.versions import API_VERSION
+
+
+def telemetry(tracer) -> dict:
+    """FastAPI's native OpenTelemetry: off, or the request spans only (tracing on).
+
+    Its server span covers every route, the hand-written /predict included (it wraps the
+    whole app), continues a client's ``traceparent`` and is the parent of the enqueue.
+    Prometheus metrics (app/metrics.py) cover what its metrics and logs would; its
+    per-request provider lookups cost ~5 % of a predict request, so they stay off.
+    """
+    if tracer is None:
+        return {"tracing": False, "metrics": False, "logs": False}
+    return {
+        "tracing": True,
+        "tracer_provider": tracer.provider,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,  # a span per dependency and endpoint call: noise here
+        "exclude": _untraced,
+    }
+
+
+UNTRACED = frozenset({"/health", "/ready", "/metrics"})  # probes and scrapes: no traces
+
+
+def _untraced(scope) -> bool:
+    return scope.get("path") in UNTRACED
 
 
 def create_app(settings=None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging(settings, "gateway")
     metrics = GatewayMetrics(models={settings.default_model, *settings.models})
+    tracer = tracer_for(settings, "gateway", on_dropped=metrics.trace_spans_dropped.inc)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # A sentinel:// URL whose sentinels do not answer stops the gateway here, naming it.
         await asyncio.to_thread(check_sentinels, settings.redis_url)
-        gateway = Gateway.from_settings(settings, metrics)
+        gateway = Gateway.from_settings(settings, metrics, tracer)
         app.state.gateway = gateway
         await gateway.start()
         freeze_startup_heap()
@@ -37,6 +66,8 @@ def create_app(settings=None) -> FastAPI:
             yield
         finally:
             await gateway.stop()
+            if tracer is not None:
+                tracer.shutdown()  # sends what is queued, within one export timeout
 
     # Production hides the API's description unless gateway.docs is set.
     docs = bool(settings.gateway.docs)
@@ -44,9 +75,7 @@ def create_app(settings=None) -> FastAPI:
         title="Two MLOps Toolset",
         version=API_VERSION,
         summary="Async scikit-learn predictions through Redis and Celery workers.",
-        # Prometheus metrics (app/metrics.py) cover what FastAPI's native OpenTelemetry would;
-        # its per-request provider lookups cost ~5 % of a predict request.
-        telemetry={"tracing": False, "metrics": False, "logs": False},
+        telemetry=telemetry(tracer),
         lifespan=lifespan,
         openapi_url="/openapi.json" if docs else None,
         docs_url=None,  # app/docs.py serves them without a CDN

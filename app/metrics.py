@@ -210,6 +210,11 @@ class GatewayMetrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
+        self.trace_spans_dropped = Counter(
+            "mlops_trace_spans_dropped_total",
+            "Trace spans lost: the OTLP export failed or timed out, or its queue was full.",
+            registry=r,
+        )
         self.rejected = Counter(
             "mlops_requests_rejected_total",
             "Requests refused before any work was queued, by reason.",

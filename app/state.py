@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from loguru import logger
@@ -21,6 +22,9 @@ from core.messages import PREDICT_QUEUE, TRAIN_QUEUE, waited
 from core.redis import async_client
 from core.settings import Settings
 
+if TYPE_CHECKING:
+    from core.otel import Tracer
+
 WORKERS_EVERY = 4  # watcher turns (0.25 s) between two reads of the heartbeats and oldest jobs
 
 
@@ -35,6 +39,7 @@ class Gateway:
     admission: Admission
     workers: WorkerView = field(default_factory=WorkerView)
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    tracer: Tracer | None = None  # None: tracing is off
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @property
@@ -49,7 +54,12 @@ class Gateway:
         return (*self.predict_queues(), TRAIN_QUEUE)
 
     @classmethod
-    def from_settings(cls, settings: Settings, metrics: GatewayMetrics | None = None) -> Gateway:
+    def from_settings(
+        cls,
+        settings: Settings,
+        metrics: GatewayMetrics | None = None,
+        tracer: Tracer | None = None,
+    ) -> Gateway:
         metrics = metrics if metrics is not None else GatewayMetrics()
         timeout = settings.api.redis_timeout_seconds
         client = async_client(settings.redis_url, socket_timeout=timeout)
@@ -75,11 +85,13 @@ class Gateway:
                 idempotency_window=settings.api.idempotency_window_seconds,
                 metrics=metrics,
                 replica_ack_ms=settings.api.replica_ack_ms,
+                tracer=tracer,
             ),
             listener=ResultListener(listener_client),
             catalogs=ModelCatalogs.from_settings(settings),
             keys=KeyRing(settings.auth.api_keys, enabled=settings.auth.enabled),
             metrics=metrics,
+            tracer=tracer,
         )
 
     async def start(self) -> None:

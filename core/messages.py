@@ -81,8 +81,12 @@ def celery_message(
     kwargs: dict[str, Any] | None = None,
     ignore_result: bool = False,
     model: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[str, bytes]:
-    """Return ``(task_id, payload)``: a Celery protocol-2 message for ``LPUSH <queue>``."""
+    """Return ``(task_id, payload)``: a Celery protocol-2 message for ``LPUSH <queue>``.
+
+    ``headers`` are added to Celery's (``traceparent``): a worker reads them in
+    ``task.request``, as Celery does every header it does not know."""
     task_id = task_id or new_id()
     kwargs = kwargs or {}
     body = orjson.dumps(
@@ -133,4 +137,6 @@ def celery_message(
             "delivery_tag": new_id(),
         },
     }
+    if headers:
+        envelope["headers"].update(headers)
     return task_id, orjson.dumps(envelope)

@@ -193,6 +193,16 @@ class GatewaySettings(Section):
     ssl_keyfile: str
 
 
+class TracingSettings(Section):
+    enabled: bool
+    endpoint: str = Field(pattern=r"^https?://")  # OTLP/HTTP traces URL (…/v1/traces)
+    sampling_ratio: Number = Field(ge=0, le=1)
+    gateway_service: str = Field(min_length=1)
+    worker_service: str = Field(min_length=1)
+    export_every_seconds: Number = Field(gt=0)
+    export_timeout_seconds: Number = Field(gt=0)
+
+
 class Settings(Section):
     """Everything configurable, validated. Built once per process by :func:`get_settings`."""
 
@@ -211,6 +221,7 @@ class Settings(Section):
     worker: WorkerSettings
     flower: FlowerSettings
     gateway: GatewaySettings
+    tracing: TracingSettings
 
     @field_validator("redis_url")
     @classmethod

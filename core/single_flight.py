@@ -35,6 +35,7 @@ from loguru import logger
 
 from core.jobs import PENDING, job_key, train_record
 from core.messages import RETRAIN_TASK, TRAIN_QUEUE, celery_message, new_id
+from core.tracing import TRACEPARENT
 
 
 def lock_key(model: str) -> str:
@@ -94,8 +95,11 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def _request(model: str, requested_by: str, owner: str | None, ttl: int) -> tuple[str, tuple]:
-    """A new retrain job's id and the arguments of :data:`REQUEST` that queue it."""
+def _request(
+    model: str, requested_by: str, owner: str | None, ttl: int, traceparent: str | None = None
+) -> tuple[str, tuple]:
+    """A new retrain job's id and the arguments of :data:`REQUEST` that queue it; its message
+    carries ``traceparent`` (core/tracing.py) when given."""
     job_id = new_id()
     record = train_record(
         job_id,
@@ -107,28 +111,44 @@ def _request(model: str, requested_by: str, owner: str | None, ttl: int) -> tupl
     )
     # The message expires with the job's record and claim: Celery drops it unrun after that.
     _, payload = celery_message(
-        RETRAIN_TASK, [model], queue=TRAIN_QUEUE, task_id=job_id, expires_in=ttl, model=model
+        RETRAIN_TASK,
+        [model],
+        queue=TRAIN_QUEUE,
+        task_id=job_id,
+        expires_in=ttl,
+        model=model,
+        headers={TRACEPARENT: traceparent} if traceparent else None,
     )
     keys = (lock_key(model), job_key(job_id), TRAIN_QUEUE)
     return job_id, (REQUEST, len(keys), *keys, job_id, orjson.dumps(record), payload, int(ttl))
 
 
 def request_retrain(
-    client: redis.Redis, model: str, requested_by: str, ttl: int, owner: str | None = None
+    client: redis.Redis,
+    model: str,
+    requested_by: str,
+    ttl: int,
+    owner: str | None = None,
+    traceparent: str | None = None,
 ) -> tuple[str, bool]:
     """Queue a retrain of ``model``, or join the one queued or running: ``(job id, joined)``.
 
     ``owner``: the API key that may read the job besides ``admin`` keys (None: admins only)."""
-    job_id, args = _request(model, requested_by, owner, ttl)
+    job_id, args = _request(model, requested_by, owner, ttl, traceparent)
     held = Holder.parse(client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 
 
 async def request_retrain_async(
-    client: aioredis.Redis, model: str, requested_by: str, ttl: int, owner: str | None = None
+    client: aioredis.Redis,
+    model: str,
+    requested_by: str,
+    ttl: int,
+    owner: str | None = None,
+    traceparent: str | None = None,
 ) -> tuple[str, bool]:
     """:func:`request_retrain` for the gateway's asyncio client."""
-    job_id, args = _request(model, requested_by, owner, ttl)
+    job_id, args = _request(model, requested_by, owner, ttl, traceparent)
     held = Holder.parse(await client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 

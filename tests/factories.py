@@ -207,3 +207,26 @@ def value(found, name: str, **labels: str) -> float | None:
 def total(found, name: str, **labels: str) -> float:
     """Sum of the samples named ``name`` whose labels include ``labels``."""
     return sum(v for n, lab, v in found if n == name and labels.items() <= lab.items())
+
+
+# -- tracing ----------------------------------------------------------------------------------
+
+
+def memory_tracer(service: str = "test", sampling_ratio: float = 1.0):
+    """A core.otel.Tracer whose spans end up in an InMemorySpanExporter, and that exporter;
+    ``finished(tracer, exporter)`` flushes the background processor and reads them."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from core.otel import Tracer
+
+    exporter = InMemorySpanExporter()
+    return Tracer.exporting(exporter, service, sampling_ratio=sampling_ratio), exporter
+
+
+def finished(tracer, exporter) -> dict:
+    """The spans ended so far, by name (each name once in these tests)."""
+    assert tracer.provider.force_flush(5000)
+    spans = exporter.get_finished_spans()
+    by_name = {span.name: span for span in spans}
+    assert len(by_name) == len(spans), [span.name for span in spans]
+    return by_name

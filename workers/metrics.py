@@ -106,6 +106,11 @@ class WorkerMetrics:
             multiprocess_mode="livemostrecent",
             registry=r,
         )
+        self.trace_spans_dropped = Counter(
+            "mlops_trace_spans_dropped_total",
+            "Trace spans lost: the OTLP export failed or timed out, or its queue was full.",
+            registry=r,
+        )
         self.retrains = Counter(
             "mlops_retrains_total",
             "Retrain runs finished, by model and outcome (promoted, rejected, failed, skipped).",

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
 import redis
@@ -25,7 +26,11 @@ from core.messages import WORKERS_KEY
 from core.redis import sync_client
 from core.settings import MODEL_NAME, Settings
 from core.store import ModelStore, open_store
+from core.tracing import tracer_for
 from workers.model_cache import ModelCache, ModelPool
+
+if TYPE_CHECKING:
+    from core.otel import Tracer
 
 CONSUMED_QUEUES: list[str] = []  # filled in the main process before the pool forks
 NODE = {"name": socket.gethostname()}  # the Celery node name (celery@host), likewise
@@ -37,6 +42,7 @@ class Runtime:
     store: ModelStore
     redis: redis.Redis
     cache: ModelCache
+    tracer: Tracer | None = None  # None: tracing is off (core/tracing.py)
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _stop: threading.Event = field(default_factory=threading.Event)
     _caches: dict[str, ModelCache] = field(default_factory=dict)
@@ -107,6 +113,8 @@ class Runtime:
         self._stop.set()
         with contextlib.suppress(redis.RedisError):
             self.redis.hdel(WORKERS_KEY, self.identity)
+        if self.tracer is not None:
+            self.tracer.shutdown()  # sends what is queued, within one export timeout
 
 
 def _load(store: ModelStore, settings: Settings, version: int):
@@ -138,5 +146,15 @@ def runtime() -> Runtime:
     pool = ModelPool(settings.worker.model_cache_bytes)
     cache = ModelCache(store, functools.partial(_load, store, settings), pool)
     return Runtime(
-        settings=settings, store=store, redis=sync_client(settings.redis_url), cache=cache
+        settings=settings,
+        store=store,
+        redis=sync_client(settings.redis_url),
+        cache=cache,
+        tracer=tracer_for(settings, "worker", on_dropped=_count_dropped_spans),
     )
+
+
+def _count_dropped_spans(count: int) -> None:
+    from workers.metrics import worker_metrics
+
+    worker_metrics().trace_spans_dropped.inc(count)

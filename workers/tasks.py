@@ -12,6 +12,7 @@ from core.errors import ModelNotFound
 from core.messages import PREDICT_TASK, RETRAIN_TASK
 from core.redis import sync_client
 from core.settings import Settings
+from core.tracing import TRACEPARENT
 from workers.batches import fail_unanswered, run_message
 from workers.metrics import worker_metrics
 from workers.retrain import AlreadyRunning, run_retrain
@@ -46,6 +47,48 @@ def _fail_open_jobs(settings: Settings):
     return on_failure
 
 
+def _predict_batch(task, rt, jobs: list[dict]) -> dict:
+    ttl = rt.settings.api.jobs_ttl_seconds
+    first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
+    try:  # the gateway groups one model's jobs (and one pinned version) per message
+        cache = rt.cache_for(first.get("model"))
+    except ModelNotFound as exc:
+        failed = fail_unanswered(rt.redis, jobs, exc.reason, exc.message, ttl)
+        return {"jobs": len(jobs), "failed": failed, "reason": exc.reason}
+    summary = run_message(
+        rt.redis,
+        cache,
+        jobs,
+        task_id=task.request.id,
+        ttl=ttl,
+        max_attempts=rt.settings.worker.max_retries_on_crash,
+        redelivered=bool((task.request.delivery_info or {}).get("redelivered")),
+        metrics=worker_metrics(),
+        version=first.get("version"),
+        tracer=rt.tracer,
+    )
+    # One line per message (not per job: that would cost more than the prediction),
+    # carrying every job's ids so one grep follows a prediction from the gateway.
+    logger.bind(
+        model=cache.store.model_name,
+        job_id=",".join(job["job_id"] for job in jobs),
+        request_id=",".join(str(job.get("request_id")) for job in jobs),
+    ).info("predict message {}: {}", task.request.id, summary)
+    return summary
+
+
+def _retrain(task, rt, name: str, model: str | None, progress) -> dict:
+    with logger.contextualize(job_id=task.request.id, model=name):
+        try:
+            return worker_metrics().count_retrain(
+                name, lambda: run_retrain(rt, task.request.id, progress, model=model)
+            )
+        except AlreadyRunning as exc:
+            # Leave the job's state to the run that is alive: no result, no FAILURE.
+            logger.warning("{}: this delivery is dropped", exc)
+            raise Ignore() from None
+
+
 def register_tasks(app: Celery, settings: Settings) -> None:
     """Tasks of this app only (``shared=False``): by default Celery also registers them in every
     app created later, so a second ``create_app(settings)`` would run the first app's tasks,
@@ -66,32 +109,21 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     )
     def predict_batch(self, jobs: list[dict]) -> dict:
         rt = runtime()
-        ttl = rt.settings.api.jobs_ttl_seconds
-        first = jobs[0] if jobs and isinstance(jobs[0], dict) else {}
-        try:  # the gateway groups one model's jobs (and one pinned version) per message
-            cache = rt.cache_for(first.get("model"))
-        except ModelNotFound as exc:
-            failed = fail_unanswered(rt.redis, jobs, exc.reason, exc.message, ttl)
-            return {"jobs": len(jobs), "failed": failed, "reason": exc.reason}
-        summary = run_message(
-            rt.redis,
-            cache,
-            jobs,
-            task_id=self.request.id,
-            ttl=ttl,
-            max_attempts=rt.settings.worker.max_retries_on_crash,
-            redelivered=bool((self.request.delivery_info or {}).get("redelivered")),
-            metrics=worker_metrics(),
-            version=first.get("version"),
-        )
-        # One line per message (not per job: that would cost more than the prediction),
-        # carrying every job's ids so one grep follows a prediction from the gateway.
-        logger.bind(
-            model=cache.store.model_name,
-            job_id=",".join(job["job_id"] for job in jobs),
-            request_id=",".join(str(job.get("request_id")) for job in jobs),
-        ).info("predict message {}: {}", self.request.id, summary)
-        return summary
+        if rt.tracer is None:
+            return _predict_batch(self, rt, jobs)
+        # The message's span continues the gateway's enqueue (its traceparent header, the
+        # convention Celery's own OpenTelemetry instrumentation reads too).
+        with rt.tracer.span(
+            f"process {(self.request.delivery_info or {}).get('routing_key') or 'predict'}",
+            kind="consumer",
+            parent=getattr(self.request, TRACEPARENT, None),
+            attributes={
+                "messaging.system": "celery",
+                "messaging.message.id": str(self.request.id),
+                "messaging.batch.message_count": len(jobs),
+            },
+        ):
+            return _predict_batch(self, rt, jobs)
 
     @app.task(
         name=RETRAIN_TASK,
@@ -107,12 +139,12 @@ def register_tasks(app: Celery, settings: Settings) -> None:
 
         rt = runtime()
         name = model or rt.settings.default_model
-        with logger.contextualize(job_id=self.request.id, model=name):
-            try:
-                return worker_metrics().count_retrain(
-                    name, lambda: run_retrain(rt, self.request.id, progress, model=model)
-                )
-            except AlreadyRunning as exc:
-                # Leave the job's state to the run that is alive: no result, no FAILURE.
-                logger.warning("{}: this delivery is dropped", exc)
-                raise Ignore() from None
+        if rt.tracer is None:
+            return _retrain(self, rt, name, model, progress)
+        with rt.tracer.span(
+            "retrain",
+            kind="consumer",
+            parent=getattr(self.request, TRACEPARENT, None),
+            attributes={"mlops.model": name, "mlops.job_id": str(self.request.id)},
+        ):
+            return _retrain(self, rt, name, model, progress)

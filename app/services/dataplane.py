@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from app.services.listener import ResultListener
 from core.jobs import decode_record, is_finished, job_key
 from core.messages import new_id
+from core.tracing import TRACEPARENT
 
 if TYPE_CHECKING:  # types only: the submitter imports idempotency.py, which imports this module
     from app.services.idempotency import Claim
@@ -56,6 +57,9 @@ async def submit_and_wait(
     }
     if version is not None:
         job["version"] = version
+    tracer = submitter.tracer
+    if tracer is not None:  # the request's span: the worker links its prediction to it
+        job[TRACEPARENT] = tracer.traceparent()
     future = listener.register(job_id) if wait > 0 else None
     try:
         await submitter.submit(job, claim)
@@ -71,6 +75,16 @@ async def submit_and_wait(
 
 async def await_result(submitter, listener, job_id: str, future, wait: float) -> bytes | None:
     """The job's result as the worker encoded it (JSON bytes), or None if not done in time."""
+    raw = await _await_result(submitter, listener, job_id, future, wait)
+    if submitter.tracer is not None:  # an event of the request's span: cheaper than a span
+        submitter.tracer.event(
+            "result delivered" if raw is not None else "result not ready",
+            {"mlops.job_id": job_id},
+        )
+    return raw
+
+
+async def _await_result(submitter, listener, job_id: str, future, wait: float) -> bytes | None:
     try:
         async with asyncio.timeout(wait):
             return await future

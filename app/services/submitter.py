@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,6 +29,10 @@ from app.services.idempotency import AlreadyClaimed, Claim
 from core.jobs import PREDICT, job_key, pending_predict
 from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message
 from core.settings import ModelSettings
+from core.tracing import TRACEPARENT
+
+if TYPE_CHECKING:
+    from core.otel import Tracer
 
 # One command writes the group's idempotency claims, job records and task message, atomically.
 # The gateway's CPU per group, this script against a MULTI of the same N+1 commands (redis-py
@@ -94,6 +99,7 @@ class JobSubmitter:
         metrics: GatewayMetrics | None = None,
         models: Mapping[str, ModelSettings] | None = None,
         replica_ack_ms: int = 0,
+        tracer: Tracer | None = None,
     ):
         self.client = client
         self.replica_ack_ms = replica_ack_ms
@@ -108,6 +114,7 @@ class JobSubmitter:
         self._open: dict[tuple, _Group] = {}  # (model, pinned version) -> its open group
         self._writes: set[asyncio.Task] = set()
         self._enqueue = client.register_script(ENQUEUE)
+        self.tracer = tracer  # None: tracing is off (core/tracing.py)
 
     async def submit(self, job: dict, claim: Claim | None = None) -> None:
         """Queue one job; return once its message is in Redis (raise if Redis refused it).
@@ -207,10 +214,37 @@ class JobSubmitter:
         name = group[0].get("model")
         model = self.models.get(name)
         queue = model.queue if model is not None else PREDICT_QUEUE
+        if self.tracer is None:
+            return await self._enqueue_message(group, claims, name, queue)
+        # The message's span: a child of its first job's request, linked to the others'.
+        with self.tracer.span(
+            f"publish {queue}",
+            kind="producer",
+            parent=group[0].get(TRACEPARENT),
+            links=(job.get(TRACEPARENT) for job in group[1:]),
+            attributes={
+                "messaging.system": "celery",
+                "messaging.destination.name": queue,
+                "messaging.batch.message_count": len(group),
+                "mlops.model": str(name),
+            },
+        ):
+            return await self._enqueue_message(
+                group, claims, name, queue, {TRACEPARENT: self.tracer.traceparent()}
+            )
+
+    async def _enqueue_message(
+        self,
+        group: list[dict],
+        claims: dict[str, Claim],
+        name: str | None,
+        queue: str,
+        headers: dict | None = None,
+    ) -> dict[str, str]:
         own_queue = queue if queue != PREDICT_QUEUE else None
         # Results go to each job's own key (workers/batches.py), not to Celery's result backend.
         task_id, payload = celery_message(
-            PREDICT_TASK, [group], queue=queue, ignore_result=True, model=name
+            PREDICT_TASK, [group], queue=queue, ignore_result=True, model=name, headers=headers
         )
         now = time.time()
         claimed = [job["job_id"] for job in group if job["job_id"] in claims] if claims else []

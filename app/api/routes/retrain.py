@@ -3,6 +3,7 @@ flight, one per model). ``POST /retrain`` is the default model's."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, Path
@@ -13,6 +14,7 @@ from app.responses import JSONResponse, accepted
 from app.schemas import ERROR_RESPONSES, ErrorPublic
 from app.state import Gateway
 from core.jobs import TRAIN, JobAccepted, accepted_body
+from core.messages import TRAIN_QUEUE
 from core.settings import MODEL_NAME
 from core.single_flight import request_retrain_async
 
@@ -33,13 +35,22 @@ async def _retrain(gateway: Gateway, principal, name: str) -> JSONResponse:
             f"[models.{catalog.name}] table naming its trainer; register new versions with "
             "`python -m training register`"
         )
-    job_id, joined = await request_retrain_async(
+    request = functools.partial(
+        request_retrain_async,
         gateway.redis,
         catalog.name,
         requested_by=f"api key {principal.fingerprint}",
         ttl=gateway.settings.api.jobs_ttl_seconds,
         owner=principal.owner,
     )
+    tracer = gateway.tracer
+    if tracer is None:
+        job_id, joined = await request()
+    else:
+        attributes = {"messaging.destination.name": TRAIN_QUEUE, "mlops.model": catalog.name}
+        with tracer.span(f"publish {TRAIN_QUEUE}", kind="producer", attributes=attributes) as span:
+            job_id, joined = await request(traceparent=tracer.traceparent())
+            span.set_attributes({"mlops.job_id": job_id, "mlops.joined": joined})
     if not joined:
         gateway.metrics.submitted(TRAIN, catalog.name).inc()
     return accepted(accepted_body(job_id, kind=TRAIN, deduplicated=joined))

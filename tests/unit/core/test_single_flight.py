@@ -127,3 +127,12 @@ def test_the_queued_message_is_a_celery_retrain_task(redis_client):
     envelope, (args, kwargs, _embed) = decode_message(redis_client.lrange(TRAIN_QUEUE, 0, -1)[0])
     assert (args, kwargs) == (["iris"], {})  # the model to retrain
     assert envelope["properties"]["delivery_info"]["routing_key"] == TRAIN_QUEUE
+
+
+def test_a_traced_request_carries_its_traceparent_in_the_message_headers(redis_client):
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    request_retrain(redis_client, "iris", "api key abc", HOUR, traceparent=traceparent)
+    request_retrain(redis_client, "other", "beat", HOUR)
+    traced, untraced = sorted(queued_tasks(redis_client), key=lambda h: "traceparent" in h)[::-1]
+    assert traced["traceparent"] == traceparent
+    assert "traceparent" not in untraced

@@ -18,7 +18,9 @@ from core.store import open_store
 from tests.factories import (
     SETOSA,
     Constant,
+    finished,
     loaded_model,
+    memory_tracer,
     predict_job,
     samples,
     serving_cache,
@@ -232,3 +234,27 @@ def test_run_message_without_a_model_counts_every_job_as_failed(redis_client):
     assert total(found, "mlops_inference_duration_seconds_count") == 0
     # Metrics are a side channel: each job still got its failure result.
     assert json.loads(redis_client.get(job_key("b")))["error"]["reason"] == "no_production_model"
+
+
+def test_traced_the_prediction_and_its_publish_are_spans_linked_to_each_request(
+    redis_client, results
+):
+    tracer, exporter = memory_tracer()
+    cache = make_cache(trained=True)
+    requests = [f"00-{i + 1:032x}-{i + 1:016x}-01" for i in range(3)]
+    jobs = [predict_job(f"j{i}", traceparent=tp) for i, tp in enumerate(requests)]
+    message = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with tracer.span("process predict", kind="consumer", parent=message):
+        run_message(redis_client, cache, jobs, task_id="t", ttl=TTL, max_attempts=3, tracer=tracer)
+    spans = finished(tracer, exporter)
+    predict, publish, process = (
+        spans["predict"],
+        spans["publish mlops:results"],
+        spans["process predict"],
+    )
+    assert process.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert predict.parent.span_id == publish.parent.span_id == process.context.span_id
+    assert [link.context.trace_id for link in predict.links] == [1, 2, 3]
+    assert predict.attributes["mlops.jobs"] == 3 and predict.attributes["mlops.failed"] == 0
+    assert predict.attributes["mlops.model_version"] == 1
+    assert len(results()) == 1

@@ -32,7 +32,7 @@ def test_a_claim_is_scoped_to_its_api_key_and_names_its_job_and_body():
 
 def gateway(client) -> SimpleNamespace:
     """What replay() uses of the Gateway, with a listener that is not subscribed."""
-    submitter = SimpleNamespace(client=client, metrics=GatewayMetrics())
+    submitter = SimpleNamespace(client=client, metrics=GatewayMetrics(), tracer=None)
     return SimpleNamespace(
         redis=client,
         listener=ResultListener(client),

@@ -16,6 +16,8 @@ from core.jobs import job_key
 from core.messages import PREDICT_QUEUE, PREDICT_TASK
 from tests.factories import (
     decode_message,
+    finished,
+    memory_tracer,
     open_admission,
     predict_job,
     run,
@@ -384,3 +386,43 @@ def test_submitter_counts_jobs_and_logs_one_line_per_message_with_every_id():
     assert len(queued) == 1
     assert queued[0]["extra"]["job_id"] == "j0,j1,j2"
     assert queued[0]["extra"]["request_id"] == "req-j0,req-j1,req-j2"
+
+
+def test_traced_a_message_of_many_requests_continues_the_first_and_links_the_others(
+    redis_server,
+):
+    tracer, exporter = memory_tracer()
+    requests = [f"00-{i + 1:032x}-{i + 1:016x}-01" for i in range(3)]
+
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=3, max_wait_ms=NEVER_MS, ttl=60
+        )
+        submitter.tracer = tracer
+        jobs = [predict_job(f"j{i}", traceparent=tp) for i, tp in enumerate(requests)]
+        await asyncio.gather(*(submitter.submit(job) for job in jobs))
+        return await queued(client)
+
+    ((envelope, group),) = run(scenario())
+    publish = finished(tracer, exporter)["publish predict"]
+    assert publish.kind.name == "PRODUCER"
+    assert publish.context.trace_id == 1 and publish.parent.span_id == 1  # the first request
+    assert [link.context.trace_id for link in publish.links] == [2, 3]
+    assert publish.attributes["messaging.batch.message_count"] == 3
+    header = envelope["headers"]["traceparent"]
+    assert header == f"00-{1:032x}-{publish.context.span_id:016x}-01"
+    assert [job["traceparent"] for job in group] == requests
+
+
+def test_untraced_messages_carry_no_traceparent(redis_server):
+    async def scenario():
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
+        submitter = JobSubmitter(
+            client, admission=open_admission(), max_rows=1, max_wait_ms=NEVER_MS, ttl=60
+        )
+        await submitter.submit(predict_job("j"))
+        return await queued(client)
+
+    ((envelope, (job,)),) = run(scenario())
+    assert "traceparent" not in envelope["headers"] and "traceparent" not in job
