@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from app.state import Gateway
 from core.heap import freeze_startup_heap
 from core.logging import setup_logging
 from core.settings import get_settings
+from core.store import check_storage
 from core.versions import API_VERSION
 
 
@@ -24,6 +26,7 @@ def create_app(settings=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(check_storage, settings)  # an unreachable store: stop here
         gateway = Gateway.from_settings(settings, metrics)
         app.state.gateway = gateway
         await gateway.start()

@@ -38,6 +38,7 @@ class ModelCatalog:
         self._token: object = object()
         self._task: asyncio.Task | None = None
         self._pinned: dict[int, Production] = {}  # versions asked for by number, verified
+        self.store_error: str | None = None  # why the last read of the store failed
 
     @property
     def name(self) -> str:
@@ -90,7 +91,11 @@ class ModelCatalog:
         except MLOpsError as exc:
             logger.warning("model catalog: {}", exc)
         except (OSError, ValueError) as exc:
-            logger.warning("model catalog could not read the store: {}", exc)
+            if self.store_error is None:
+                logger.warning("model catalog could not read the store: {}", exc)
+            self.store_error = str(exc) or type(exc).__name__
+        else:
+            self.store_error = None
 
     def start(self) -> None:
         async def loop() -> None:

@@ -24,10 +24,10 @@ async def health() -> dict:
 
 @router.get("/ready", responses={503: {"description": "Not ready (reasons: see above)"}})
 async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResponse:
-    """Ready when Redis answers, a worker consumes `predict` and the default model has a
-    production version; `warnings` says when no worker consumes `train` (retrains would
-    wait), or another model has no production version or no worker on its queue. `models`:
-    each model's production version and queue.
+    """Ready when Redis and the model store answer, a worker consumes `predict` and the
+    default model has a production version; `warnings` says when no worker consumes `train`
+    (retrains would wait), or another model has no production version or no worker on its
+    queue. `models`: each model's production version and queue.
 
     In production only a caller with a valid API key (any scope) is told the reasons,
     warnings, model and workers; others get the status alone.
@@ -43,6 +43,8 @@ async def ready(gateway: GatewayDep, x_api_key: ApiKeyHeader = None) -> JSONResp
         # Not a reason to take the gateway out of service (predictions are served), but a
         # retrain would wait: say so.
         warnings += unserved(workers, (TRAIN_QUEUE,))
+    if gateway.catalog.store_error is not None:  # the versions already served keep serving
+        reasons.append(f"the model store does not answer: {gateway.catalog.store_error}")
     production = gateway.catalog.production
     if production is None:
         reasons.append("no production model; train one with `python -m training train`")
