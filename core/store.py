@@ -532,15 +532,16 @@ def _v(version: object) -> str:
 
 def open_storage(settings: Settings) -> Storage:
     """The configured backend: ``artifacts_url`` (s3://... or a path), else ``artifacts_dir``.
-    One per process and URL (an S3 client holds connections)."""
+    One per process and URL: an S3 client holds connections, and s3fs refuses one made
+    before a fork (Celery's pool children make their own)."""
     url = settings.artifacts_url or settings.artifacts_dir
     if "://" not in url:
         return LocalStorage(resolve_path(url))
-    return _s3_storage(url, settings.object_store)
+    return _s3_storage(url, settings.object_store, os.getpid())
 
 
 @functools.cache
-def _s3_storage(url: str, options: Any) -> Storage:
+def _s3_storage(url: str, options: Any, _pid: int) -> Storage:
     from core.object_store import S3Storage
 
     return S3Storage(url, options)

@@ -4,6 +4,7 @@ and with a signing key pair made for this test session only (no key is ever comm
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -41,6 +42,7 @@ def s3_server():
 
     from scripts.processes import free_port
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
@@ -62,7 +64,5 @@ def s3_bucket(s3_server, request):
 
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     bucket = f"{name}-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(
-        Bucket=bucket
-    )
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
     return bucket
