@@ -32,7 +32,7 @@ class ArtifactCache:
         path = self._path(sha256)
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except OSError:  # not there, or no usable cache folder: download it
             return None
         if hashlib.sha256(data).hexdigest() != sha256:
             with contextlib.suppress(FileNotFoundError):
