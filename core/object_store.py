@@ -14,13 +14,15 @@ Object storage has no rename and no lock, so the two guarantees LocalStorage get
   from (``If-None-Match: *`` for the first one): a promote that lost the race re-reads and
   re-applies its change (and its compare-and-set), never overwrites the winner's.
 
-:meth:`S3Storage.aliases_token` is one HEAD (the ETag): workers poll it to follow the alias.
+:meth:`S3Storage.aliases_token` is one HEAD (the ETag), at most once per ``poll_seconds`` per
+model and process (workers ask before every batch; their poll thread asks that often anyway).
 """
 
 from __future__ import annotations
 
 import re
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -63,10 +65,12 @@ def _code(exc: BaseException) -> str:
 class S3Storage:
     """A bucket (and key prefix) of an S3-compatible store; thread-safe, one per process."""
 
-    def __init__(self, url: str, options: ObjectStoreSettings):
+    def __init__(self, url: str, options: ObjectStoreSettings, poll_seconds: float = 0.0):
         bucket, _, prefix = url.split("://", 1)[1].partition("/")
         self.url, self.bucket, self.prefix = url, bucket, prefix.strip("/")
         self.endpoint = options.endpoint_url
+        self.poll_seconds = poll_seconds
+        self._tokens: dict[str, tuple[float, object]] = {}  # model -> (when, ETag)
         self.fs = s3fs.S3FileSystem(
             key=options.access_key_id or None,
             secret=options.secret_access_key or None,
@@ -189,18 +193,30 @@ class S3Storage:
         replaced the file in between (``change`` may raise, e.g. AliasConflict)."""
         key = self._key(model, ALIASES_FILE)
         for _ in range(MAX_RACE):
-            etag = self.aliases_token(model)
+            etag = self._etag(model)
             current = self.read_aliases(model) if etag is not None else None
             data = change(current)
             condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
             if self._put(key, data, **condition):
+                self._tokens.pop(model, None)  # this process follows its own change at once
                 return data
             if self.read_aliases(model) == data:  # our own PUT, answered twice (a retry)
                 return data
         raise RuntimeError(f"could not update the aliases of {model!r}")
 
     def aliases_token(self, model: str) -> object:
-        """The aliases file's ETag (one HEAD); None while there is none."""
+        """The aliases file's ETag, None while there is none; asked at most every
+        ``poll_seconds``."""
+        now = time.monotonic()
+        seen = self._tokens.get(model)
+        if seen is not None and now - seen[0] < self.poll_seconds:
+            return seen[1]
+        token = self._etag(model)
+        self._tokens[model] = (now, token)
+        return token
+
+    def _etag(self, model: str) -> object:
+        """One HEAD of the aliases file: its ETag, or None."""
         key = self._key(model, ALIASES_FILE)
         try:
             return self.fs.call_s3("head_object", Bucket=self.bucket, Key=key)["ETag"]

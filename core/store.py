@@ -537,14 +537,15 @@ def open_storage(settings: Settings) -> Storage:
     url = settings.artifacts_url or settings.artifacts_dir
     if "://" not in url:
         return LocalStorage(resolve_path(url))
-    return _s3_storage(url, settings.object_store, os.getpid())
+    poll = settings.worker.model_poll_seconds
+    return _s3_storage(url, settings.object_store, poll, os.getpid())
 
 
 @functools.cache
-def _s3_storage(url: str, options: Any, _pid: int) -> Storage:
+def _s3_storage(url: str, options: Any, poll_seconds: float, _pid: int) -> Storage:
     from core.object_store import S3Storage
 
-    return S3Storage(url, options)
+    return S3Storage(url, options, poll_seconds)
 
 
 def check_storage(settings: Settings) -> None:

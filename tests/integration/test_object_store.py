@@ -5,6 +5,7 @@ bucket. Train, serve, retrain, promote, roll back; then the bucket vanishes."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 import boto3
@@ -98,15 +99,15 @@ def test_train_serve_retrain_promote_from_the_bucket_then_the_bucket_vanishes(
         assert predict_version(stack) == 1  # the worker keeps serving what it holds
 
 
-@pytest.mark.parametrize("part", ["gateway", "worker"])
+@pytest.mark.parametrize("part", ["gateway", "worker", "training"])
 def test_an_unreachable_store_stops_the_part_at_start_up_naming_the_url(tmp_path, part):
     stack = Stack(tmp_path, **s3_env(f"http://127.0.0.1:{free_port()}", "models"))
     with running(stack, Stack.start_redis):
-        args = (
-            commands.gateway("127.0.0.1", free_port())
-            if part == "gateway"
-            else commands.worker(None, 1)
-        )
+        args = {
+            "gateway": commands.gateway("127.0.0.1", free_port()),
+            "worker": commands.worker(None, 1),
+            "training": [sys.executable, "-m", "training", "train"],
+        }[part]
         result = subprocess.run(
             args, cwd=ROOT, env=stack.env(), capture_output=True, text=True, timeout=90
         )

@@ -82,6 +82,19 @@ def test_the_aliases_token_is_the_etag_and_moves_with_the_alias(store):
     assert store.aliases_token() != token
 
 
+def test_the_aliases_token_is_asked_once_per_poll_interval_but_a_change_shows_at_once(store):
+    """Workers ask before every batch: one HEAD per ``poll_seconds`` per process, and none
+    stale after this process changed the alias itself."""
+    store.storage.poll_seconds = 3600
+    heads = []
+    etag = store.storage._etag
+    store.storage._etag = lambda model: heads.append(model) or etag(model)
+    assert store.aliases_token() is None and store.aliases_token() is None
+    assert len(heads) == 1
+    store.promote(store.register(b"a", metadata()).version)
+    assert store.aliases_token() is not None
+
+
 def test_artifacts_are_read_from_the_digest_cache_once_downloaded(store):
     version = store.register(b"the artifact", metadata()).version
     downloads = []
