@@ -90,12 +90,14 @@ class ModelCatalog:
             await asyncio.to_thread(self._read)
         except MLOpsError as exc:
             logger.warning("model catalog: {}", exc)
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:  # a malformed aliases file: the store itself answers
+            logger.warning("model catalog could not read the store: {}", exc)
+        except OSError as exc:  # /ready says so; requests keep the schema already read
             if self.store_error is None:
                 logger.warning("model catalog could not read the store: {}", exc)
             self.store_error = str(exc) or type(exc).__name__
-        else:
-            self.store_error = None
+            return
+        self.store_error = None
 
     def start(self) -> None:
         async def loop() -> None:
