@@ -3,6 +3,10 @@ storage adds to the store contract of tests/unit/core/test_store.py (run on both
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
 import boto3
 import pytest
 
@@ -179,3 +183,41 @@ def test_the_artifacts_url_picks_the_backend(monkeypatch, tmp_path):
 def test_mask_url():
     assert mask_url("http://u:p@h:9000/x") == "http://u:***@h:9000/x"
     assert mask_url("https://h/x") == "https://h/x"
+
+
+def register_on_s3(endpoint: str, url: str, payload: bytes) -> int:
+    """Runs in another process: a trainer of its own, with its own S3 client."""
+    return s3_store(endpoint, url, "m").register(payload, metadata()).version
+
+
+def test_trainers_in_several_processes_get_different_versions(store):
+    ctx = multiprocessing.get_context("fork")
+    args = [store.storage.endpoint] * 4, [store.storage.url] * 4, [b"p%d" % i for i in range(4)]
+    with ProcessPoolExecutor(max_workers=4, mp_context=ctx) as pool:
+        versions = list(pool.map(register_on_s3, *args))
+    assert sorted(versions) == [1, 2, 3, 4] == store.versions()
+
+
+def test_of_promotes_racing_on_the_same_expected_production_exactly_one_wins(store):
+    """Eight writers, each with its own client, promote their version "if production is still
+    none": the conditional PUTs let exactly one through, the others see it and refuse."""
+    versions = [store.register(b"v%d" % i, metadata()).version for i in range(8)]
+    writers = [s3_store(store.storage.endpoint, store.storage.url, "m") for _ in versions]
+    barrier, won, refused = threading.Barrier(len(versions)), [], []
+
+    def promote(writer, version):
+        barrier.wait()
+        try:
+            writer.promote(version, expected=None)
+            won.append(version)
+        except AliasConflict:
+            refused.append(version)
+
+    pairs = zip(writers, versions, strict=True)
+    threads = [threading.Thread(target=promote, args=pair) for pair in pairs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and len(refused) == 7
+    assert store.aliases().production == won[0] and store.aliases().history == []
