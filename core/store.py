@@ -9,8 +9,9 @@ Layout (local backend)::
     artifacts/<model>/aliases.json               {"production": 3, "history": [1, 2]}
 
 Storage sits behind the small :class:`Storage` interface (list, read, write a new version,
-read/update aliases) so an object-storage backend is an addition, not a rewrite. The store
-itself never unpickles anything: it hands out verified bytes.
+read/update aliases): :class:`LocalStorage` here, ``S3Storage`` (core/object_store.py) for an
+``s3://`` artifacts_url; :func:`open_store` picks one. The store itself never unpickles
+anything: it hands out verified bytes.
 
 Whoever can write the folder is not trusted to say what gets loaded: :meth:`ModelStore.register`
 signs each version's statement (:func:`signed_statement`) with the private key training holds,
