@@ -17,6 +17,7 @@ from core.heap import freeze_startup_heap
 from core.logging import setup_logging
 from core.redis import check_sentinels
 from core.settings import get_settings
+from core.store import check_storage
 from core.tracing import tracer_for
 from core.versions import API_VERSION
 
@@ -56,8 +57,10 @@ def create_app(settings=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # A sentinel:// URL whose sentinels do not answer stops the gateway here, naming it.
+        # A sentinel:// URL whose sentinels do not answer, or an unreachable model store,
+        # stops the gateway here, naming it.
         await asyncio.to_thread(check_sentinels, settings.redis_url)
+        await asyncio.to_thread(check_storage, settings)
         gateway = Gateway.from_settings(settings, metrics, tracer)
         app.state.gateway = gateway
         await gateway.start()

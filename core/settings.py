@@ -16,6 +16,7 @@ Nothing else in the code base reads the environment. Build it with :func:`get_se
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,12 +204,37 @@ class TracingSettings(Section):
     export_timeout_seconds: Number = Field(gt=0)
 
 
+STORE_SCHEMES = ("s3",)  # what artifacts_url may name besides a local path
+
+
+class ObjectStoreSettings(Section):
+    """How to reach the object store of an ``s3://`` artifacts_url (AWS S3, MinIO, GCS)."""
+
+    endpoint_url: str  # empty: AWS; MinIO "http://minio:9000"; GCS "https://storage.googleapis.com"
+    region: str
+    access_key_id: str  # empty (both): boto's chain (AWS_* variables, instance role)
+    secret_access_key: str
+    cache_dir: str  # downloaded artifacts, by sha256, on local disk
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/@]+(/|$)", value):
+            raise ValueError(
+                "must be an http:// or https:// URL without credentials (they go in "
+                "access_key_id and secret_access_key), or empty for AWS"
+            )
+        return value
+
+
 class Settings(Section):
     """Everything configurable, validated. Built once per process by :func:`get_settings`."""
 
     env: Environment
     redis_url: str = Field(min_length=1)  # redis[s]:// or sentinel[s]:// (core/redis.py)
     artifacts_dir: str = Field(min_length=1)
+    artifacts_url: str  # empty: artifacts_dir; "s3://bucket/prefix": object storage
+    object_store: ObjectStoreSettings
     default_model: str = Field(pattern=MODEL_NAME)
     models: dict[str, ModelSettings]
     logging: LoggingSettings
@@ -227,6 +253,21 @@ class Settings(Section):
     @classmethod
     def _sentinel_url_parses(cls, value: str) -> str:
         parse_sentinel_url(value)  # ValueError for a malformed sentinel:// URL
+        return value
+
+    @field_validator("artifacts_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            return value  # a local path
+        if scheme.lower() not in STORE_SCHEMES:
+            raise ValueError(
+                f"unknown scheme {scheme!r}: a local path or s3://bucket/prefix "
+                "(S3, MinIO, GCS in S3 mode)"
+            )
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^/].*)?/?", rest):
+            raise ValueError("must be s3://bucket or s3://bucket/prefix")
         return value
 
     @model_validator(mode="before")
@@ -338,9 +379,12 @@ def _describe(error: dict) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "settings"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown setting (a typo? see settings.toml)"
-    shown = "" if any(w in key for w in _SECRET_WORDS) else f" (got {error.get('input')!r})"
-    if key == "redis_url" and isinstance(error.get("input"), str):
-        shown = f" (got {mask(error['input'])!r})"
+    value = error.get("input")
+    if isinstance(value, str):  # a URL's password: scheme://user:***@host
+        value = (
+            mask(value) if key == "redis_url" else re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", value)
+        )
+    shown = "" if any(w in key for w in _SECRET_WORDS) else f" (got {value!r})"
     return f"{key}: {error['msg']}{shown}"
 
 

@@ -9,8 +9,9 @@ Layout (local backend)::
     artifacts/<model>/aliases.json               {"production": 3, "history": [1, 2]}
 
 Storage sits behind the small :class:`Storage` interface (list, read, write a new version,
-read/update aliases) so an object-storage backend is an addition, not a rewrite. The store
-itself never unpickles anything: it hands out verified bytes.
+read/update aliases): :class:`LocalStorage` here, ``S3Storage`` (core/object_store.py) for an
+``s3://`` artifacts_url; :func:`open_store` picks one. The store itself never unpickles
+anything: it hands out verified bytes.
 
 Whoever can write the folder is not trusted to say what gets loaded: :meth:`ModelStore.register`
 signs each version's statement (:func:`signed_statement`) with the private key training holds,
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -36,6 +38,7 @@ from typing import Any, Protocol
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.artifact_cache import ArtifactCache
 from core.errors import (
     AliasConflict,
     IncompatibleArtifact,
@@ -43,7 +46,7 @@ from core.errors import (
     ModelNotFound,
     NoProductionModel,
 )
-from core.settings import MODEL_NAME, Settings
+from core.settings import MODEL_NAME, Settings, resolve_path
 from core.signing import Signature, SigningKeys
 
 ANY_PRODUCTION = object()  # promote() without a compare-and-set on the current production
@@ -283,7 +286,14 @@ class ModelStore:
     what is read; ``artifact_format`` (``training.artifact_format``) is the only format read.
     """
 
-    def __init__(self, storage: Storage, model_name: str, keys: SigningKeys, artifact_format: str):
+    def __init__(
+        self,
+        storage: Storage,
+        model_name: str,
+        keys: SigningKeys,
+        artifact_format: str,
+        cache: ArtifactCache | None = None,
+    ):
         if artifact_format not in ARTIFACT_FILES:
             raise IncompatibleArtifact(
                 f"unknown artifact format {artifact_format!r}; expected one of "
@@ -293,6 +303,7 @@ class ModelStore:
         self.model_name = model_name
         self.keys = keys
         self.artifact_format = artifact_format
+        self.cache = cache  # downloaded artifacts by sha256 (object storage only)
 
     # -- versions ---------------------------------------------------------------------------
     def versions(self) -> list[int]:
@@ -405,12 +416,17 @@ class ModelStore:
                 f"deployment loads {self.artifact_format} only (training.artifact_format); "
                 f"refusing it: promote a {self.artifact_format} version or retrain"
             )
+        cached = self.cache.get(meta.artifact_sha256) if self.cache else None
+        if cached is not None:  # hashes to the signed sha256: as good as the store's copy
+            return meta, cached
         data = self.storage.read(self.model_name, version, ARTIFACT_FILES[self.artifact_format])
         if sha256_hex(data) != meta.artifact_sha256:
             raise IntegrityError(
                 f"artifact of {self.model_name} v{version} does not match its signed sha256; "
                 "refusing to load it"
             )
+        if self.cache is not None:
+            self.cache.put(meta.artifact_sha256, data)
         return meta, data
 
     def verify(self, version: int) -> ModelMetadata:
@@ -515,14 +531,50 @@ def _v(version: object) -> str:
     return "none" if version is None else f"v{version}"
 
 
-def open_store(settings: Settings, model: str | None = None) -> ModelStore:
-    """The store of ``model`` (None: the default model), on the configured artifacts folder,
-    with the configured signing keys and artifact format."""
-    from core.settings import resolve_path
+def open_storage(settings: Settings) -> Storage:
+    """The configured backend: ``artifacts_url`` (s3://... or a path), else ``artifacts_dir``.
+    One per process and URL: an S3 client holds connections, and s3fs refuses one made
+    before a fork (Celery's pool children make their own)."""
+    url = settings.artifacts_url or settings.artifacts_dir
+    if "://" not in url:
+        return LocalStorage(resolve_path(url))
+    poll = settings.worker.model_poll_seconds
+    return _s3_storage(url, settings.object_store, poll, os.getpid())
 
+
+@functools.cache
+def _s3_storage(url: str, options: Any, poll_seconds: float, _pid: int) -> Storage:
+    from core.object_store import S3Storage
+
+    return S3Storage(url, options, poll_seconds)
+
+
+def check_storage(settings: Settings) -> None:
+    """At start-up: stop with a clear message (the URL, password masked) if the object store
+    does not answer, so that no part starts half-way."""
+    from core.settings import SettingsError
+
+    storage = open_storage(settings)
+    check = getattr(storage, "check", None)
+    if check is None:
+        return
+    try:
+        check()
+    except ConnectionError as exc:
+        raise SettingsError(f"cannot start: {exc}") from None
+
+
+def open_store(settings: Settings, model: str | None = None) -> ModelStore:
+    """The store of ``model`` (None: the default model), on the configured backend, with the
+    configured signing keys and artifact format."""
+    storage = open_storage(settings)
+    cache = None
+    if not isinstance(storage, LocalStorage):
+        cache = ArtifactCache(resolve_path(settings.object_store.cache_dir))
     return ModelStore(
-        LocalStorage(resolve_path(settings.artifacts_dir)),
+        storage,
         model or settings.default_model,
         SigningKeys.from_settings(settings),
         str(settings.training.artifact_format),
+        cache,
     )

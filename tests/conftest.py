@@ -4,6 +4,8 @@ and with a signing key pair made for this test session only (no key is ever comm
 from __future__ import annotations
 
 import json
+import logging
+import threading
 
 import pytest
 
@@ -31,3 +33,54 @@ def testing_env(monkeypatch, tmp_path):
     reset_settings()
     yield
     reset_settings()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto's, conditional writes included) on a free loopback
+    port, for this test session; its endpoint URL.
+
+    moto checks a PUT's If-None-Match / If-Match and then writes, without a lock: two
+    threads of its server could both pass the check, which S3 and MinIO never allow. So
+    requests are served one at a time, as atomic as the real thing (ThreadedMotoServer's
+    server otherwise)."""
+    from moto.moto_server.threaded_moto_server import MotoRequestHandler
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    from scripts.processes import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    app, lock = DomainDispatcherApplication(create_backend_app), threading.Lock()
+
+    def one_at_a_time(environ, start_response):
+        with lock:
+            return list(app(environ, start_response))
+
+    port = free_port()
+    server = make_server(
+        "127.0.0.1", port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with pytest.MonkeyPatch.context() as patch:  # moto accepts any credentials
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+    thread.join()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A new, empty bucket on the test server; its name."""
+    import re
+    import uuid
+
+    import boto3
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    bucket = f"{name}-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return bucket

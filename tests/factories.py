@@ -95,6 +95,30 @@ def store_at(
     return ModelStore(LocalStorage(Path(root)), model, keys, fmt)
 
 
+def s3_store(endpoint: str, url: str, model: str = "iris", cache: Path | None = None) -> ModelStore:
+    """The store of ``model`` at ``url`` (s3://bucket/prefix) on the test S3 server, with this
+    session's signing keys and, if given, an artifact cache folder."""
+    from core.artifact_cache import ArtifactCache
+    from core.object_store import S3Storage
+    from core.settings import ObjectStoreSettings
+
+    settings = get_settings()
+    options = ObjectStoreSettings(
+        endpoint_url=endpoint,
+        region="us-east-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+        cache_dir=str(cache or ""),
+    )
+    return ModelStore(
+        S3Storage(url, options),
+        model,
+        SigningKeys.from_settings(settings),
+        str(settings.training.artifact_format),
+        ArtifactCache(cache) if cache else None,
+    )
+
+
 def serving_cache(store: ModelStore, settings=None):
     """The worker's model cache on ``store`` with the real loader (integrity, versions)."""
     from training.serialization import load_model

@@ -294,10 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
         from core.logging import setup_logging
-        from core.store import open_store
+        from core.store import check_storage, open_store
         from training.registry import check_trainers
 
         check_trainers(settings)
+        check_storage(settings)
         setup_logging(settings, "training")
         model = getattr(args, "model", None) or settings.default_model
         if args.func is cmd_train and model not in settings.models:

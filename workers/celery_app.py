@@ -44,6 +44,14 @@ def _route_logging(**_kwargs) -> None:
     setup_logging(runtime_module.app_settings(), "worker")
 
 
+def _check_store(**_kwargs) -> None:
+    """`celery worker` and `beat` stop at start-up, naming the URL, when the object store does
+    not answer (core/store.py check_storage)."""
+    from core.store import check_storage
+
+    check_storage(runtime_module.app_settings())
+
+
 def _check_trainers(**_kwargs) -> None:
     """`celery worker` and `beat` stop at start-up, naming the model, when a model's trainer
     does not exist (its retrains would all fail). The gateway cannot check: no trainers there."""
@@ -133,6 +141,8 @@ SIGNAL_HANDLERS = (
     (signals.setup_logging, _route_logging),
     (signals.celeryd_init, _check_sentinels),
     (signals.beat_init, _check_sentinels),
+    (signals.celeryd_init, _check_store),
+    (signals.beat_init, _check_store),
     (signals.celeryd_init, _check_trainers),
     (signals.beat_init, _check_trainers),
     (signals.celeryd_init, _prepare_metrics),

@@ -118,7 +118,12 @@ class ModelCache:
         return self._current_version
 
     def current(self) -> LoadedModel:
-        self.refresh()
+        try:
+            self.refresh()
+        except OSError as exc:  # the store is away: keep serving the version held
+            if self._current_version is None:
+                raise
+            logger.warning("could not follow the alias of {}: {}", self.store.model_name, exc)
         current = self._current
         if current is None and self._current_version is not None:
             current = self._reload_evicted()

@@ -39,6 +39,7 @@ class ModelCatalog:
         self._token: object = object()
         self._task: asyncio.Task | None = None
         self._pinned: dict[int, Production] = {}  # versions asked for by number, verified
+        self.store_error: str | None = None  # why the last read of the store failed
 
     @property
     def name(self) -> str:
@@ -90,8 +91,14 @@ class ModelCatalog:
             await asyncio.to_thread(self._read)
         except MLOpsError as exc:
             logger.warning("model catalog: {}", exc)
-        except (OSError, ValueError) as exc:
+        except ValueError as exc:  # a malformed aliases file: the store itself answers
             logger.warning("model catalog could not read the store: {}", exc)
+        except OSError as exc:  # /ready says so; requests keep the schema already read
+            if self.store_error is None:
+                logger.warning("model catalog could not read the store: {}", exc)
+            self.store_error = str(exc) or type(exc).__name__
+            return
+        self.store_error = None
 
     def start(self) -> None:
         async def loop() -> None:

@@ -76,7 +76,8 @@ class WorkerView:
 
 async def readiness(gateway: Gateway) -> tuple[list[str], list[str], list[dict]]:
     """Why the service is not ready (none: ready), warnings, and the live workers: ready when
-    Redis answers, a worker consumes `predict` and the default model has a production version."""
+    Redis and the model store answer, a worker consumes `predict` and the default model has a
+    production version."""
     reasons, warnings, workers = [], [], []
     try:
         await gateway.redis.ping()
@@ -88,6 +89,8 @@ async def readiness(gateway: Gateway) -> tuple[list[str], list[str], list[dict]]
         # Not a reason to take the gateway out of service (predictions are served), but a
         # retrain would wait: say so.
         warnings += unserved(workers, (TRAIN_QUEUE,))
+    if gateway.catalog.store_error is not None:  # the versions already served keep serving
+        reasons.append(f"the model store does not answer: {gateway.catalog.store_error}")
     if gateway.catalog.production is None:
         reasons.append("no production model; train one with `python -m training train`")
     return reasons, warnings, workers

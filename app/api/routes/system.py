@@ -22,10 +22,10 @@ async def health() -> dict:
 
 @router.get("/ready", responses={503: {"description": "Not ready (reasons: see above)"}})
 async def ready(gateway: GatewayDep, x_api_key: OptionalKeyHeader = None) -> JSONResponse:
-    """Ready when Redis answers, a worker consumes `predict` and the default model has a
-    production version; `warnings` says when no worker consumes `train` (retrains would
-    wait), or another model has no production version or no worker on its queue. `models`:
-    each model's production version and queue.
+    """Ready when Redis and the model store answer, a worker consumes `predict` and the
+    default model has a production version; `warnings` says when no worker consumes `train`
+    (retrains would wait), or another model has no production version or no worker on its
+    queue. `models`: each model's production version and queue.
 
     In production only a caller with a valid API key (any scope) is told the reasons,
     warnings, model and workers; others get the status alone.

@@ -1,4 +1,5 @@
-"""The model store on real files, as the training pipeline and the loader use it."""
+"""The model store as the training pipeline and the loader use it, on both backends: real
+files, and a real S3-compatible server (moto's, started by the fixtures)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from loguru import logger
 
 from core.errors import AliasConflict, IntegrityError, ModelNotFound
 from core.store import ModelStore
-from tests.factories import metadata, store_at
+from tests.factories import metadata, s3_store, store_at
 
 
 def register_one(root: str, payload: bytes) -> int:
@@ -21,9 +22,12 @@ def register_one(root: str, payload: bytes) -> int:
     return store.register(payload, metadata()).version
 
 
-@pytest.fixture
-def store(tmp_path) -> ModelStore:
-    return store_at(tmp_path / "store", "m")
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> ModelStore:
+    if request.param == "local":
+        return store_at(tmp_path / "store", "m")
+    endpoint, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
+    return s3_store(endpoint, f"s3://{bucket}/models", "m")
 
 
 def test_training_store_versions_increase(store):
@@ -56,8 +60,7 @@ def test_training_store_tamper_detected_before_unpickle(store, monkeypatch):
     from training import serialization
 
     version = store.register(b"original bytes", metadata()).version
-    path = Path(store.storage.root) / "m" / str(version) / "model.joblib"
-    path.write_bytes(b"tampered bytes")
+    store.storage.write("m", version, "model.joblib", b"tampered bytes")
     calls = []
     monkeypatch.setattr(serialization.joblib, "load", lambda *a, **k: calls.append(a))
     with pytest.raises(IntegrityError, match="sha256"):

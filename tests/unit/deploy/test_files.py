@@ -307,39 +307,52 @@ def test_redis_requires_the_password_and_every_url_carries_it():
     assert "REDIS_PASSWORD=" in (ROOT / "deploy/compose.env.example").read_text().splitlines()
 
 
-def test_services_share_the_artifacts_volume_and_wait_for_healthy_redis():
+def test_services_use_the_minio_model_store_and_wait_for_healthy_redis():
+    """No shared volume: the models live in MinIO, which minio-init has set up first."""
     data = compose()
-    assert "artifacts" in data["volumes"]
-    for name in ("api", "worker", "trainer"):
-        spec = data["services"][name]
-        assert any(v.startswith("artifacts:/app/artifacts") for v in spec["volumes"]), name
-        assert spec["environment"]["MLOPS_ARTIFACTS_DIR"] == "/app/artifacts", name
+    assert "artifacts" not in data["volumes"] and "minio-data" in data["volumes"]
     for name in ("api", "worker", "trainer", "beat", "flower"):
         spec = data["services"][name]
-        assert spec["depends_on"]["redis"]["condition"] == "service_healthy", name
+        assert not any(str(v).startswith("artifacts:") for v in spec.get("volumes", [])), name
+        depends = spec["depends_on"]
+        assert depends["redis"]["condition"] == "service_healthy", name
+        assert depends["minio-init"]["condition"] == "service_completed_successfully", name
         env = spec["environment"]
         assert env["MLOPS_ENV"] == "production", name
         assert env["MLOPS_REDIS_URL"] == REDIS_URL, name
+        assert env["MLOPS_ARTIFACTS_URL"] == "s3://two-mlops/models", name
+        assert env["MLOPS_OBJECT_STORE__ENDPOINT_URL"] == "http://minio:9000", name
     assert data["services"]["flower"]["environment"]["MLOPS_FLOWER__ADDRESS"] == "0.0.0.0"  # noqa: S104
+    init = data["services"]["minio-init"]
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "mc mb --ignore-existing store/two-mlops" in init["entrypoint"][-1]
 
 
-def artifacts_mounts(spec: dict) -> list[str]:
-    return [v for v in spec.get("volumes", []) if str(v).startswith("artifacts:")]
+def policy_actions(role: str) -> set[str]:
+    policy = json.loads((ROOT / f"deploy/minio/model-{role}.json").read_text())
+    return {action for statement in policy["Statement"] for action in statement["Action"]}
 
 
 def test_only_the_trainer_and_the_gateway_can_write_the_model_store():
     """The trainer registers versions; the gateway replaces aliases.json on promote and
-    rollback. Predict workers only read; beat and Flower do not mount the store at all."""
+    rollback: they use MinIO's model-writer user. Predict workers and beat use model-reader,
+    whose policy can get and list, not put or delete; Flower gets no store credentials."""
     services = compose()["services"]
-    assert artifacts_mounts(services["trainer"]) == ["artifacts:/app/artifacts"]
-    assert artifacts_mounts(services["api"]) == ["artifacts:/app/artifacts"]
-    assert artifacts_mounts(services["worker"]) == ["artifacts:/app/artifacts:ro"]
-    writers = {
-        name
+    users = {
+        name: spec["environment"].get("MLOPS_OBJECT_STORE__ACCESS_KEY_ID")
         for name, spec in services.items()
-        if any(not m.endswith(":ro") for m in artifacts_mounts(spec))
+        if "MLOPS_ARTIFACTS_URL" in spec.get("environment", {})
     }
-    assert writers == {"trainer", "api"}
+    assert users == {
+        "api": "model-writer",
+        "trainer": "model-writer",
+        "worker": "model-reader",
+        "beat": "model-reader",
+        "flower": None,
+    }
+    assert "s3:PutObject" in policy_actions("writer")
+    assert not any(a.startswith(("s3:Put", "s3:Delete")) for a in policy_actions("reader"))
+    assert policy_actions("reader") >= {"s3:GetObject", "s3:ListBucket"}
     for name, queue in (("worker", "predict"), ("trainer", "train")):
         args = argv(services[name]["command"])
         assert args[args.index("-Q") + 1] == queue, name
@@ -381,6 +394,7 @@ def test_no_secret_is_written_in_the_compose_file():
     services = compose()["services"].values()
     env = {k: v for spec in services for k, v in spec.get("environment", {}).items()}
     keys = ("MLOPS_AUTH__API_KEYS", "MLOPS_FLOWER__PASSWORD", "GF_SECURITY_ADMIN_PASSWORD")
+    keys += ("MINIO_ROOT_PASSWORD", "MLOPS_OBJECT_STORE__SECRET_ACCESS_KEY")
     for key in (*keys, "MLOPS_SIGNING__PRIVATE_KEY", "REDISCLI_AUTH"):
         assert REQUIRED_VAR.match(env[key]), key
 

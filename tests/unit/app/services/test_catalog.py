@@ -100,3 +100,22 @@ def test_a_pinned_version_is_read_verified_and_an_unknown_one_is_not_found():
     assert asyncio.run(catalog.pinned(v2)) is pinned  # read once
     with pytest.raises(ModelNotFound):
         asyncio.run(catalog.pinned(99))
+
+
+def test_a_store_that_does_not_answer_is_reported_and_the_schema_read_is_kept():
+    store = open_store(get_settings())
+    store.promote(store.register(b"a", metadata()).version)
+    catalog = ModelCatalog(store)
+    asyncio.run(catalog.refresh())
+    assert catalog.store_error is None and catalog.production.version == 1
+
+    def away():
+        raise ConnectionError("the model store s3://b does not answer")
+
+    store.aliases_token = away
+    asyncio.run(catalog.refresh())
+    assert catalog.store_error == "the model store s3://b does not answer"
+    assert catalog.production.version == 1
+    del store.aliases_token
+    asyncio.run(catalog.refresh())
+    assert catalog.store_error is None
