@@ -313,10 +313,19 @@ def _sync_requests(stack: Stack, count: int, concurrency: int = 32) -> list[dict
         ) as client:
 
             async def one(i: int) -> dict:
+                # A connection the server closes as a request goes out (a keep-alive race on a
+                # loaded machine) is retried as clients are told to: with the same key.
+                headers = {"Idempotency-Key": f"leak-{i}"}
+                body = row_body(SETOSA, f"leak-{i}")
                 async with limit:
-                    response = await client.post(
-                        "/predict", params={"wait": 20}, json=row_body(SETOSA, f"leak-{i}")
-                    )
+                    try:
+                        response = await client.post(
+                            "/predict", params={"wait": 20}, json=body, headers=headers
+                        )
+                    except (httpx.ReadError, httpx.RemoteProtocolError):
+                        response = await client.post(
+                            "/predict", params={"wait": 20}, json=body, headers=headers
+                        )
                     assert response.status_code == 200, response.text
                     return response.json()
 
