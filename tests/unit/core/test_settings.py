@@ -52,9 +52,13 @@ def test_training_settings_validation_names_the_key(monkeypatch, key, value, nam
         ("GATEWAY__MAX_CONNECTIONS", "0", "gateway.max_connections"),
         ("GATEWAY__MAX_REQUESTS", "many", "gateway.max_requests"),
         ("GATEWAY__SSL_KEYFILE", "key.pem", "gateway.ssl_keyfile needs gateway.ssl_certfile"),
+        ("TRACING__SAMPLING_RATIO", "1.5", "tracing.sampling_ratio"),
+        ("TRACING__ENDPOINT", "localhost:4318", "tracing.endpoint"),
+        ("TRACING__EXPORT_TIMEOUT_SECONDS", "0", "tracing.export_timeout_seconds"),
+        ("TRACING__HEADERS", "x", "(?i)tracing.headers: unknown setting"),
     ],
 )
-def test_gateway_settings_validation_names_the_key(monkeypatch, key, value, named):
+def test_gateway_and_tracing_settings_validation_names_the_key(monkeypatch, key, value, named):
     monkeypatch.setenv(f"MLOPS_{key}", value)
     reset_settings()
     with pytest.raises(SettingsError, match=named):

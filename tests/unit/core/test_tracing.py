@@ -5,9 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
-from core.settings import ROOT, SettingsError, get_settings, reset_settings
+from core.settings import ROOT, get_settings
 from core.tracing import tracer_for
 from tests.factories import settings_with
 
@@ -50,19 +48,3 @@ def test_on_each_service_gets_its_name(monkeypatch):
             assert tracer.provider.resource.attributes["service.name"] == name
         finally:
             tracer.shutdown()
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "named"),
-    [
-        ("TRACING__SAMPLING_RATIO", "1.5", "tracing.sampling_ratio"),
-        ("TRACING__ENDPOINT", "localhost:4318", "tracing.endpoint"),
-        ("TRACING__EXPORT_TIMEOUT_SECONDS", "0", "tracing.export_timeout_seconds"),
-        ("TRACING__HEADERS", "x", "(?i)tracing.headers: unknown setting"),
-    ],
-)
-def test_bad_tracing_settings_are_refused_naming_the_key(monkeypatch, key, value, named):
-    monkeypatch.setenv(f"MLOPS_{key}", value)
-    reset_settings()
-    with pytest.raises(SettingsError, match=named):
-        get_settings()
