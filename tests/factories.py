@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.settings import get_settings, reset_settings
 from core.signing import SigningKeys
 from core.store import FeatureSpec, LocalStorage, ModelMetadata, ModelStore
-from scripts.processes import child_env
+from scripts.processes import ROOT, child_env
 
 # -- rows and jobs ----------------------------------------------------------------------------
 
@@ -254,3 +256,18 @@ def finished(tracer, exporter) -> dict:
     by_name = {span.name: span for span in spans}
     assert len(by_name) == len(spans), [span.name for span in spans]
     return by_name
+
+
+def fresh_interpreter(code: str) -> str:
+    """What ``code`` writes to stdout in a new Python process with the testing settings and
+    nothing else of this environment: what importing a module does, on its own."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"MLOPS_ENV": "testing", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout

@@ -3,13 +3,11 @@ the key."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from pydantic import ValidationError
 
-from core.settings import ROOT, Settings, SettingsError, get_settings, reset_settings
+from core.settings import Settings, SettingsError, get_settings, reset_settings
+from tests.factories import fresh_interpreter
 
 
 def test_training_settings_env_override(monkeypatch):
@@ -130,13 +128,5 @@ def test_importing_worker_modules_builds_no_celery_app():
         "decoder = s.registry._decoders['application/json'].__module__; "
         "sys.stdout.write(repr((celery._state.default_app, decoder)))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={"MLOPS_ENV": "testing", "PATH": ""},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert done.stdout == repr((None, "kombu.utils.json")), done.stdout
+    out = fresh_interpreter(code)
+    assert out == repr((None, "kombu.utils.json")), out

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from core.settings import ROOT, get_settings
+from core.settings import get_settings
 from core.tracing import tracer_for
-from tests.factories import settings_with
+from tests.factories import fresh_interpreter, settings_with
 
 
 def test_tracing_is_off_by_default_and_gives_no_tracer():
@@ -26,16 +23,8 @@ def test_off_the_gateway_and_workers_import_no_tracing_sdk():
         "sys.stdout.write(repr(sorted(m for m in sys.modules "
         "if m.startswith(('opentelemetry.sdk.trace', 'opentelemetry.exporter', 'core.otel')))))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={"MLOPS_ENV": "testing", "PATH": ""},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    assert done.stdout == "[]", done.stdout
+    out = fresh_interpreter(code)
+    assert out == "[]", out
 
 
 def test_on_each_service_gets_its_name(monkeypatch):
