@@ -47,6 +47,12 @@ class Gateway:
         """The default model's catalog (the routes that name no model)."""
         return self.catalogs.default
 
+    def queue_of(self, model: str) -> str:
+        """The predict queue of ``model``: its settings' ``queue``, or the default one for a
+        model found in the store without a settings table."""
+        configured = self.settings.models.get(model)
+        return configured.queue if configured is not None else PREDICT_QUEUE
+
     def predict_queues(self) -> list[str]:
         return sorted({PREDICT_QUEUE, *(m.queue for m in self.settings.models.values())})
 

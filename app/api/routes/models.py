@@ -59,9 +59,9 @@ async def _versions(catalog: ModelCatalog) -> dict:
 def _model_settings(gateway: Gateway, name: str) -> dict:
     model = gateway.settings.models.get(name)
     if model is None:  # found in the store (registered), not in the settings
-        return {"queue": "predict", "trainer": None, "retrain_cron": None}
+        return {"queue": gateway.queue_of(name), "trainer": None, "retrain_cron": None}
     cron = model.schedule.retrain_cron if model.schedule.retrain_enabled else None
-    return {"queue": model.queue, "trainer": model.trainer, "retrain_cron": cron}
+    return {"queue": gateway.queue_of(name), "trainer": model.trainer, "retrain_cron": cron}
 
 
 @router.get("", responses={**ERROR_RESPONSES})

@@ -62,10 +62,8 @@ def _models(gateway) -> list[dict]:
     models = []
     for name in gateway.catalogs.names():
         production = gateway.catalogs.get(name).production
-        configured = gateway.settings.models.get(name)
-        queue = configured.queue if configured is not None else PREDICT_QUEUE
         version = production.version if production else None
-        models.append({"name": name, "version": version, "queue": queue})
+        models.append({"name": name, "version": version, "queue": gateway.queue_of(name)})
     return models
 
 
