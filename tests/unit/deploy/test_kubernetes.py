@@ -31,6 +31,7 @@ from tests.factories import settings_with
 BASE = ROOT / "deploy" / "kubernetes"
 KEDA_CRDS = ROOT / "tests" / "data" / "keda"
 SECRET_FILES = ("secrets.env", "signing-key.env")
+STORE_SECRET_FILE = "object-store.env"  # in object-store/, the component's Secret
 # The oldest Kubernetes the manifests claim (README) and the newest schemas bundled.
 KUBERNETES_VERSIONS = ("1.30", latest_version())
 REDIS_URL = "redis://:$(REDIS_PASSWORD)@redis:6379/0"
@@ -55,13 +56,33 @@ def build(folder: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-@pytest.fixture(scope="module")
-def objects(tmp_path_factory) -> list[dict]:
-    """The base as `kubectl apply -k` sends it, the secret files copied from their templates."""
+def filled_in(tmp_path_factory) -> Path:
+    """A copy of deploy/kubernetes with the secret files copied from their templates."""
     folder = tmp_path_factory.mktemp("k8s") / "kubernetes"
     shutil.copytree(BASE, folder, ignore=shutil.ignore_patterns(*SECRET_FILES))
     for name in SECRET_FILES:
         shutil.copy(BASE / f"{name}.example", folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def objects(tmp_path_factory) -> list[dict]:
+    """The base as `kubectl apply -k` sends it."""
+    return build(filled_in(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def object_store_objects(tmp_path_factory) -> list[dict]:
+    """The base with the object-store component turned on as its comment says: both lines
+    uncommented, object-store.env copied from its template."""
+    folder = filled_in(tmp_path_factory)
+    component = folder / "object-store"
+    shutil.copy(component / f"{STORE_SECRET_FILE}.example", component / STORE_SECRET_FILE)
+    kustomization = folder / "kustomization.yaml"
+    text = kustomization.read_text()
+    enabled = text.replace("# components:\n#   - object-store", "components:\n  - object-store")
+    assert enabled != text, "kustomization.yaml no longer offers the object-store component"
+    kustomization.write_text(enabled)
     return build(folder)
 
 
@@ -164,7 +185,9 @@ def memory_mib(quantity: str) -> int:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_every_object_matches_its_schema(objects, version):
+@pytest.mark.parametrize("build_of", ["objects", "object_store_objects"])
+def test_every_object_matches_its_schema(request, build_of, version):
+    objects = request.getfixturevalue(build_of)
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "StatefulSet", "ScaledObject", "TriggerAuthentication"} <= kinds
     errors = [error for obj in objects for error in schema_errors(obj, version)]
@@ -486,3 +509,66 @@ def test_the_gateway_scales_on_cpu(objects):
     (metric,) = hpa["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert 2 <= hpa["minReplicas"] < hpa["maxReplicas"]
+
+
+# --- the object-store component: no shared volume ------------------------------------------
+
+
+def test_with_the_object_store_no_pod_shares_a_volume(object_store_objects):
+    objects = object_store_objects
+    claims = {o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    assert claims == {"beat-state"}, "only beat's own schedule file stays on a volume"
+    for name in ("gateway", "worker", "trainer"):
+        (volume,) = [v for v in pod(objects, name)["volumes"] if v["name"] == "artifacts"]
+        assert set(volume) == {"name", "emptyDir"}, name  # the pod's own cache
+        assert artifacts_mounts(objects, name) == [], name  # no claim mounted
+        (mount,) = [m for m in container(objects, name)["volumeMounts"] if m["name"] == "artifacts"]
+        assert not mount.get("readOnly"), f"{name} writes downloaded artifacts to its cache"
+    data = config(objects)
+    assert data["MLOPS_ARTIFACTS_URL"].startswith("s3://")
+    assert data["MLOPS_OBJECT_STORE__CACHE_DIR"] == "/app/artifacts"
+
+
+def test_with_the_object_store_only_the_trainer_and_the_gateway_get_write_keys(
+    object_store_objects,
+):
+    refs = secret_refs(object_store_objects)
+    store = {(name, key) for name, secret, key in refs if secret == "mlops-object-store"}
+    keys = {name: {key.split("_", 1)[0] for n, key in store if n == name} for name, _ in store}
+    assert keys == {
+        "gateway": {"WRITER"},
+        "trainer": {"WRITER"},
+        "worker": {"READER"},
+        "beat": {"READER"},
+    }
+    secrets = {
+        o["metadata"]["name"].rsplit("-", 1)[0]: o["data"]
+        for o in object_store_objects
+        if o["kind"] == "Secret"
+    }
+    for _, secret, key in refs:
+        assert key in secrets[secret], f"{secret} has no {key} in its template"
+    template = BASE / "object-store" / f"{STORE_SECRET_FILE}.example"
+    for line in template.read_text().splitlines():
+        if line and not line.startswith("#") and "SECRET" in line.split("=")[0]:
+            assert "REPLACE_WITH" in line, line
+    ignored = subprocess.run(
+        ["git", "check-ignore", str(template.with_suffix(""))], cwd=ROOT, capture_output=True
+    )
+    assert ignored.returncode == 0, "object-store.env must stay out of git"
+
+
+def test_the_object_store_component_loads_as_production_settings(object_store_objects, monkeypatch):
+    secrets = env_file("secrets.env.example")
+    (public,) = json.loads(os.environ["MLOPS_SIGNING__PUBLIC_KEYS"])
+    settings = settings_with(
+        monkeypatch,
+        **config(object_store_objects),
+        MLOPS_REDIS_URL="redis://:pw@redis:6379/0",
+        MLOPS_AUTH__API_KEYS=secrets["MLOPS_AUTH__API_KEYS"].replace(
+            "REPLACE_WITH_HEX_DIGEST", "ab" * 32
+        ),
+        MLOPS_SIGNING__PUBLIC_KEYS=json.dumps([public]),
+    )
+    assert settings.artifacts_url == "s3://two-mlops/models"
+    assert settings.object_store.endpoint_url == "http://minio.minio.svc:9000"
