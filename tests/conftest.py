@@ -4,7 +4,6 @@ and with a signing key pair made for this test session only (no key is ever comm
 from __future__ import annotations
 
 import json
-import logging
 import threading
 
 import pytest
@@ -37,30 +36,13 @@ def testing_env(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def s3_server():
-    """A local S3-compatible server (moto's, conditional writes included) on a free loopback
-    port, for this test session; its endpoint URL.
-
-    moto checks a PUT's If-None-Match / If-Match and then writes, without a lock: two
-    threads of its server could both pass the check, which S3 and MinIO never allow. So
-    requests are served one at a time, as atomic as the real thing (ThreadedMotoServer's
-    server otherwise)."""
-    from moto.moto_server.threaded_moto_server import MotoRequestHandler
-    from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
-
+    """A local S3-compatible server (tests/s3_server.py) on a free loopback port, for this test
+    session; its endpoint URL."""
     from scripts.processes import free_port
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
-    app, lock = DomainDispatcherApplication(create_backend_app), threading.Lock()
-
-    def one_at_a_time(environ, start_response):
-        with lock:
-            return list(app(environ, start_response))
+    from tests.s3_server import make_s3_server
 
     port = free_port()
-    server = make_server(
-        "127.0.0.1", port, one_at_a_time, threaded=True, request_handler=MotoRequestHandler
-    )
+    server = make_s3_server("127.0.0.1", port)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     with pytest.MonkeyPatch.context() as patch:  # moto accepts any credentials

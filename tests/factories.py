@@ -97,6 +97,18 @@ def store_at(
     return ModelStore(LocalStorage(Path(root)), model, keys, fmt)
 
 
+def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+    """A service's settings for the model store ``s3://<bucket>/models`` on the test S3 server
+    at ``endpoint`` (tests/s3_server.py)."""
+    return {
+        "MLOPS_ARTIFACTS_URL": f"s3://{bucket}/models",
+        "MLOPS_OBJECT_STORE__ENDPOINT_URL": endpoint,
+        "MLOPS_OBJECT_STORE__REGION": "us-east-1",
+        "MLOPS_OBJECT_STORE__ACCESS_KEY_ID": "testing",
+        "MLOPS_OBJECT_STORE__SECRET_ACCESS_KEY": "testing",
+    }
+
+
 def s3_store(endpoint: str, url: str, model: str = "iris", cache: Path | None = None) -> ModelStore:
     """The store of ``model`` at ``url`` (s3://bucket/prefix) on the test S3 server, with this
     session's signing keys and, if given, an artifact cache folder."""

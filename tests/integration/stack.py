@@ -11,8 +11,9 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,7 @@ import httpx
 from core.store import ModelStore
 from scripts import commands
 from scripts.processes import ROOT, Process, RedisServer, free_port, wait_until
-from tests.factories import scrape, service_env, store_at
+from tests.factories import SETOSA, scrape, service_env, store_at
 
 PREDICT_KEY = "test-predict-key"
 OTHER_PREDICT_KEY = "test-other-predict-key"  # another client with the same scope
@@ -29,6 +30,7 @@ API_KEYS = json.dumps(
     {PREDICT_KEY: ["predict"], OTHER_PREDICT_KEY: ["predict"], ADMIN_KEY: ["admin"]}
 )
 
+LOAD_BODY = {"request_id": "load", "instances": [SETOSA]}
 SEED_BODY = {
     "request_id": "integration-test-id",
     "sepal_length": 5.1,
@@ -51,6 +53,7 @@ class Stack:
         )
         self.extra_env = {"MLOPS_AUTH__API_KEYS": f"@json {API_KEYS}", **env}
         self.services: dict[str, Process] = {}
+        self.gateway_address = "127.0.0.1"
         self.gateway_port: int | None = None
 
     # -- processes ------------------------------------------------------------------------
@@ -61,10 +64,10 @@ class Stack:
         self.redis.start()
         return self
 
-    def train(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+    def train(self, *args: str, on: Sequence[str] = (), **env: str) -> subprocess.CompletedProcess:
         """`python -m training train` (or another CLI command) against this stack's store."""
         return subprocess.run(
-            [sys.executable, "-m", "training", *(args or ("train",))],
+            [*on, sys.executable, "-m", "training", *(args or ("train",))],
             cwd=ROOT,
             env=self.env(**env),
             capture_output=True,
@@ -79,9 +82,11 @@ class Stack:
         queues: str | None = None,
         concurrency: int = 1,
         wait: bool = True,
+        on: Sequence[str] = (),
         **env: str,
     ) -> Process:
-        args = [*commands.worker(queues, concurrency), "--hostname", f"{name}@%h"]
+        """``on``: a command that runs it on another host (tests/integration/netns.py)."""
+        args = [*on, *commands.worker(queues, concurrency), "--hostname", f"{name}@%h"]
         service = Process(name, args, self.env(**env), self.logs).start()
         self.services[name] = service
         if wait:
@@ -100,10 +105,13 @@ class Stack:
 
         wait_until(heartbeat, timeout, f"worker {service.name}")
 
-    def start_gateway(self, **env: str) -> Process:
-        """The gateway, with public keys only: it verifies versions, it never signs one."""
-        self.gateway_port = free_port()
-        args = commands.gateway("127.0.0.1", self.gateway_port)
+    def start_gateway(
+        self, address: str = "127.0.0.1", on: Sequence[str] = (), **env: str
+    ) -> Process:
+        """The gateway, with public keys only: it verifies versions, it never signs one.
+        ``address``/``on``: where it listens, and a command that runs it elsewhere."""
+        self.gateway_address, self.gateway_port = address, free_port()
+        args = [*on, *commands.gateway(address, self.gateway_port)]
         env = {"MLOPS_SIGNING__PRIVATE_KEY": "", **env}
         service = Process("gateway", args, self.env(**env), self.logs).start()
         self.services["gateway"] = service
@@ -147,7 +155,7 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.gateway_port}"
+        return f"http://{self.gateway_address}:{self.gateway_port}"
 
     def client(self, key: str | None = PREDICT_KEY, **kwargs) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
@@ -178,6 +186,42 @@ def running(stack: Stack, start: Callable[[Stack], object] = Stack.start) -> Ite
         yield stack
     finally:
         stack.stop()
+
+
+class LoadLoop:
+    """Async predictions in a background thread while a fault happens; remembers every answer.
+
+    ``accepted`` holds the job ids answered 202; ``statuses`` counts every HTTP status (and
+    "error" for a request that got no answer, which must not happen either).
+    """
+
+    def __init__(self, stack: Stack, interval: float = 0.02):
+        self.stack, self.interval = stack, interval
+        self.accepted: list[str] = []
+        self.statuses: dict[object, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.stack.client() as client:
+            while not self._stop.is_set():
+                try:
+                    response = client.post("/predict", json=LOAD_BODY)
+                    status: object = response.status_code
+                    if status == 202:
+                        self.accepted.append(response.json()["job_id"])
+                except httpx.HTTPError:
+                    status = "error"
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> LoadLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(15)
 
 
 def poll_job(client: httpx.Client, job_id: str, timeout: float = 30) -> dict:

@@ -39,6 +39,7 @@ from tests.integration.stack import (
     ADMIN_KEY,
     PREDICT_KEY,
     SEED_BODY,
+    LoadLoop,
     Stack,
     poll_job,
     running,
@@ -126,42 +127,6 @@ def wait_started(client: httpx.Client, job_id: str, timeout: float = 30) -> None
         wait_until(started, timeout, "STARTED")
     except TimeoutError:
         raise TimeoutError(f"job {job_id} not STARTED after {timeout}s: {seen}") from None
-
-
-class LoadLoop:
-    """Async predictions in a background thread while a fault happens; remembers every answer.
-
-    ``accepted`` holds the job ids answered 202; ``statuses`` counts every HTTP status (and
-    "error" for a request that got no answer, which must not happen either).
-    """
-
-    def __init__(self, stack: Stack, interval: float = 0.02):
-        self.stack, self.interval = stack, interval
-        self.accepted: list[str] = []
-        self.statuses: dict[object, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self.stack.client() as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.post("/predict", json=row_body(SETOSA, "load"))
-                    status: object = response.status_code
-                    if status == 202:
-                        self.accepted.append(response.json()["job_id"])
-                except httpx.HTTPError:
-                    status = "error"
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                self._stop.wait(self.interval)
-
-    def __enter__(self) -> LoadLoop:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(15)
 
 
 def poll_through_outage(client: httpx.Client, job_id: str, timeout: float = 60) -> dict:

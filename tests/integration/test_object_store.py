@@ -14,19 +14,10 @@ import pytest
 
 from scripts import commands
 from scripts.processes import ROOT, free_port, wait_until
+from tests.factories import s3_env
 from tests.integration.stack import SEED_BODY, Stack, poll_job, running
 
 pytestmark = pytest.mark.integration
-
-
-def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
-    return {
-        "MLOPS_ARTIFACTS_URL": f"s3://{bucket}/models",
-        "MLOPS_OBJECT_STORE__ENDPOINT_URL": endpoint,
-        "MLOPS_OBJECT_STORE__REGION": "us-east-1",
-        "MLOPS_OBJECT_STORE__ACCESS_KEY_ID": "testing",
-        "MLOPS_OBJECT_STORE__SECRET_ACCESS_KEY": "testing",
-    }
 
 
 def own(stack: Stack, part: str) -> dict[str, str]:

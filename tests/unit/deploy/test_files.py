@@ -480,6 +480,8 @@ def test_testing_workflow_runs_make_test_with_redis():
     runs = " ".join(step.get("run", "") for step in job["steps"])
     assert "apt-get install" in runs and "redis-server" in runs
     assert "make test" in runs
+    # the runner user cannot create network namespaces: this test runs again, as root
+    assert re.search(r"sudo .*pytest .*tests/integration/test_separate_hosts\.py", runs), runs
 
 
 def test_security_and_validation_workflows_run_the_checks():
