@@ -4,6 +4,9 @@ Starts its own redis-server, a worker (as shipped: worker.concurrency pool proce
 gateway and the two yardsticks, drives them with a load generator in a separate process,
 measures what tracing and waiting for a Redis replica cost (benchmarks/costs.py), and writes
 benchmarks/results/latest.json, latest.md and latency.png.
+
+``--scaling`` (`make bench-scaling`) runs the scaling mode instead (benchmarks/scaling.py):
+1, 2 and 4 pool processes against 1 and 2 gateway processes, with the CPU of each part.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks import many_models
+from benchmarks import many_models, scaling
 from benchmarks.costs import Costs
 from benchmarks.cpu import CpuMeter, children_of, per_request_us, tree
 from benchmarks.report import MAIN_LEVEL, evaluate, write_reports
@@ -370,9 +373,25 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each load point")
     parser.add_argument("--levels", default="1,4,16,64", help="connection counts to sweep")
     parser.add_argument("--drain-jobs", type=int, default=20000)
+    parser.add_argument(
+        "--scaling", action="store_true", help="the scaling mode (benchmarks/scaling.py)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=MAIN_LEVEL, help="the scaling mode's connections"
+    )
     args = parser.parse_args()
     bench = Bench(args.seconds, [int(x) for x in args.levels.split(",")], args.drain_jobs)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.scaling:
+        try:
+            results = scaling.measure(bench, json.dumps(SINGLE).encode(), args.connections)
+            results["machine"] = machine()
+            results["load_generator"] = generator_name()
+        finally:
+            bench.close()
+        scaling.write_reports(results, RESULTS)
+        sys.stdout.write((RESULTS / "scaling.md").read_text())
+        return
     try:
         results = bench.run()
     finally:
