@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup run test lint format security bench clean
+.PHONY: setup run test lint format security bench bench-scaling clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ security: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+
+bench-scaling: setup
+	$(BIN)/python -m benchmarks.run --scaling
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache celerybeat-schedule* .run

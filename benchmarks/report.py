@@ -110,6 +110,7 @@ def markdown(results: dict) -> str:
         f"| peak RSS: gateway / worker (main + {pool} pool) / in-process server | "
         f"{results['gateway_peak_rss_mb']} / {results['worker_peak_rss_mb']} / "
         f"{results['inprocess_rss_mb']} MiB |",
+        *costs_table(results),
         "",
         "| target | measured | met |",
         "|---|---|:-:|",
@@ -133,6 +134,64 @@ def _two_models(two: dict | None) -> list[str]:
         f"| {title} | {two[name]['rps']:,.0f} req/s, "
         f"{two[name]['rows_per_call']:.1f} rows per scikit-learn call |"
         for name, title in titles.items()
+    ]
+
+
+def _us(point: dict, *parts: str) -> float:
+    return sum(point["cpu_us_per_request"].get(part, 0.0) for part in parts)
+
+
+def _cost_row(title: str, point: dict, without: dict | None) -> str:
+    gateway = _us(point, "gateway")
+    worker = _us(point, "worker main", "worker pool")
+    redis = _us(point, "redis", "redis replica")
+    versus = "—"
+    if without is not None:
+        versus = (
+            f"{point['rps'] / without['rps']:.2f}x req/s, "
+            f"{gateway / (_us(without, 'gateway') or 1):.2f}x gateway CPU"
+        )
+    errors = f" ({point['errors']} errors)" if point["errors"] else ""
+    return (
+        f"| {title} | {point['rps']:,.0f}{errors} | {point['p50_ms']:.2f} | "
+        f"{point['p99_ms']:.2f} | {gateway:.0f} | {worker:.0f} | {redis:.0f} | {versus} |"
+    )
+
+
+def _spans(by_service: dict[str, int]) -> str:
+    return " and ".join(f"{n:,} spans of {name}" for name, n in sorted(by_service.items()))
+
+
+def costs_table(results: dict) -> list[str]:
+    """What tracing and waiting for a replica cost: each against the same load without it."""
+    tracing, replica = results.get("tracing"), results.get("replica_ack")
+    if not tracing or not replica:
+        return []
+    ack = replica["replica_ack_ms"]
+    off, on, spans = tracing["off"], tracing["on"], tracing["span_cost"]
+    return [
+        "",
+        f"| what an option costs ({MAIN_LEVEL} connections) | req/s | p50 ms | p99 ms "
+        "| gateway CPU µs/req | worker CPU µs/req | Redis CPU µs/req | vs without |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        _cost_row("sync, tracing off (as shipped)", off, None),
+        _cost_row("sync, tracing on (sampling 1.0, OTLP/HTTP to a local receiver)", on, off),
+        _cost_row("sync, a replica attached, `replica_ack_ms = 0`", replica["sync_ack_0"], None),
+        _cost_row(
+            f"sync, `replica_ack_ms = {ack}`", replica[f"sync_ack_{ack}"], replica["sync_ack_0"]
+        ),
+        _cost_row("async, a replica attached, `replica_ack_ms = 0`", replica["async_ack_0"], None),
+        _cost_row(
+            f"async, `replica_ack_ms = {ack}`", replica[f"async_ack_{ack}"], replica["async_ack_0"]
+        ),
+        "",
+        f"Tracing off imports nothing of OpenTelemetry and costs an `is None` test per traced "
+        f"place. On, {_spans(on['spans_received'])} reached the receiver in "
+        f"{on['exports']:,} OTLP requests ({on['spans_dropped']:.0f} dropped); in process, "
+        f"without the machine's noise, the spans cost {spans['gateway_us']:.0f} µs of gateway "
+        f"CPU per sync predict and {spans['worker_us']:.0f} µs of worker CPU per one-job "
+        f"message (benchmarks/tracing.py). Redis CPU counts the replica too; an async point's "
+        "CPU includes draining its jobs.",
     ]
 
 

@@ -2,7 +2,11 @@
 
 Starts its own redis-server, a worker (as shipped: worker.concurrency pool processes), the
 gateway and the two yardsticks, drives them with a load generator in a separate process,
-and writes benchmarks/results/latest.json, latest.md and latency.png.
+measures what tracing and waiting for a Redis replica cost (benchmarks/costs.py), and writes
+benchmarks/results/latest.json, latest.md and latency.png.
+
+``--scaling`` (`make bench-scaling`) runs the scaling mode instead (benchmarks/scaling.py):
+1, 2 and 4 pool processes against 1 and 2 gateway processes, with the CPU of each part.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks import many_models
+from benchmarks import many_models, scaling
+from benchmarks.costs import Costs
+from benchmarks.cpu import CpuMeter, children_of, per_request_us, tree
 from benchmarks.report import MAIN_LEVEL, evaluate, write_reports
 from core.settings import get_settings
 from core.signing import SigningKeys
@@ -112,8 +118,14 @@ class Bench:
         return points
 
     def drain_queue(self) -> None:
+        """Until no predict message waits or runs (kombu's ``unacked`` hash holds those a
+        worker took but has not finished: workers/recovery.py)."""
         client = self.redis.client()
-        wait_until(lambda: client.llen("predict") == 0, 300, "the predict queue to drain")
+        wait_until(
+            lambda: client.llen("predict") == 0 and client.hlen("unacked") == 0,
+            300,
+            "the predict queue to drain",
+        )
 
     # -- the measurements --------------------------------------------------------------
     def yardstick(self, app: str, **env: str) -> tuple[dict, Process]:
@@ -164,7 +176,8 @@ class Bench:
             "worker_peak_rss_mb": peak,
         }
 
-    def run(self) -> dict:
+    def prepare(self, models: tuple[str, ...] = ("iris", "penguins")) -> None:
+        """Start Redis, set the services' environment and train a first version of each model."""
         self.redis.start()
         keys = SigningKeys.generate()  # this run's: training signs, worker and gateway verify
         self.env = child_env(
@@ -178,13 +191,69 @@ class Bench:
             MLOPS_AUTH__API_KEYS=f"@json {json.dumps({KEY: ['predict', 'admin']})}",
             **many_models.PENGUINS_ENV,
         )
-        for model in ("iris", "penguins"):
+        for model in models:
             trained = subprocess.run(
                 [sys.executable, "-m", "training", "train", "--model", model],
                 cwd=ROOT, env=self.env, capture_output=True, text=True, check=False,
             )  # fmt: skip
             if trained.returncode:
                 raise SystemExit(f"training {model} failed:\n{trained.stderr}")
+
+    def worker(
+        self, name: str, concurrency: int, queues: str | None = None, **env: str
+    ) -> tuple[Process, int]:
+        """A worker node with its metrics on a free port (the default one may be taken)."""
+        port = free_port()
+        args = commands.worker(queues, concurrency)
+        return self.start(name, args, MLOPS_WORKER__METRICS_PORT=str(port), **env), port
+
+    def gateway(self, name: str = "gateway", **env: str) -> tuple[Process, str]:
+        """A gateway on a free port, once it is ready (Redis answers, a worker consumes)."""
+        port = free_port()
+        service = self.start(name, commands.gateway("127.0.0.1", port), **env)
+        base = f"http://127.0.0.1:{port}"
+        self.http_up(port, service, "/ready")
+        return service, base
+
+    def parts(self, gateways: list[Process], worker: Process) -> dict:
+        """The parts whose CPU a point measures: gateway processes, Redis, the worker node's
+        main process and its pool processes."""
+        return {
+            "gateway": lambda: [pid for g in gateways for pid in tree(g.pid)()],
+            "redis": tree(self.redis.process.pid),
+            "worker main": lambda: [worker.pid],
+            "worker pool": children_of(worker.pid),
+        }
+
+    def point(
+        self, urls: str | list[str], body: bytes, parts: dict, connections: int = MAIN_LEVEL
+    ) -> dict:
+        """One load point after a 2 s warm-up, with the CPU each part used (benchmarks/cpu.py).
+
+        The queue is drained before the meter stops: an async point's CPU includes the work
+        its jobs cause, not only their submission."""
+        run_load(urls, body, HEADERS, connections, 2)
+        self.drain_queue()
+        meter = CpuMeter(parts)
+        meter.start()
+        started = time.monotonic()
+        result = run_load(urls, body, HEADERS, connections, self.seconds)
+        self.drain_queue()
+        result["window_s"] = round(time.monotonic() - started, 2)
+        result["cpu_s"] = meter.stop()
+        result["cpu_us_per_request"] = per_request_us(result["cpu_s"], result["requests"])
+        return result
+
+    def log_point(self, label: str, p: dict) -> None:
+        us = p["cpu_us_per_request"]
+        cpu = ", ".join(f"{name} {value:.0f}" for name, value in us.items())
+        self.log(
+            f"  {label:<34} {p['rps']:8.0f} req/s  p50 {p['p50_ms']:6.2f} ms  p99 "
+            f"{p['p99_ms']:7.2f} ms  errors {p['errors']}  CPU µs/request: {cpu}"
+        )
+
+    def run(self) -> dict:
+        self.prepare()
         model_dir = self.work / "artifacts" / "iris" / "1"
         results: dict = {"modes": {}}
         self.log(f"load generator: {generator_name()}; {self.seconds}s per point")
@@ -202,16 +271,8 @@ class Bench:
         # The worker as shipped (worker.concurrency pool processes); the drain below is
         # measured per pool process, as its target is.
         concurrency = get_settings().worker.concurrency
-        metrics_port = free_port()
-        worker = self.start(
-            "worker",
-            commands.worker(concurrency=concurrency),
-            MLOPS_WORKER__METRICS_PORT=str(metrics_port),
-        )
-        port = free_port()
-        gateway = self.start("gateway", commands.gateway("127.0.0.1", port))
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: httpx.get(f"{base}/ready", timeout=2).status_code == 200, 60, "ready")
+        worker, metrics_port = self.worker("worker", concurrency)
+        gateway, base = self.gateway()
         single = json.dumps(SINGLE).encode()
         results["modes"]["sync"] = self.sweep(f"{base}/predict?wait=10", single, "sync")
         v2_single = v2_body([[SINGLE[k] for k in SINGLE if k != "request_id"]])
@@ -249,8 +310,9 @@ class Bench:
         results["gateway_peak_rss_mb"] = peak_rss(gateway)
         results["gateway_imports_sklearn"] = maps_mention(gateway, "sklearn")
         results["worker_peak_rss_mb"] = peak_rss(worker)
-        self.stop(gateway)
-        self.stop(worker)
+        costs = Costs(self, single, concurrency)
+        results["tracing"] = costs.tracing(gateway, base, worker)  # stops them
+        results["replica_ack"] = costs.replica_ack()
 
         drain_port = free_port()
         results["drain"] = self.drain(drain_port, batch=256)
@@ -311,13 +373,29 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of each load point")
     parser.add_argument("--levels", default="1,4,16,64", help="connection counts to sweep")
     parser.add_argument("--drain-jobs", type=int, default=20000)
+    parser.add_argument(
+        "--scaling", action="store_true", help="the scaling mode (benchmarks/scaling.py)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=MAIN_LEVEL, help="the scaling mode's connections"
+    )
     args = parser.parse_args()
     bench = Bench(args.seconds, [int(x) for x in args.levels.split(",")], args.drain_jobs)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.scaling:
+        try:
+            results = scaling.measure(bench, json.dumps(SINGLE).encode(), args.connections)
+            results["machine"] = machine()
+            results["load_generator"] = generator_name()
+        finally:
+            bench.close()
+        scaling.write_reports(results, RESULTS)
+        sys.stdout.write((RESULTS / "scaling.md").read_text())
+        return
     try:
         results = bench.run()
     finally:
         bench.close()
-    RESULTS.mkdir(parents=True, exist_ok=True)
     write_reports(results, RESULTS)
     sys.stdout.write((RESULTS / "latest.md").read_text())
     if not all(t["met"] for t in results["targets"]):

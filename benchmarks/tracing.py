@@ -3,8 +3,10 @@ sent to a collector that accepts them) and on with a dead endpoint (every span d
 
 ``python -m benchmarks.tracing [--seconds 10] [--connections 16] [--rounds 2]``: one stack
 (redis-server, a worker as shipped, the gateway) per configuration, the configurations
-alternated ``rounds`` times against the machine's drift. The collector here only reads and
-acknowledges (no decoding), so it costs the gateway what a real one would, not the machine.
+alternated ``rounds`` times against the machine's drift. The collector here only reads,
+keeps and acknowledges (decoding, to count the spans, waits until the load is over), so it
+costs the gateway what a real one would, not the machine. `make bench` measures off and on
+once, beside its other figures (benchmarks/costs.py); this script alternates them.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from benchmarks.cpu import process_seconds
 from core.signing import SigningKeys
 from scripts.load import generator_name, run_load
 from scripts.processes import free_port, process_tree
-from tests.integration.stack import PREDICT_KEY, SEED_BODY, Stack, running
 
 
-def span_cost(requests: int = 20000, sampling_ratio: float = 1.0) -> str:
+def span_cost(requests: int = 20000, sampling_ratio: float = 1.0) -> dict:
     """CPU per traced request, in process: the spans and traceparents of one sync predict on
     the gateway (request and publish spans, the delivery event) and of one 1-job message on
     the worker (process, predict, publish), through the real BatchSpanProcessor into an
@@ -57,36 +59,77 @@ def span_cost(requests: int = 20000, sampling_ratio: float = 1.0) -> str:
     worker = (time.perf_counter() - started) / requests
     dropped = tracer.exporter.dropped
     tracer.shutdown()
+    return {
+        "requests": requests,
+        "sampling_ratio": sampling_ratio,
+        "gateway_us": round(gateway * 1e6, 1),
+        "worker_us": round(worker * 1e6, 1),
+        "dropped": dropped,
+    }
+
+
+def describe(cost: dict) -> str:
     return (
-        f"span cost, {requests} requests, sampling {sampling_ratio:g}: "
-        f"gateway {gateway * 1e6:.1f} µs per sync predict (2 spans, 1 event), "
-        f"worker {worker * 1e6:.1f} µs per 1-job message (3 spans); "
-        f"{dropped} spans dropped"
+        f"span cost, {cost['requests']} requests, sampling {cost['sampling_ratio']:g}: "
+        f"gateway {cost['gateway_us']:.1f} µs per sync predict (2 spans, 1 event), "
+        f"worker {cost['worker_us']:.1f} µs per 1-job message (3 spans); "
+        f"{cost['dropped']} spans dropped"
     )
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` and its descendants (a worker's pool children too): what a
     request costs, whatever else the machine runs."""
-    total = 0.0
-    for each in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(process_seconds(process_tree(pid)).values())
 
 
-class _Accept(BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+class OtlpSink:
+    """An OTLP/HTTP receiver on a free loopback port that answers 200 to every export and
+    keeps the bodies; :meth:`spans` decodes them (after the load, not during it)."""
 
-    def log_message(self, *args):
-        pass
+    def __init__(self) -> None:
+        bodies: list[bytes] = []
+
+        class Accept(BaseHTTPRequestHandler):
+            def do_POST(self):
+                bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.bodies = bodies
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Accept)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def start(self) -> OtlpSink:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def spans(self) -> dict[str, int]:
+        """Spans received by ``service.name``, from the protobuf bodies (OTLP/HTTP's default
+        encoding)."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        counts: dict[str, int] = {}
+        for body in self.bodies:
+            for resource in ExportTraceServiceRequest.FromString(body).resource_spans:
+                service = next(
+                    (a.value.string_value for a in resource.resource.attributes
+                     if a.key == "service.name"),
+                    "?",
+                )  # fmt: skip
+                spans = sum(len(scope.spans) for scope in resource.scope_spans)
+                counts[service] = counts.get(service, 0) + spans
+        return counts
 
 
 def _env(endpoint: str | None) -> dict[str, str]:
@@ -102,18 +145,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--spans-only", action="store_true", help="only the in-process cost")
     args = parser.parse_args()
-    print(span_cost())
-    print(span_cost(sampling_ratio=0.0))
+    # here, not at the top: `make bench` imports this module and needs none of the tests' stack
+    from tests.integration.stack import PREDICT_KEY, SEED_BODY, Stack, running
+
+    print(describe(span_cost()))
+    print(describe(span_cost(sampling_ratio=0.0)))
     if args.spans_only:
         return
     keys = SigningKeys.generate()  # this run's; the stacks' services read them from here
     os.environ["MLOPS_SIGNING__PRIVATE_KEY"] = keys.private_text()
     os.environ["MLOPS_SIGNING__PUBLIC_KEYS"] = json.dumps([keys.public_text()])
-    collector = ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    collector = OtlpSink().start()
     configurations = {
         "off": None,
-        "on": f"http://127.0.0.1:{collector.server_address[1]}/v1/traces",
+        "on": collector.url,
         "on, dead endpoint": f"http://127.0.0.1:{free_port()}/v1/traces",
     }
     body = json.dumps(SEED_BODY).encode()
@@ -133,7 +178,7 @@ def main() -> None:
                         result[n] = (cpu_seconds(pid) - before[n]) / result["requests"] * 1e6
                     print(name, json.dumps(result), flush=True)
                     runs[name].append(result)
-    collector.shutdown()
+    collector.stop()
     lines = [
         f"sync POST /predict, {args.connections} connections, {args.seconds:g} s x "
         f"{args.rounds} rounds ({generator_name()})",

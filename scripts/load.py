@@ -1,7 +1,9 @@
 """Load generators: wrk where installed, else a small asyncio HTTP/1.1 client in its own process.
 
 Both hold N keep-alive connections, each sending the next request when the last answer
-arrives (closed loop), and report requests/s and latency percentiles in milliseconds. Shared by
+arrives (closed loop), and report requests/s and latency percentiles in milliseconds. Given
+several URLs (the same path on several gateway processes), the connections are spread evenly
+over them and the percentiles are those of all requests together. Shared by
 `make bench` (benchmarks/run.py) and the soak test (tests/integration/test_faults.py), so the
 soak's rate compares with the benchmark's.
 """
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -40,17 +43,48 @@ def _ms(text: str) -> float:
     return float(value) * _UNITS[unit]
 
 
-def run_wrk(url: str, body: bytes, headers: dict, connections: int, seconds: float) -> dict:
+def url_list(url: str | Sequence[str]) -> list[str]:
+    """One URL or several with the same path (each a gateway process)."""
+    urls = [url] if isinstance(url, str) else list(url)
+    paths = {urlsplit(u)._replace(netloc="").geturl() for u in urls}
+    if not urls or len(paths) != 1:
+        raise ValueError(f"give one URL or several with the same path: {urls}")
+    return urls
+
+
+def wrk_script(body: bytes, headers: dict, urls: list[str]) -> str:
+    """wrk's Lua: the request, the summary line, and with several URLs one per thread in turn
+    (wrk connects each thread to ``thread.addr``; the URL on its command line gives the path)."""
     lua = "wrk.method = 'POST'\nwrk.body = [==[" + body.decode() + "]==]\n"
     lua += "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items())
-    lua += _DONE
+    if len(urls) > 1:
+        targets = ", ".join(
+            f"{{{json.dumps(urlsplit(u).hostname)}, {json.dumps(str(urlsplit(u).port))}}}"
+            for u in urls
+        )
+        lua += (
+            f"local targets = {{{targets}}}\nlocal threads = 0\n"
+            "function setup(thread)\n"
+            "  local target = targets[threads % #targets + 1]\n"
+            "  threads = threads + 1\n"
+            "  thread.addr = wrk.lookup(target[1], target[2])[1]\n"
+            "end\n"
+        )
+    return lua + _DONE
+
+
+def run_wrk(
+    url: str | Sequence[str], body: bytes, headers: dict, connections: int, seconds: float
+) -> dict:
+    urls = url_list(url)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(lua)
-    threads = max(1, min(2, connections))
+        fh.write(wrk_script(body, headers, urls))
+    # one thread per URL (wrk gives each thread connections / threads), else two
+    threads = len(urls) if len(urls) > 1 else max(1, min(2, connections))
     duration = f"{max(1, round(seconds))}s"
     out = subprocess.run(  # noqa: S603 - wrk with arguments built here, no shell
         [shutil.which("wrk") or "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}",
-         "--timeout", "10s", "-s", fh.name, url],
+         "--timeout", "10s", "-s", fh.name, urls[0]],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
     ).stdout  # fmt: skip
     Path(fh.name).unlink()
@@ -84,8 +118,9 @@ async def _client(host, port, request: bytes, stop_at: float, latencies: list, e
         writer.close()
 
 
-async def _python_load(url, body, headers, connections, seconds) -> dict:
-    parts = urlsplit(url)
+async def _python_load(urls, body, headers, connections, seconds) -> dict:
+    targets = [urlsplit(u) for u in url_list(urls)]
+    parts = targets[0]
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     head = [f"POST {path} HTTP/1.1", f"Host: {parts.hostname}", f"Content-Length: {len(body)}"]
     head += [f"{k}: {v}" for k, v in headers.items()]
@@ -95,8 +130,8 @@ async def _python_load(url, body, headers, connections, seconds) -> dict:
     started = time.perf_counter()
     stop_at = started + seconds
     await asyncio.gather(
-        *(_client(parts.hostname, parts.port, request, stop_at, latencies, errors)
-          for _ in range(connections))
+        *(_client(t.hostname, t.port, request, stop_at, latencies, errors)
+          for t in (targets[i % len(targets)] for i in range(connections)))
     )  # fmt: skip
     elapsed = time.perf_counter() - started
     latencies.sort()
@@ -113,9 +148,11 @@ async def _python_load(url, body, headers, connections, seconds) -> dict:
     }
 
 
-def run_python(url: str, body: bytes, headers: dict, connections: int, seconds: float) -> dict:
+def run_python(
+    url: str | Sequence[str], body: bytes, headers: dict, connections: int, seconds: float
+) -> dict:
     """Run the asyncio generator in a separate process, so it does not share the GIL."""
-    args = json.dumps([url, body.decode(), headers, connections, seconds])
+    args = json.dumps([url_list(url), body.decode(), headers, connections, seconds])
     out = subprocess.run(  # noqa: S603 - this module in this interpreter, no shell
         [sys.executable, "-m", "scripts.load", args],
         capture_output=True, text=True, check=True, timeout=seconds + 60,
@@ -123,7 +160,10 @@ def run_python(url: str, body: bytes, headers: dict, connections: int, seconds: 
     return json.loads(out)
 
 
-def run_load(url: str, body: bytes, headers: dict, connections: int, seconds: float) -> dict:
+def run_load(
+    url: str | Sequence[str], body: bytes, headers: dict, connections: int, seconds: float
+) -> dict:
+    """``connections`` closed-loop connections for ``seconds``, spread over ``url``'s URLs."""
     runner = run_wrk if generator_name() == "wrk" else run_python
     return runner(url, body, headers, connections, seconds)
 
