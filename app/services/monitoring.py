@@ -116,16 +116,14 @@ def card_section(version: int, result: DriftResult | None) -> str:
     if result is None or result.version != version:
         return f"{head}<p>No drift check of v{version} is stored (production versions are).</p>"
     checked = datetime.fromtimestamp(result.checked_at, UTC).isoformat(timespec="seconds")
-    summary = (
-        f'<p class="drift-{_e(result.status)}"><b>{_e(result.status)}</b> at {_e(checked)}, '
-        f"{result.rows} logged rows (window {result.window}, at least {result.min_rows}); a "
+    summary = f'<p class="drift-{_e(result.status)}"><b>{_e(result.status)}</b> at {_e(checked)}'
+    if not result.features:  # it judged nothing: say why
+        return f"{head}{summary}: {_e(result.detail)}</p>"
+    summary += (
+        f", {result.rows} logged rows (window {result.window}, at least {result.min_rows}); a "
         f"feature drifts when PSI &gt; {result.psi_threshold:g} and the KS p-value &lt; "
         f"{result.ks_p_value:g}.</p>"
     )
-    if result.detail:
-        summary += f"<p>{_e(result.detail)}</p>"
-    if not result.features:
-        return head + summary
     scale = max([f.psi for f in result.features] + [result.psi_threshold * 2, 1e-9])
     rows = "".join(
         f"<tr><td>{_e(f.name)}</td><td>{f.psi:.4f}</td>"
