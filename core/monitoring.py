@@ -12,8 +12,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MONITOR_TASK = "mlops.monitor_drift"
-
 OK = "ok"
 DRIFT = "drift"
 NO_PROFILE = "no_profile"  # the production version has no reference profile (older versions)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
-from core.monitoring import MONITOR_TASK
+from core.messages import MONITOR_TASK, PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.redis import celery_url, ssl_options, transport_options
 from core.settings import RESTORE_SWEEP_SECONDS, Settings
 from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY, UNACKED_MUTEX_KEY

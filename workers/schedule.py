@@ -12,8 +12,7 @@ from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 from loguru import logger
 
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE
-from core.monitoring import MONITOR_TASK
+from core.messages import MONITOR_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.redis import sync_client
 from core.settings import Settings, SettingsError
 from core.single_flight import SCHEDULE, request_retrain

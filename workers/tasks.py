@@ -9,8 +9,7 @@ from celery.exceptions import Ignore
 from loguru import logger
 
 from core.errors import ModelNotFound
-from core.messages import PREDICT_TASK, RETRAIN_TASK
-from core.monitoring import MONITOR_TASK
+from core.messages import MONITOR_TASK, PREDICT_TASK, RETRAIN_TASK
 from core.redis import sync_client
 from core.settings import Settings
 from core.single_flight import MANUAL

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from core.messages import celery_message
-from core.monitoring import MONITOR_TASK
+from core.messages import MONITOR_TASK, celery_message
 from core.store import ModelStore
 from scripts import commands
 from scripts.processes import ROOT, Process, RedisServer, free_port, wait_until

@@ -8,8 +8,8 @@ import orjson
 import pytest
 from sklearn.datasets import load_iris
 
-from core.messages import TRAIN_QUEUE
-from core.monitoring import MONITOR_TASK, DriftResult, drift_retrain_key, monitoring_key
+from core.messages import MONITOR_TASK, TRAIN_QUEUE
+from core.monitoring import DriftResult, drift_retrain_key, monitoring_key
 from core.settings import get_settings
 from core.single_flight import lock_key
 from core.store import open_store

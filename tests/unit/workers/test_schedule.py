@@ -10,8 +10,7 @@ import orjson
 import pytest
 
 from core.jobs import job_key
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE
-from core.monitoring import MONITOR_TASK
+from core.messages import MONITOR_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.settings import ROOT, SettingsError
 from core.single_flight import Holder, holder
 from tests.factories import decode_message, settings_with
