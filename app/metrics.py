@@ -151,6 +151,72 @@ class ServerStats(Collector):
 SERVER_STATS = ServerStats()
 
 
+class DriftStats(Collector):
+    """The latest drift check of each model (core/monitoring.py), as gauges at scrape time.
+
+    The gateway exports them, not the workers: a check runs in whichever worker process took
+    it, and a node that ran one an hour ago would keep exporting its old value; the gateway
+    reads the one stored result of each model from Redis every few seconds
+    (``Gateway._watch_queue``), so every gateway replica exports the same latest values, and
+    a model's series change label (version) with its production version.
+    """
+
+    def __init__(self):
+        self.results: dict[str, Any] = {}  # model -> DriftResult, replaced whole on each read
+
+    def collect(self):
+        label = ("model", "version", "feature")
+        psi = GaugeMetricFamily(
+            "mlops_drift_psi",
+            "Population stability index of each feature's recent inputs against the training "
+            "data of the production version, at the latest drift check.",
+            labels=label,
+        )
+        ks = GaugeMetricFamily(
+            "mlops_drift_ks_statistic",
+            "Two-sample KS statistic of each feature's recent inputs against the training data.",
+            labels=label,
+        )
+        p_value = GaugeMetricFamily(
+            "mlops_drift_ks_p_value", "p-value of that KS test.", labels=label
+        )
+        classes = GaugeMetricFamily(
+            "mlops_drift_class_psi",
+            "Population stability index of the predicted classes against training.",
+            labels=("model", "version"),
+        )
+        detected = GaugeMetricFamily(
+            "mlops_drift_detected",
+            "1 when the latest check found drift by the model's thresholds (monitoring.*), "
+            "else 0; absent when it judged nothing (no profile, too few rows).",
+            labels=("model", "version"),
+        )
+        rows = GaugeMetricFamily(
+            "mlops_drift_window_rows",
+            "Logged rows the latest drift check compared.",
+            labels=("model", "version"),
+        )
+        checked = GaugeMetricFamily(
+            "mlops_drift_last_check_timestamp_seconds",
+            "Unix time of the latest drift check of each model, whatever it found.",
+            labels=("model",),
+        )
+        for model, result in list(self.results.items()):
+            version = str(result.version)
+            checked.add_metric([model], result.checked_at)
+            if result.status not in ("ok", "drift"):
+                continue
+            rows.add_metric([model, version], result.rows)
+            detected.add_metric([model, version], 1.0 if result.status == "drift" else 0.0)
+            if result.class_psi is not None:
+                classes.add_metric([model, version], result.class_psi)
+            for feature in result.features:
+                psi.add_metric([model, version, feature.name], feature.psi)
+                ks.add_metric([model, version, feature.name], feature.ks_statistic)
+                p_value.add_metric([model, version, feature.name], feature.ks_p_value)
+        yield from (psi, ks, p_value, classes, detected, rows, checked)
+
+
 class GatewayMetrics:
     """Every metric of one gateway process, in its own registry."""
 
@@ -163,6 +229,8 @@ class GatewayMetrics:
         self.requests = RequestStats()
         r.register(self.requests)
         r.register(SERVER_STATS)
+        self.drift = DriftStats()
+        r.register(self.drift)
         self.jobs_submitted = Counter(
             "mlops_jobs_submitted_total",
             "Jobs written to Redis and queued for the workers, by kind and model.",

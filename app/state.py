@@ -16,6 +16,7 @@ from app.metrics import GatewayMetrics, watch_event_loop
 from app.services.admission import Admission
 from app.services.catalog import ModelCatalog, ModelCatalogs
 from app.services.listener import ResultListener
+from app.services.monitoring import latest_of
 from app.services.submitter import JobSubmitter
 from app.services.workers import WorkerView, consumers
 from core.messages import PREDICT_QUEUE, TRAIN_QUEUE, waited
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from core.otel import Tracer
 
 WORKERS_EVERY = 4  # watcher turns (0.25 s) between two reads of the heartbeats and oldest jobs
+DRIFT_EVERY = 20  # ...and of the drift checks' results (checked every few minutes)
 
 
 @dataclass
@@ -125,6 +127,9 @@ class Gateway:
                         self.metrics.workers_live.labels(queue).set(live)
                 with contextlib.suppress(Exception):
                     await self._read_oldest()
+            if turn % DRIFT_EVERY == 0:
+                with contextlib.suppress(Exception):
+                    await self._read_drift()
             turn += 1
             await asyncio.sleep(0.25)
 
@@ -175,6 +180,10 @@ class Gateway:
         for queue, message in zip(self.queues(), oldest, strict=True):
             if not isinstance(message, Exception):
                 self.metrics.oldest_job_age.labels(queue).set(waited(message, now))
+
+    async def _read_drift(self) -> None:
+        """The latest drift check of every model, for the drift metrics."""
+        self.metrics.drift.results = await latest_of(self.redis, self.catalogs.names())
 
     async def stop(self) -> None:
         await self.submitter.drain()

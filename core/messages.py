@@ -23,6 +23,7 @@ PREDICT_QUEUE = "predict"
 TRAIN_QUEUE = "train"
 PREDICT_TASK = "mlops.predict_batch"
 RETRAIN_TASK = "mlops.retrain"
+MONITOR_TASK = "mlops.monitor_drift"  # one drift check of a model (workers/monitoring.py)
 
 RESULTS_CHANNEL = "mlops:results"
 """Pub/sub channel: one message per finished batch (see :func:`pack_results`)."""

@@ -100,6 +100,7 @@ class ModelSettings(Section):
     estimator: EstimatorSettings
     csv: CsvSettings
     schedule: ScheduleSettings
+    monitoring: MonitoringSettings
     queue: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # its predict jobs' Celery queue
     max_batch_size: int = Field(ge=1)  # predict jobs grouped into one message
 
@@ -119,6 +120,31 @@ class ScheduleSettings(Section):
         if len(value.split()) != 5:
             raise ValueError(f"must be a 5-field cron expression, got {value!r}")
         return value
+
+
+class MonitoringSettings(Section):
+    """Drift of a model's recent inputs from its training data (workers/monitoring.py)."""
+
+    enabled: bool
+    interval_seconds: Number = Field(gt=0)
+    window: int = Field(ge=1)  # the most recent logged rows of the production version compared
+    min_rows: int = Field(ge=1)
+    psi_threshold: Number = Field(gt=0)
+    ks_p_value: Number = Field(gt=0, lt=1)
+    retrain_on_drift: bool
+    retrain_psi_threshold: Number = Field(gt=0)
+    retrain_cooldown_seconds: int = Field(ge=0)
+    profile_bins: int = Field(ge=2, le=100)
+    profile_sample: int = Field(ge=10, le=10000)
+
+    @model_validator(mode="after")
+    def _min_rows_within_window(self) -> MonitoringSettings:
+        if self.min_rows > self.window:
+            raise ValueError(
+                f"min_rows ({self.min_rows}) must not exceed window ({self.window}): "
+                "no run would ever have enough rows"
+            )
+        return self
 
 
 class BatchingSettings(Section):
@@ -241,6 +267,7 @@ class Settings(Section):
     training: TrainingSettings
     signing: SigningSettings
     schedule: ScheduleSettings
+    monitoring: MonitoringSettings
     batching: BatchingSettings
     api: ApiSettings
     auth: AuthSettings
@@ -273,8 +300,8 @@ class Settings(Section):
     @model_validator(mode="before")
     @classmethod
     def _each_model_inherits(cls, data: Any) -> Any:
-        """Every model gets [training]'s, [schedule]'s and [batching]'s values for the keys
-        its own table leaves out; the default model exists even without a table."""
+        """Every model gets [training]'s, [schedule]'s, [monitoring]'s and [batching]'s values
+        for the keys its own table leaves out; the default model exists even without a table."""
         if not isinstance(data, dict):
             return data
         training = data.get("training") or {}
@@ -287,10 +314,11 @@ class Settings(Section):
                 continue
             inherited = {key: training[key] for key in MODEL_KEYS if key in training}
             inherited["schedule"] = data.get("schedule")
+            inherited["monitoring"] = data.get("monitoring")
             inherited["queue"] = PREDICT_QUEUE_NAME
             inherited["max_batch_size"] = (data.get("batching") or {}).get("max_batch_size")
             merged = {**inherited, **table, "name": name}
-            for key in ("estimator", "csv", "schedule"):  # a table overrides key by key
+            for key in ("estimator", "csv", "schedule", "monitoring"):  # key by key
                 if isinstance(inherited.get(key), dict) and isinstance(table.get(key), dict):
                     merged[key] = {**inherited[key], **table[key]}
             models[name] = merged
@@ -299,6 +327,12 @@ class Settings(Section):
     def model(self, name: str | None = None) -> ModelSettings:
         """A served model's settings (None: the default model's); KeyError if unknown."""
         return self.models[name or self.default_model]
+
+    def monitoring_of(self, name: str) -> MonitoringSettings:
+        """A model's drift monitoring settings: its table's, else [monitoring]'s (a model
+        registered without a table is not monitored on a schedule, but its thresholds show)."""
+        model = self.models.get(name)
+        return model.monitoring if model is not None else self.monitoring
 
 
 PREDICT_QUEUE_NAME = "predict"  # core/messages.py's PREDICT_QUEUE: a model's default queue

@@ -44,6 +44,18 @@ def lock_key(model: str) -> str:
 
 RUNNER_SEPARATOR = "|"
 
+# Why a retrain runs, kept in the version it makes: POST /retrain and the CLI, beat, drift
+# monitoring (workers/monitoring.py).
+MANUAL, SCHEDULE, DRIFT = "manual", "schedule", "drift"
+
+
+def trigger_kwargs(trigger: str, detail: dict | None = None) -> dict:
+    """The retrain task's keyword arguments that carry its trigger."""
+    return (
+        {"trigger": trigger} if detail is None else {"trigger": trigger, "trigger_detail": detail}
+    )
+
+
 # KEYS: lock, the job's record, the train queue. ARGV: job id, record, task message, TTL in
 # seconds. Claims the lock, writes the record and queues the message at once (a crash cannot
 # leave a claim without its job), or returns who holds the lock. The write that can fail
@@ -96,10 +108,16 @@ def _ms(seconds: float) -> int:
 
 
 def _request(
-    model: str, requested_by: str, owner: str | None, ttl: int, traceparent: str | None = None
+    model: str,
+    requested_by: str,
+    owner: str | None,
+    ttl: int,
+    traceparent: str | None = None,
+    trigger: str = MANUAL,
+    trigger_detail: dict | None = None,
 ) -> tuple[str, tuple]:
     """A new retrain job's id and the arguments of :data:`REQUEST` that queue it; its message
-    carries ``traceparent`` (core/tracing.py) when given."""
+    carries ``traceparent`` (core/tracing.py) when given, and the run's trigger."""
     job_id = new_id()
     record = train_record(
         job_id,
@@ -113,6 +131,7 @@ def _request(
     _, payload = celery_message(
         RETRAIN_TASK,
         [model],
+        kwargs=trigger_kwargs(trigger, trigger_detail),
         queue=TRAIN_QUEUE,
         task_id=job_id,
         expires_in=ttl,
@@ -130,11 +149,14 @@ def request_retrain(
     ttl: int,
     owner: str | None = None,
     traceparent: str | None = None,
+    trigger: str = MANUAL,
+    trigger_detail: dict | None = None,
 ) -> tuple[str, bool]:
     """Queue a retrain of ``model``, or join the one queued or running: ``(job id, joined)``.
 
-    ``owner``: the API key that may read the job besides ``admin`` keys (None: admins only)."""
-    job_id, args = _request(model, requested_by, owner, ttl, traceparent)
+    ``owner``: the API key that may read the job besides ``admin`` keys (None: admins only).
+    A request that joins another keeps that one's trigger."""
+    job_id, args = _request(model, requested_by, owner, ttl, traceparent, trigger, trigger_detail)
     held = Holder.parse(client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 

@@ -46,6 +46,7 @@ from core.errors import (
     ModelNotFound,
     NoProductionModel,
 )
+from core.monitoring import ReferenceProfile
 from core.settings import MODEL_NAME, Settings, resolve_path
 from core.signing import Signature, SigningKeys
 
@@ -119,6 +120,13 @@ class ModelMetadata(BaseModel):
     gate: GateDecision | None = None
     confusion_matrix: list[list[int]] | None = None
     source: SourceFile | None = None  # set for registered versions; trained ones have None
+    # Why it was trained: "manual" (CLI, POST /retrain), "schedule" (beat), "drift"
+    # (workers/monitoring.py; trigger_detail names the drifted features). None: older versions.
+    trigger: str | None = None
+    trigger_detail: dict[str, Any] | None = None
+    # The data it was trained on, for drift monitoring (core/monitoring.py). None: older
+    # versions, and registered ones without an evaluation set.
+    reference_profile: ReferenceProfile | None = None
     audit: list[AuditEntry] = Field(default_factory=list)
     signature: Signature | None = None  # of signed_statement(self), by the training key
 

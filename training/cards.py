@@ -1,7 +1,8 @@
 """Model card: one self-contained HTML page per version (no scripts, no external files).
 
-Every value from metadata passes through ``html.escape``; the confusion matrix is hand-drawn
-SVG so the card needs no plotting library.
+Every value from metadata passes through ``html.escape``; the confusion matrix and the
+reference profile's bins are hand-drawn SVG so the card needs no plotting library. The latest
+drift check is added by the gateway when it serves the card (app/services/monitoring.py).
 """
 
 from __future__ import annotations
@@ -100,6 +101,61 @@ def confusion_svg(matrix: list[list[int]], classes: list[object]) -> str:
     return "".join(parts)
 
 
+SPARK_WIDTH = 160
+SPARK_HEIGHT = 28
+
+
+def shares_svg(shares: list[float]) -> str:
+    """The share of rows in each bin as a small bar chart, the tallest bar full height."""
+    n = max(len(shares), 1)
+    peak = max(shares, default=0.0) or 1.0
+    width = SPARK_WIDTH / n
+    bars = "".join(
+        f'<rect x="{i * width:.1f}" y="{SPARK_HEIGHT * (1 - share / peak):.1f}" '
+        f'width="{max(width - 1, 1):.1f}" height="{SPARK_HEIGHT * share / peak:.1f}" '
+        f'fill="#58a"><title>{share:.1%}</title></rect>'
+        for i, share in enumerate(shares)
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{SPARK_WIDTH}" height="{SPARK_HEIGHT}" '
+        f'role="img" aria-label="share of rows per bin">{bars}</svg>'
+    )
+
+
+def profile_section(m: ModelMetadata) -> str:
+    """What drift monitoring compares recent inputs with: each feature's bins, the classes."""
+    p = m.reference_profile
+    if p is None:
+        return "<p>No reference profile: drift is not checked for this version.</p>"
+    rows = "".join(
+        f"<tr><td>{_e(f.name)}</td><td>{len(f.shares)}</td>"
+        f"<td>{_e(_edges(f.edges))}</td><td>{shares_svg(f.shares)}</td></tr>"
+        for f in p.features
+    )
+    classes = ", ".join(f"{name} {share:.1%}" for name, share in p.classes.items())
+    return (
+        f"<p>{p.rows} rows of the {_e(p.source)}. Predicted classes: {_e(classes or 'none')}.</p>"
+        "<table><tr><th>feature</th><th>bins</th><th>inner edges</th><th>rows per bin</th></tr>"
+        f"{rows}</table>"
+    )
+
+
+def _edges(edges: list[float]) -> str:
+    if not edges:
+        return "one bin"
+    shown = ", ".join(f"{e:g}" for e in edges[:12])
+    return shown + (", ..." if len(edges) > 12 else "")
+
+
+def _trigger(m: ModelMetadata) -> str:
+    if m.trigger is None:
+        return "not recorded"
+    features = (m.trigger_detail or {}).get("features")
+    if features:
+        return f"{m.trigger} ({', '.join(map(str, features))})"
+    return m.trigger
+
+
 def _source_rows(m: ModelMetadata) -> list[tuple[str, object]]:
     """A registered version: the file it came from (it was fitted elsewhere)."""
     if m.source is None:
@@ -120,6 +176,7 @@ def render_card(metadata: ModelMetadata) -> str:
             ("version", m.version),
             ("trainer", m.trainer),
             ("trained at (UTC)", m.trained_at),
+            ("trigger", _trigger(m)),
             ("classes", ", ".join(map(str, m.classes))),
             ("rows (train / test)", f"{m.n_train} / {m.n_test}"),
             (
@@ -170,6 +227,7 @@ def render_card(metadata: ModelMetadata) -> str:
         f"<h2>Metrics ({_e(where)})</h2><table>{metrics}</table>"
         f"<h2>Confusion matrix ({_e(where)})</h2>{matrix}"
         f"<h2>Features</h2><table><tr><th>name</th><th>type</th></tr>{features}</table>"
+        f"<h2>Reference profile (for drift monitoring)</h2>{profile_section(m)}"
         f"<h2>Parameters</h2><table>{params}</table>"
         "</body></html>\n"
     )

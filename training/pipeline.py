@@ -26,6 +26,7 @@ from training.cards import write_card
 from training.data import Dataset, Split
 from training.estimators import plain
 from training.gate import decide
+from training.profile import build_profile
 from training.registry import get_trainer
 from training.serialization import ARTIFACT_FILES, dump_model, loads_model
 
@@ -101,9 +102,26 @@ def save_artifact(estimator, fmt: str, X_check: np.ndarray, what: str) -> bytes:
 
 
 def build_metadata(
-    model_name: str, trainer: Trainer, data: Dataset, split: Split, fmt: str
+    model_name: str,
+    trainer: Trainer,
+    data: Dataset,
+    split: Split,
+    fmt: str,
+    cfg: ModelSettings,
+    trigger: str = "manual",
+    trigger_detail: dict[str, Any] | None = None,
 ) -> ModelMetadata:
+    """The new version's metadata, with the reference profile of its training rows."""
     description = trainer.describe()
+    profile = build_profile(
+        split.X_train,
+        data.feature_names,
+        trainer.predict(split.X_train),
+        description["classes"],
+        bins=int(cfg.monitoring.profile_bins),
+        sample_size=int(cfg.monitoring.profile_sample),
+        source="training split",
+    )
     return ModelMetadata(
         name=model_name,
         trainer=trainer.name,
@@ -122,6 +140,9 @@ def build_metadata(
         artifact_file=ARTIFACT_FILES[fmt],
         artifact_format=fmt,
         confusion_matrix=description["confusion_matrix"],
+        reference_profile=profile,
+        trigger=trigger,
+        trigger_detail=trigger_detail,
     )
 
 
@@ -144,12 +165,17 @@ def run_training(
     trainer: str | None = None,
     lease: RunLease | None = None,
     actor: str = "unknown",
+    trigger: str = "manual",
+    trigger_detail: dict[str, Any] | None = None,
 ) -> TrainingOutcome:
     """Train the configured (or named) trainer, register it, gate it, maybe promote it.
 
     ``lease``: the run's single-flight lease; a run that lost it registers its version but
     does not promote it. Promotion is a compare-and-set on the production version this run
     started from, so a manual promote or rollback made meanwhile is never overwritten.
+    ``trigger``: why it runs, ``manual`` (CLI, POST /retrain), ``schedule`` (beat) or ``drift``
+    (workers/monitoring.py, ``trigger_detail`` naming the drifted features): kept in the new
+    version's metadata.
     """
     store = store or open_store(settings)
     store.keys.require_signer()  # before the work, not after: a version must be signed
@@ -173,7 +199,10 @@ def run_training(
 
     _report(progress, "saving", f"as {fmt}, signed")
     artifact = save_artifact(model.pipeline_, fmt, split.X_test, model.estimator)
-    meta = store.register(artifact, build_metadata(store.model_name, model, data, split, fmt))
+    described = build_metadata(
+        store.model_name, model, data, split, fmt, cfg, trigger, trigger_detail
+    )
+    meta = store.register(artifact, described)
     store.audit(meta.version, "registered", actor, f"trainer {trainer_name}")
     logger.info(
         "registered {} v{} ({} {:.4f})", meta.name, meta.version, metric, meta.metrics[metric]

@@ -30,12 +30,13 @@ from sklearn.exceptions import InconsistentVersionWarning, NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from core.errors import MLOpsError
-from core.settings import MODEL_NAME, MODEL_NAME_RULE, Settings
+from core.settings import MODEL_NAME, MODEL_NAME_RULE, MonitoringSettings, Settings
 from core.store import FeatureSpec, ModelMetadata, ModelStore, SourceFile, sha256_hex
 from training.data import Dataset
 from training.errors import RegistrationRefused
 from training.estimators import plain
 from training.pipeline import gate_and_promote, record_decision, save_artifact
+from training.profile import build_profile
 from training.scoring import confusion, score_all
 from training.serialization import ARTIFACT_FILES, FORMATS, load_model
 
@@ -250,7 +251,9 @@ def register_file(
         production = _production(store, settings, started_from, names, evaluation)
     artifact = save_artifact(estimator, store.artifact_format, X_check, type(estimator).__name__)
     source = SourceFile(path=str(path.resolve()), format=fmt, sha256=sha256_hex(data))
-    meta = store.register(artifact, _metadata(store, estimator, classes, names, evaluation, source))
+    monitoring = settings.monitoring_of(name)
+    described = _metadata(store, estimator, classes, names, evaluation, source, monitoring)
+    meta = store.register(artifact, described)
     store.audit(meta.version, "registered", actor, f"from {path.name} ({fmt})")
     logger.info("registered {} v{} from {}", name, meta.version, path)
 
@@ -284,14 +287,24 @@ def _metadata(
     features: list[str],
     evaluation: Dataset | None,
     source: SourceFile,
+    monitoring: MonitoringSettings,
 ) -> ModelMetadata:
-    """What a registered version records; metrics and confusion matrix from the evaluation
-    set, when there is one."""
-    metrics, matrix = {}, None
+    """What a registered version records; metrics, confusion matrix and the reference profile
+    of drift monitoring from the evaluation set, when there is one."""
+    metrics, matrix, profile = {}, None, None
     if evaluation is not None:
         y_pred = predict_labels(estimator, evaluation.X)
         metrics = score_all(evaluation.y, y_pred)
         matrix = confusion(evaluation.y, y_pred, [str(c) for c in classes])
+        profile = build_profile(
+            evaluation.X,
+            features,
+            y_pred,
+            classes,
+            bins=int(monitoring.profile_bins),
+            sample_size=int(monitoring.profile_sample),
+            source="evaluation set",
+        )
     return ModelMetadata(
         name=store.model_name,
         trainer=TRAINER,
@@ -310,6 +323,7 @@ def _metadata(
         artifact_format=store.artifact_format,
         confusion_matrix=matrix,
         source=source,
+        reference_profile=profile,
     )
 
 

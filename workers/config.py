@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
-from core.messages import PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
+from core.messages import MONITOR_TASK, PREDICT_QUEUE, PREDICT_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.redis import celery_url, ssl_options, transport_options
 from core.settings import RESTORE_SWEEP_SECONDS, Settings
 from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY, UNACKED_MUTEX_KEY
@@ -98,6 +98,7 @@ def celery_config(settings: Settings) -> dict:
         "task_routes": {
             PREDICT_TASK: {"queue": PREDICT_QUEUE},
             RETRAIN_TASK: {"queue": TRAIN_QUEUE},
+            MONITOR_TASK: {"queue": PREDICT_QUEUE},  # beat names each model's own queue
         },
         "task_default_queue": PREDICT_QUEUE,
         # Every queue the service uses: a plain `celery -A workers worker` consumes them all

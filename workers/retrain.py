@@ -27,7 +27,7 @@ from core.jobs import (
     train_failure,
     train_record,
 )
-from core.single_flight import RunLease
+from core.single_flight import MANUAL, RunLease
 from workers.runtime import Runtime
 
 if TYPE_CHECKING:  # training.pipeline imports scikit-learn: only when a retrain runs
@@ -49,9 +49,12 @@ def run_retrain(
     *,
     requested_by: str = "unknown",
     model: str | None = None,
+    trigger: str = MANUAL,
+    trigger_detail: dict | None = None,
 ) -> dict:
     """Train, gate and maybe promote ``model`` (None: the default model); ``skipped`` when
-    another training of that model holds its lock."""
+    another training of that model holds its lock. ``trigger``: why (core/single_flight.py),
+    kept in the new version's metadata."""
     settings = rt.settings
     ttl = settings.api.jobs_ttl_seconds
     store = rt.cache_for(model).store
@@ -85,6 +88,8 @@ def run_retrain(
             progress=progress,
             lease=lease,
             actor=f"job {job_id} ({_requester(rt.redis, job_id)})",
+            trigger=trigger,
+            trigger_detail=trigger_detail,
         )
     result = outcome.to_dict()
     logger.info("retrain {} finished: {}", job_id, result.get("decision"))

@@ -1,4 +1,5 @@
-"""The beat schedule, from settings: one retrain entry, on by default, can be switched off.
+"""The beat schedule, from settings: per model a retrain entry and a drift check, each on by
+default, each can be switched off.
 
 Beat queues its retrain through the same single flight as ``POST /retrain``
 (:class:`SingleFlightScheduler`): while a retrain is queued or running, a scheduled one joins it
@@ -11,13 +12,14 @@ from celery.beat import PersistentScheduler
 from celery.schedules import crontab
 from loguru import logger
 
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE
+from core.messages import MONITOR_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.redis import sync_client
 from core.settings import Settings, SettingsError
-from core.single_flight import request_retrain
+from core.single_flight import SCHEDULE, request_retrain
 from workers.runtime import app_settings
 
 RETRAIN_ENTRY = "retrain-on-schedule"
+MONITOR_ENTRY = "monitor-drift"
 
 
 def retrain_crontab(cron: str, model: str | None = None) -> crontab:
@@ -37,7 +39,31 @@ def retrain_crontab(cron: str, model: str | None = None) -> crontab:
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """One entry per model whose schedule is on (the default model's is RETRAIN_ENTRY)."""
+    """Per model: a retrain entry when its schedule is on (the default model's is
+    RETRAIN_ENTRY), a drift check when its monitoring is (:func:`monitoring_entries`)."""
+    return {**retrain_entries(settings), **monitoring_entries(settings)}
+
+
+def monitoring_entries(settings: Settings) -> dict:
+    """A drift check of each monitored model every ``monitoring.interval_seconds``, on the
+    model's predict queue: its workers are there whatever the deployment (``-Q predict``
+    nodes included), and a check costs milliseconds. A check not started within one interval
+    expires: the next one is due by then."""
+    entries = {}
+    for name, model in settings.models.items():
+        if not model.monitoring.enabled:
+            continue
+        interval = float(model.monitoring.interval_seconds)
+        entries[f"{MONITOR_ENTRY}[{name}]"] = {
+            "task": MONITOR_TASK,
+            "schedule": interval,
+            "args": [name],
+            "options": {"queue": model.queue, "expires": interval},
+        }
+    return entries
+
+
+def retrain_entries(settings: Settings) -> dict:
     entries = {}
     for name, model in settings.models.items():
         if not model.schedule.retrain_enabled:
@@ -65,7 +91,11 @@ class SingleFlightScheduler(PersistentScheduler):
         client = sync_client(settings.redis_url)
         try:
             job_id, joined = request_retrain(
-                client, model, requested_by="beat", ttl=settings.api.jobs_ttl_seconds
+                client,
+                model,
+                requested_by="beat",
+                ttl=settings.api.jobs_ttl_seconds,
+                trigger=SCHEDULE,
             )
         finally:
             client.close()

@@ -9,9 +9,10 @@ from celery.exceptions import Ignore
 from loguru import logger
 
 from core.errors import ModelNotFound
-from core.messages import PREDICT_TASK, RETRAIN_TASK
+from core.messages import MONITOR_TASK, PREDICT_TASK, RETRAIN_TASK
 from core.redis import sync_client
 from core.settings import Settings
+from core.single_flight import MANUAL
 from core.tracing import TRACEPARENT
 from workers.batches import fail_unanswered, run_message
 from workers.metrics import worker_metrics
@@ -77,11 +78,11 @@ def _predict_batch(task, rt, jobs: list[dict]) -> dict:
     return summary
 
 
-def _retrain(task, rt, name: str, model: str | None, progress) -> dict:
+def _retrain(task, rt, name: str, model: str | None, progress, trigger: dict) -> dict:
     with logger.contextualize(job_id=task.request.id, model=name):
         try:
             return worker_metrics().count_retrain(
-                name, lambda: run_retrain(rt, task.request.id, progress, model=model)
+                name, lambda: run_retrain(rt, task.request.id, progress, model=model, **trigger)
             )
         except AlreadyRunning as exc:
             # Leave the job's state to the run that is alive: no result, no FAILURE.
@@ -132,19 +133,49 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         time_limit=worker.retrain_time_limit,
         soft_time_limit=worker.retrain_time_limit * 0.95,
     )
-    def retrain(self, model: str | None = None) -> dict:
+    def retrain(
+        self,
+        model: str | None = None,
+        trigger: str = MANUAL,
+        trigger_detail: dict | None = None,
+    ) -> dict:
         def progress(step: str, percent: int, detail: str) -> None:
             meta = {"step": step, "percent": percent, "detail": detail}
             self.update_state(state="PROGRESS", meta=meta)
 
         rt = runtime()
         name = model or rt.settings.default_model
+        detail = trigger_detail if isinstance(trigger_detail, dict) else None  # from a message
+        why = {"trigger": str(trigger), "trigger_detail": detail}
         if rt.tracer is None:
-            return _retrain(self, rt, name, model, progress)
+            return _retrain(self, rt, name, model, progress, why)
         with rt.tracer.span(
             "retrain",
             kind="consumer",
             parent=getattr(self.request, TRACEPARENT, None),
             attributes={"mlops.model": name, "mlops.job_id": str(self.request.id)},
         ):
-            return _retrain(self, rt, name, model, progress)
+            return _retrain(self, rt, name, model, progress, why)
+
+    @app.task(
+        name=MONITOR_TASK,
+        shared=False,
+        ignore_result=True,
+        time_limit=worker.predict_time_limit,
+        soft_time_limit=worker.predict_time_limit * 0.9,
+    )
+    def monitor_drift(model: str | None = None) -> dict:
+        from workers.monitoring import run_monitoring  # numpy and scipy: when a check runs
+
+        rt = runtime()
+        name = model or rt.settings.default_model
+        if name not in rt.settings.models:
+            raise ModelNotFound(f"model {name!r} has no [models.{name}] table: not monitored")
+        with logger.contextualize(model=name):
+            result = run_monitoring(
+                rt.redis,
+                rt.cache_for(name).store,
+                rt.settings.models[name].monitoring,
+                rt.settings.api.jobs_ttl_seconds,
+            )
+        return {"status": result.status, "version": result.version}

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import httpx
 
+from core.messages import MONITOR_TASK, celery_message
 from core.store import ModelStore
 from scripts import commands
 from scripts.processes import ROOT, Process, RedisServer, free_port, wait_until
-from tests.factories import SETOSA, scrape, service_env, store_at
+from tests.factories import SETOSA, log_predictions, scrape, service_env, store_at
 
 PREDICT_KEY = "test-predict-key"
 OTHER_PREDICT_KEY = "test-other-predict-key"  # another client with the same scope
@@ -105,6 +106,13 @@ class Stack:
 
         wait_until(heartbeat, timeout, f"worker {service.name}")
 
+    def start_beat(self) -> Process:
+        """`celery -A workers beat`, its schedule file in the stack's folder."""
+        args = commands.beat(str(self.workdir / "celerybeat-schedule"))
+        service = Process("beat", args, self.env(), self.logs).start()
+        self.services["beat"] = service
+        return service
+
     def start_gateway(
         self, address: str = "127.0.0.1", on: Sequence[str] = (), **env: str
     ) -> Process:
@@ -167,6 +175,32 @@ class Stack:
     def metrics(self) -> list[tuple[str, dict, float]]:
         """The samples of the gateway's /metrics."""
         return scrape(f"{self.url}/metrics")
+
+    def log_predictions(self, model: str, version: int, rows: list, outputs: list) -> None:
+        """Write predict jobs into ``model``'s prediction log, ten rows a job (as its writer
+        would: tests/factories.py log_predictions)."""
+        client = self.redis.client()
+        for start in range(0, len(rows), 10):
+            end = start + 10
+            log_predictions(client, model, version, rows[start:end], outputs[start:end])
+
+    def check_drift(self, model: str = "iris", queue: str = "predict", timeout: float = 30) -> dict:
+        """Queue a drift check of ``model`` as beat would, and wait for the gateway to show
+        its result: GET /models/{model}/monitoring's body."""
+        _, payload = celery_message(MONITOR_TASK, [model], queue=queue)
+        with self.client() as client:
+            before = (client.get(f"/models/{model}/monitoring").json()["latest"] or {}).get(
+                "checked_at", 0
+            )
+            self.redis.client().lpush(queue, payload)
+            found: dict = {}
+
+            def checked() -> bool:
+                found.update(client.get(f"/models/{model}/monitoring").json())
+                return (found["latest"] or {}).get("checked_at", 0) > before
+
+            wait_until(checked, timeout, f"a drift check of {model}")
+        return found
 
     def logs_text(self) -> str:
         return "\n".join(f"--- {n}\n{s.output()[-4000:]}" for n, s in self.services.items())

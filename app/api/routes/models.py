@@ -1,4 +1,4 @@
-"""Models and their versions: list, inspect, model card, promote, roll back.
+"""Models and their versions: list, inspect, model card, drift, promote, roll back.
 
 Each route exists for a named model (``/models/{name}/...``) and, as before, for the default
 model (``/models/{version}/...``): a model name never is a number, so the two never meet.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated
 
+import redis.exceptions
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
 from starlette.convertors import IntegerConvertor, register_url_convertor
@@ -17,6 +18,7 @@ from app.api.deps import AdminScope, GatewayDep, PredictScope
 from app.responses import JSONResponse
 from app.schemas import ERROR_RESPONSES, ErrorPublic
 from app.services.catalog import ModelCatalog
+from app.services.monitoring import card_section, latest, view, with_drift
 from app.services.workers import QUEUES, consumers, live_workers, unserved
 from app.state import Gateway
 from core.settings import MODEL_NAME
@@ -40,7 +42,8 @@ CONFLICT = {409: {"model": ErrorPublic, "description": "Integrity check failed o
 
 
 def _summary(meta) -> dict:
-    return meta.model_dump(mode="json", exclude={"confusion_matrix"})
+    """A version in a list: its reference profile (hundreds of numbers) only in its own GET."""
+    return meta.model_dump(mode="json", exclude={"confusion_matrix", "reference_profile"})
 
 
 async def _versions(catalog: ModelCatalog) -> dict:
@@ -113,9 +116,14 @@ async def _metadata(catalog: ModelCatalog, version: int) -> JSONResponse:
     )
 
 
-async def _card(catalog: ModelCatalog, version: int) -> HTMLResponse:
+async def _card(gateway: Gateway, catalog: ModelCatalog, version: int) -> HTMLResponse:
+    """The card written at training time, with the version's latest drift check added."""
     data = await catalog.call(catalog.store.read_file, version, "card.html")
-    return HTMLResponse(data.decode())
+    try:
+        section = card_section(version, await latest(gateway.redis, catalog.name))
+    except redis.exceptions.RedisError as exc:  # the card itself is in the store: show it
+        section = f"<h2>Drift (latest check)</h2><p>Unavailable: Redis {type(exc).__name__}.</p>"
+    return HTMLResponse(with_drift(data.decode(), section))
 
 
 async def _promote(catalog: ModelCatalog, version: int, principal) -> JSONResponse:
@@ -156,7 +164,7 @@ async def get_version(gateway: GatewayDep, _: PredictScope, version: Version) ->
 )
 async def get_card(gateway: GatewayDep, _: PredictScope, version: Version) -> HTMLResponse:
     """The model card of a version of the default model, as HTML."""
-    return await _card(gateway.catalog, version)
+    return await _card(gateway, gateway.catalog, version)
 
 
 @router.post("/{version:version}/promote", responses={**NOT_FOUND, **CONFLICT, **ERROR_RESPONSES})
@@ -179,6 +187,18 @@ async def get_model(gateway: GatewayDep, _: PredictScope, name: Name) -> JSONRes
     return JSONResponse({**await _versions(catalog), **_model_settings(gateway, name)})
 
 
+@router.get("/{name}/monitoring", responses={**NOT_FOUND, **ERROR_RESPONSES})
+async def get_monitoring(gateway: GatewayDep, _: PredictScope, name: Name) -> JSONResponse:
+    """Drift of the model `name`: the latest check of its production version's recent inputs
+    against the data it was trained on (PSI and KS per feature, PSI of the predicted
+    classes), the thresholds, and a `status`: `ok`, `drift`, `not_enough_data`, `no_profile`
+    (a version trained before monitoring), `pending` (not checked yet), `not_monitored`,
+    `no_production_model`."""
+    catalog = gateway.catalogs.get(name)
+    result = await latest(gateway.redis, name)
+    return JSONResponse(view(gateway.settings, name, catalog.production, result))
+
+
 @router.get("/{name}/{version:version}", responses={**NOT_FOUND, **ERROR_RESPONSES})
 async def get_model_version(
     gateway: GatewayDep, _: PredictScope, name: Name, version: Version
@@ -196,7 +216,7 @@ async def get_model_card(
     gateway: GatewayDep, _: PredictScope, name: Name, version: Version
 ) -> HTMLResponse:
     """The model card of a version of the model `name`, as HTML."""
-    return await _card(gateway.catalogs.get(name), version)
+    return await _card(gateway, gateway.catalogs.get(name), version)
 
 
 @router.post(

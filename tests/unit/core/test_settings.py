@@ -63,6 +63,35 @@ def test_gateway_and_tracing_settings_validation_names_the_key(monkeypatch, key,
         get_settings()
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("MONITORING__MIN_ROWS", "2000", r"monitoring: .*min_rows \(2000\) must not exceed window"),
+        ("MONITORING__KS_P_VALUE", "1", "monitoring.ks_p_value"),
+        ("MONITORING__PROFILE_BINS", "1", "monitoring.profile_bins"),
+        ("MODELS__IRIS__MONITORING", '@json {"window": 0}', "models.iris.monitoring.window"),
+        ("MODELS__IRIS__MONITORING", '@json {"windows": 5}', "models.iris.monitoring.windows"),
+    ],
+)
+def test_monitoring_settings_validation_names_the_key(monkeypatch, key, value, named):
+    monkeypatch.setenv(f"MLOPS_{key}", value)
+    reset_settings()
+    with pytest.raises(SettingsError, match=named):
+        get_settings()
+
+
+def test_a_models_monitoring_table_overrides_key_by_key(monkeypatch):
+    monkeypatch.setenv("MLOPS_MONITORING__WINDOW", "400")
+    monkeypatch.setenv("MLOPS_MODELS__BIG__MONITORING", '@json {"retrain_on_drift": true}')
+    reset_settings()
+    settings = get_settings()
+    big, iris = settings.model("big").monitoring, settings.model("iris").monitoring
+    assert (big.retrain_on_drift, big.window) == (True, 400)
+    assert (iris.retrain_on_drift, iris.window) == (False, 400)
+    assert settings.monitoring_of("big") == big
+    assert settings.monitoring_of("registered-only") == settings.monitoring
+
+
 def test_production_refuses_auth_disabled(monkeypatch):
     monkeypatch.setenv("MLOPS_AUTH__ENABLED", "false")
     reset_settings()

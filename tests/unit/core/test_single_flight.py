@@ -125,8 +125,17 @@ def test_renewing_releases_when_the_work_fails(redis_client):
 def test_the_queued_message_is_a_celery_retrain_task(redis_client):
     request_retrain(redis_client, "iris", requested_by="a", ttl=HOUR)
     envelope, (args, kwargs, _embed) = decode_message(redis_client.lrange(TRAIN_QUEUE, 0, -1)[0])
-    assert (args, kwargs) == (["iris"], {})  # the model to retrain
+    assert (args, kwargs) == (["iris"], {"trigger": "manual"})  # the model, and why
     assert envelope["properties"]["delivery_info"]["routing_key"] == TRAIN_QUEUE
+
+
+def test_the_message_carries_the_trigger_and_its_detail(redis_client):
+    detail = {"features": ["petal_length"]}
+    request_retrain(
+        redis_client, "iris", "drift monitoring", HOUR, trigger="drift", trigger_detail=detail
+    )
+    _, (args, kwargs, _embed) = decode_message(redis_client.lrange(TRAIN_QUEUE, 0, -1)[0])
+    assert (args, kwargs) == (["iris"], {"trigger": "drift", "trigger_detail": detail})
 
 
 def test_a_traced_request_carries_its_traceparent_in_the_message_headers(redis_client):

@@ -62,3 +62,29 @@ def test_training_write_card_refreshes_from_metadata():
     path.write_text("stale")
     write_card(store, outcome.version)
     assert "Model card: iris v1" in path.read_text()
+
+
+def test_training_card_shows_the_reference_profile_and_the_trigger():
+    from core.monitoring import FeatureProfile, ReferenceProfile
+
+    profile = ReferenceProfile(
+        rows=120,
+        source="training split",
+        features=[
+            FeatureProfile(name="<petal>", edges=[1.5, 4.35], shares=[0.25, 0.5, 0.25], sample=[])
+        ],
+        classes={"setosa": 0.5, "<b>evil</b>": 0.5},
+    )
+    page = render_card(
+        meta(reference_profile=profile, trigger="drift", trigger_detail={"features": ["<petal>"]})
+    )
+    assert "120 rows of the training split" in page and "setosa 50.0%" in page
+    assert "&lt;petal&gt;" in page and "<petal>" not in page and "1.5, 4.35" in page
+    bars = re.findall(r'<rect x="[\d.]+" y="([\d.]+)" width="[\d.]+" height="([\d.]+)"', page)
+    assert [float(h) for _, h in bars][-3:] == [14.0, 28.0, 14.0]  # 25 %, 50 % (the peak), 25 %
+    assert "drift (&lt;petal&gt;)" in page
+
+
+def test_training_card_of_a_version_without_a_profile():
+    page = render_card(meta())
+    assert "No reference profile" in page and "not recorded" in page

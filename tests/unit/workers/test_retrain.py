@@ -130,6 +130,25 @@ def test_retrain_task_reports_progress_through_update_state(rt, monkeypatch):
     assert all(isinstance(meta["detail"], str) for _, meta in recorder.states)
 
 
+def test_the_retrain_task_keeps_its_messages_trigger_in_the_new_version(rt, monkeypatch):
+    task = create_app(get_settings()).tasks[RETRAIN_TASK]
+    monkeypatch.setattr(task, "update_state", FakeTaskState())
+    monkeypatch.setattr(tasks_module, "runtime", lambda: rt)
+    detail = {"features": ["petal_length"], "version": 1}
+    for job, kwargs in (
+        ("job-drift", {"trigger": "drift", "trigger_detail": detail}),
+        ("job-raw", {}),  # a message without one (an older gateway): manual
+        ("job-odd", {"trigger": "schedule", "trigger_detail": ["not", "a", "dict"]}),
+    ):
+        task.push_request(id=job)
+        try:
+            task.run("iris", **kwargs)
+        finally:
+            task.pop_request()
+    recorded = [(m.trigger, m.trigger_detail) for m in rt.store.all_metadata()]
+    assert recorded == [("manual", None), ("drift", detail), ("manual", None), ("schedule", None)]
+
+
 def test_progress_reporter_failure_does_not_fail_the_run(rt):
     def broken(step, percent, detail):
         raise ConnectionError("result backend down")

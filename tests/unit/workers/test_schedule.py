@@ -10,13 +10,13 @@ import orjson
 import pytest
 
 from core.jobs import job_key
-from core.messages import RETRAIN_TASK, TRAIN_QUEUE
+from core.messages import MONITOR_TASK, RETRAIN_TASK, TRAIN_QUEUE
 from core.settings import ROOT, SettingsError
 from core.single_flight import Holder, holder
-from tests.factories import settings_with
+from tests.factories import decode_message, settings_with
 from workers import schedule as schedule_module
 from workers.celery_app import create_app
-from workers.schedule import RETRAIN_ENTRY, SingleFlightScheduler, beat_schedule
+from workers.schedule import MONITOR_ENTRY, RETRAIN_ENTRY, SingleFlightScheduler, beat_schedule
 
 
 def test_entry_from_settings(monkeypatch):
@@ -42,7 +42,35 @@ def test_default_cron_is_daily_at_three(monkeypatch):
 
 
 def test_switched_off(monkeypatch):
-    assert beat_schedule(settings_with(monkeypatch, SCHEDULE__RETRAIN_ENABLED="false")) == {}
+    settings = settings_with(
+        monkeypatch, SCHEDULE__RETRAIN_ENABLED="false", MONITORING__ENABLED="false"
+    )
+    assert beat_schedule(settings) == {}
+
+
+def test_a_drift_check_per_monitored_model_on_its_predict_queue(monkeypatch):
+    settings = settings_with(
+        monkeypatch,
+        SCHEDULE__RETRAIN_ENABLED="false",
+        MONITORING__INTERVAL_SECONDS="60",
+        MODELS__BIG__QUEUE="big",
+        MODELS__BIG__MONITORING='@json {"interval_seconds": 5}',
+        MODELS__QUIET__MONITORING='@json {"enabled": false}',
+    )
+    assert beat_schedule(settings) == {
+        f"{MONITOR_ENTRY}[iris]": {
+            "task": MONITOR_TASK,
+            "schedule": 60.0,
+            "args": ["iris"],
+            "options": {"queue": "predict", "expires": 60.0},
+        },
+        f"{MONITOR_ENTRY}[big]": {
+            "task": MONITOR_TASK,
+            "schedule": 5.0,
+            "args": ["big"],
+            "options": {"queue": "big", "expires": 5.0},
+        },
+    }
 
 
 @pytest.mark.parametrize("cron", ["61 * * * *", "0 25 * * *", "0 3 * * funday"])
@@ -74,8 +102,8 @@ def app_schedule(enabled: str) -> str:
 
 
 def test_celery_app_schedule_follows_the_environment():
-    assert app_schedule("true") == repr([RETRAIN_ENTRY])
-    assert app_schedule("false") == "[]"
+    assert app_schedule("true") == repr([f"{MONITOR_ENTRY}[iris]", RETRAIN_ENTRY])
+    assert app_schedule("false") == repr([f"{MONITOR_ENTRY}[iris]"])
 
 
 def test_beat_queues_its_retrain_through_the_single_flight(
@@ -95,3 +123,19 @@ def test_beat_queues_its_retrain_through_the_single_flight(
     job_id = orjson.loads(message)["headers"]["id"]
     assert holder(redis_client, "iris") == Holder(job_id, running=False)
     assert orjson.loads(redis_client.get(job_key(job_id)))["requested_by"] == "beat"
+    _, (_args, kwargs, _embed) = decode_message(message)
+    assert kwargs == {"trigger": "schedule"}
+
+
+def test_beat_sends_the_drift_check_as_a_plain_task(monkeypatch, tmp_path):
+    app = create_app(settings_with(monkeypatch, SCHEDULE__RETRAIN_ENABLED="false"))
+    scheduler = SingleFlightScheduler(app, schedule_filename=str(tmp_path / "beat"), lazy=True)
+    scheduler.setup_schedule()
+    sent = []
+    monkeypatch.setattr(
+        type(scheduler).__mro__[1], "apply_async", lambda self, entry, *a, **k: sent.append(entry)
+    )
+    scheduler.apply_async(scheduler.schedule[f"{MONITOR_ENTRY}[iris]"], advance=False)
+    assert [(e.task, e.args, e.options["queue"]) for e in sent] == [
+        (MONITOR_TASK, ["iris"], "predict")
+    ]
