@@ -32,8 +32,8 @@ import httpx
 from benchmarks import many_models, peer, rounds, scaling, versus
 from benchmarks.costs import Costs
 from benchmarks.cpu import CpuMeter, children_of, per_request_us, service_us, tree
-from benchmarks.report import MAIN_LEVEL, evaluate, write_reports
-from benchmarks.rounds import FOREST, Mode
+from benchmarks.report import evaluate, write_reports
+from benchmarks.rounds import FOREST, MAIN_LEVEL, Mode
 from core.settings import get_settings
 from core.signing import SigningKeys
 from scripts import commands

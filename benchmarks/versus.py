@@ -124,7 +124,9 @@ def table(results: dict) -> list[str]:
             "log off; each request asks for `predict` and `predict_proba`, the two answers "
             "this service gives. CPU per request: every process of the server (this service: "
             "gateway, Redis, worker main and pool processes; MLServer: all its processes; "
-            "in-process: the uvicorn process), the load generator left out."
+            "in-process: the uvicorn process), the load generator left out. In-process "
+            "serving is the seed's shape: a `def` route calling `predict`, then `predict_proba`, "
+            "on its one row (two passes through the forest)."
         )
     else:
         lines.append(f"**{name} was not measured**: {missing(results)}.")
