@@ -310,7 +310,7 @@ class Bench:
         gateway, base = self.gateway()
         artifacts = {name: store / name / "1" / "model.joblib" for name in ("iris", FOREST)}
         mlserver, peer_base = self.mlserver(artifacts)
-        results["peer"] = peer_facts(mlserver is not None, None if mlserver else peer_base)
+        results["peer"] = peer_facts(mlserver is not None, peer_base if mlserver is None else None)
 
         single = json.dumps(SINGLE).encode()
         row = [v for k, v in SINGLE.items() if k != "request_id"]
