@@ -111,3 +111,8 @@ def per_request_us(cpu: dict[str, float], requests: int) -> dict[str, float]:
         for name, seconds in cpu.items()
         if name not in (REST, "wall x cores")
     }
+
+
+def service_us(per_request: dict[str, float]) -> float:
+    """The server's own CPU per request: every part's but the load generator's."""
+    return round(sum(us for name, us in per_request.items() if name != LOAD_GENERATOR), 1)

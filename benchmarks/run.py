@@ -1,9 +1,13 @@
-"""`make bench`: one run, one machine, every figure of the performance issue.
+"""`make bench`: one machine, every figure of the performance issues (#15, #16).
 
 Starts its own redis-server, a worker (as shipped: worker.concurrency pool processes), the
-gateway and the two yardsticks, drives them with a load generator in a separate process,
-measures what tracing and waiting for a Redis replica cost (benchmarks/costs.py), and writes
-benchmarks/results/latest.json, latest.md and latency.png.
+gateway, the two yardsticks and the peer, MLServer (benchmarks/peer.py), each serving the same
+iris artifact and a 200-tree random forest. It drives them with a load generator in a separate
+process, in rounds (three by default: each figure is their median, with its spread;
+benchmarks/rounds.py, noise.py), each point with the CPU per request of the server's processes.
+Then, once: two models on one worker, what tracing and waiting for a Redis replica cost
+(benchmarks/costs.py) and the worker drain. Writes benchmarks/results/latest.json, latest.md
+and latency.png.
 
 ``--scaling`` (`make bench-scaling`) runs the scaling mode instead (benchmarks/scaling.py):
 1, 2 and 4 pool processes against 1 and 2 gateway processes, with the CPU of each part.
@@ -25,10 +29,11 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks import many_models, scaling
+from benchmarks import many_models, peer, rounds, scaling, versus
 from benchmarks.costs import Costs
-from benchmarks.cpu import CpuMeter, children_of, per_request_us, tree
-from benchmarks.report import MAIN_LEVEL, evaluate, write_reports
+from benchmarks.cpu import CpuMeter, children_of, per_request_us, service_us, tree
+from benchmarks.report import evaluate, write_reports
+from benchmarks.rounds import FOREST, MAIN_LEVEL, Mode
 from core.settings import get_settings
 from core.signing import SigningKeys
 from scripts import commands
@@ -73,10 +78,11 @@ def v2_body(rows: list[list[float]]) -> bytes:
 
 
 class Bench:
-    def __init__(self, seconds: float, levels: list[int], drain_jobs: int):
+    def __init__(self, seconds: float, levels: list[int], drain_jobs: int, runs: int = 1):
         self.seconds = seconds
-        self.levels = levels
+        self.levels = sorted(set(levels) | {1, MAIN_LEVEL})  # the targets' two levels
         self.drain_jobs = drain_jobs
+        self.runs = runs
         self.work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
         self.redis = RedisServer(self.work / "redis")
         self.env = {}
@@ -103,18 +109,14 @@ class Bench:
 
         wait_until(up, 60, f"{service.name} on port {port}")
 
-    def sweep(self, url: str, body: bytes, label: str) -> dict:
-        run_load(url, body, HEADERS, max(self.levels), 2)  # warm-up, not reported
+    def sweep(self, mode: Mode) -> dict[int, dict]:
+        """A mode at each of its levels, after one 2 s warm-up at the highest."""
+        run_load(mode.urls, mode.body, HEADERS, max(mode.levels), 2)  # not reported
         self.drain_queue()
         points = {}
-        for connections in self.levels:
-            points[connections] = run_load(url, body, HEADERS, connections, self.seconds)
-            self.drain_queue()  # an async point leaves work queued: not the next point's
-            p = points[connections]
-            self.log(
-                f"  {label:<10} c={connections:<3} {p['rps']:8.0f} req/s  p50 {p['p50_ms']:6.2f} ms"
-                f"  p99 {p['p99_ms']:7.2f} ms  errors {p['errors']}"
-            )
+        for connections in mode.levels:
+            points[connections] = self.measured(mode.urls, mode.body, mode.parts, connections)
+            self.log_point(f"{mode.name}, c={connections}", points[connections])
         return points
 
     def drain_queue(self) -> None:
@@ -128,13 +130,37 @@ class Bench:
         )
 
     # -- the measurements --------------------------------------------------------------
-    def yardstick(self, app: str, **env: str) -> tuple[dict, Process]:
+    def yardstick(self, name: str, app: str, **env: str) -> tuple[Process, str]:
+        """A yardstick (benchmarks/yardsticks.py) under uvicorn on a free port, once it is up."""
         port = free_port()
         args = ["uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-        service = self.start(app.split(":")[1], args, **env)
+        service = self.start(name, args, **env)
         self.http_up(port, service)
-        points = self.sweep(f"http://127.0.0.1:{port}/predict", json.dumps(SINGLE).encode(), app)
-        return points, service
+        return service, f"http://127.0.0.1:{port}"
+
+    def mlserver(self, artifacts: dict[str, Path]) -> tuple[Process | None, str]:
+        """The peer serving ``artifacts`` once every model is ready: ``(process, base URL)``,
+        or ``(None, why not)`` when it cannot be installed or started (the bench goes on)."""
+        self.log(f"{peer.NAME}: its environment {peer.VENV} (made on first use, minutes)")
+        reason = peer.ensure_venv()
+        if reason:
+            self.log(f"  {reason}: measured without it")
+            return None, reason
+        folder = self.work / "mlserver"
+        ports = (free_port(), free_port(), free_port())
+        peer.write_repository(folder, artifacts, ports)
+        env = child_env(inherit_settings=False)  # none of this service's settings or keys
+        service = Process("mlserver", peer.command(folder), env, self.work / "logs").start()
+        self.services.append(service)
+        try:
+            for name in artifacts:
+                self.http_up(ports[0], service, f"/v2/models/{name}/ready")
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop(service)
+            reason = f"{peer.NAME} did not start: {str(exc).strip().splitlines()[-1][:300]}"
+            self.log(f"  {reason}: measured without it")
+            return None, reason
+        return service, f"http://127.0.0.1:{ports[0]}"
 
     def drain(self, gateway_port: int, batch: int) -> dict:
         """Queue single-instance jobs with no worker running, then time one worker draining them."""
@@ -176,7 +202,7 @@ class Bench:
             "worker_peak_rss_mb": peak,
         }
 
-    def prepare(self, models: tuple[str, ...] = ("iris", "penguins")) -> None:
+    def prepare(self, models: tuple[str, ...] = ("iris", "penguins", FOREST)) -> None:
         """Start Redis, set the services' environment and train a first version of each model."""
         self.redis.start()
         keys = SigningKeys.generate()  # this run's: training signs, worker and gateway verify
@@ -190,6 +216,7 @@ class Bench:
             MLOPS_LOGGING__LEVEL="WARNING",
             MLOPS_AUTH__API_KEYS=f"@json {json.dumps({KEY: ['predict', 'admin']})}",
             **many_models.PENGUINS_ENV,
+            **rounds.FOREST_ENV,
         )
         for model in models:
             trained = subprocess.run(
@@ -228,12 +255,17 @@ class Bench:
     def point(
         self, urls: str | list[str], body: bytes, parts: dict, connections: int = MAIN_LEVEL
     ) -> dict:
-        """One load point after a 2 s warm-up, with the CPU each part used (benchmarks/cpu.py).
+        """One load point after a 2 s warm-up (:meth:`measured`)."""
+        run_load(urls, body, HEADERS, connections, 2)
+        self.drain_queue()
+        return self.measured(urls, body, parts, connections)
+
+    def measured(self, urls: str | list[str], body: bytes, parts: dict, connections: int) -> dict:
+        """One load point with the CPU each part used (benchmarks/cpu.py); ``cpu_us`` is all
+        the parts' together per request.
 
         The queue is drained before the meter stops: an async point's CPU includes the work
         its jobs cause, not only their submission."""
-        run_load(urls, body, HEADERS, connections, 2)
-        self.drain_queue()
         meter = CpuMeter(parts)
         meter.start()
         started = time.monotonic()
@@ -242,6 +274,7 @@ class Bench:
         result["window_s"] = round(time.monotonic() - started, 2)
         result["cpu_s"] = meter.stop()
         result["cpu_us_per_request"] = per_request_us(result["cpu_s"], result["requests"])
+        result["cpu_us"] = service_us(result["cpu_us_per_request"])
         return result
 
     def log_point(self, label: str, p: dict) -> None:
@@ -253,44 +286,63 @@ class Bench:
         )
 
     def run(self) -> dict:
+        started = time.monotonic()
         self.prepare()
-        model_dir = self.work / "artifacts" / "iris" / "1"
-        results: dict = {"modes": {}}
+        store = self.work / "artifacts"
+        results: dict = {"runs": self.runs}
         self.log(f"load generator: {generator_name()}; {self.seconds}s per point")
 
-        echo, service = self.yardstick("benchmarks.yardsticks:echo_app")
-        results["modes"]["echo"] = echo
-        self.stop(service)
-        inproc, service = self.yardstick(
-            "benchmarks.yardsticks:inprocess_app", BENCH_MODEL_DIR=str(model_dir)
+        echo, echo_url = self.yardstick("echo", "benchmarks.yardsticks:echo_app")
+        inprocess, inprocess_url = self.yardstick(
+            "inprocess",
+            "benchmarks.yardsticks:inprocess_app",
+            BENCH_MODEL_DIR=str(store / "iris/1"),
         )
-        results["modes"]["inprocess"] = inproc
-        results["inprocess_rss_mb"] = peak_rss(service)
-        self.stop(service)
-
+        forest, forest_url = self.yardstick(
+            "forest-inprocess",
+            "benchmarks.yardsticks:inprocess_app",
+            BENCH_MODEL_DIR=str(store / FOREST / "1"),
+        )
         # The worker as shipped (worker.concurrency pool processes); the drain below is
         # measured per pool process, as its target is.
         concurrency = get_settings().worker.concurrency
         worker, metrics_port = self.worker("worker", concurrency)
         gateway, base = self.gateway()
+        artifacts = {name: store / name / "1" / "model.joblib" for name in ("iris", FOREST)}
+        mlserver, peer_base = self.mlserver(artifacts)
+        results["peer"] = peer_facts(mlserver is not None, peer_base if mlserver is None else None)
+
         single = json.dumps(SINGLE).encode()
-        results["modes"]["sync"] = self.sweep(f"{base}/predict?wait=10", single, "sync")
-        v2_single = v2_body([[SINGLE[k] for k in SINGLE if k != "request_id"]])
-        results["modes"]["v2"] = self.sweep(f"{base}{V2_INFER}", v2_single, "v2")
-        results["modes"]["async"] = self.sweep(f"{base}/predict", single, "async")
-        self.drain_queue()
-        batch = run_load(f"{base}/predict?wait=30", batch_body(1000), HEADERS, 4, self.seconds)
-        batch["rows_per_s"] = batch["rps"] * 1000
-        results["batch_1000"] = batch
-        self.log(f"  batch1000  {batch['rows_per_s']:.0f} rows/s  p50 {batch['p50_ms']:.1f} ms")
-        v2_batch = run_load(
-            f"{base}{V2_INFER}", v2_body(batch_rows(1000)), HEADERS, 4, self.seconds
+        row = [v for k, v in SINGLE.items() if k != "request_id"]
+        stack, every, main = self.parts([gateway], worker), self.levels, [MAIN_LEVEL]
+        peer_iris, peer_forest = (
+            ([], []) if mlserver is None else peer_modes(mlserver, peer_base, row, every)
         )
-        v2_batch["rows_per_s"] = v2_batch["rps"] * 1000
-        results["v2_batch_1000"] = v2_batch
-        self.log(
-            f"  v2 batch   {v2_batch['rows_per_s']:.0f} rows/s  p50 {v2_batch['p50_ms']:.1f} ms"
-        )
+        modes = [
+            Mode("echo", f"{echo_url}/predict", single, alone(echo), every),
+            Mode("inprocess", f"{inprocess_url}/predict", single, alone(inprocess), every),
+            Mode("sync", f"{base}/predict?wait=10", single, stack, every),
+            *peer_iris,
+            Mode("v2", f"{base}{V2_INFER}", v2_body([row]), stack, every),
+            Mode("async", f"{base}/predict", single, stack, every),
+            Mode("forest_inprocess", f"{forest_url}/predict", single, alone(forest), main),
+            Mode("forest_sync", f"{base}/models/{FOREST}/predict?wait=10", single, stack, main),
+            *peer_forest,
+            Mode("batch_1000", f"{base}/predict?wait=30", batch_body(1000), stack, [4], 1000),
+            Mode("v2_batch_1000", f"{base}{V2_INFER}", v2_body(batch_rows(1000)), stack, [4], 1000),
+        ]
+        measured = rounds.measure(self, modes, self.runs)
+        results["batch_1000"] = measured.pop("batch_1000")[4]
+        results["v2_batch_1000"] = measured.pop("v2_batch_1000")[4]
+        results["modes"] = measured
+        results["inprocess_rss_mb"] = peak_rss(inprocess)
+        results["forest_inprocess_rss_mb"] = peak_rss(forest)
+        if mlserver is not None:
+            results["mlserver_peak_rss_mb"] = peak_rss(mlserver)
+            self.stop(mlserver)
+        for yardstick in (echo, inprocess, forest):
+            self.stop(yardstick)
+
         two = many_models.measure(
             base,
             f"http://127.0.0.1:{metrics_port}/metrics",
@@ -324,7 +376,9 @@ class Bench:
         results["machine"] = machine()
         results["load_generator"] = generator_name()
         results["seconds_per_point"] = self.seconds
+        results["duration_s"] = round(time.monotonic() - started)
         results["targets"] = evaluate(results)
+        results["targets_16"] = versus.evaluate(results)
         return results
 
     def close(self) -> None:
@@ -332,6 +386,36 @@ class Bench:
             service.stop()
         self.redis.stop()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def alone(server: Process) -> dict:
+    """The parts of a server that is one process tree (a yardstick)."""
+    return {"server": tree(server.pid)}
+
+
+def peer_modes(
+    mlserver: Process, base: str, row: list[float], levels: list[int]
+) -> tuple[list[Mode], list[Mode]]:
+    """MLServer's modes: iris at every level, the forest at the main one, all its processes
+    (HTTP, inference worker, multiprocessing's resource tracker) measured."""
+    parts = {"mlserver main": lambda: [mlserver.pid], "mlserver workers": children_of(mlserver.pid)}
+    body = peer.infer_body(row)
+    return (
+        [Mode("mlserver", f"{base}/v2/models/iris/infer", body, parts, levels)],
+        [Mode("forest_mlserver", f"{base}/v2/models/{FOREST}/infer", body, parts, [MAIN_LEVEL])],
+    )
+
+
+def peer_facts(available: bool, reason: str | None) -> dict:
+    """What the report says of the peer: how it was set up, or why it is missing."""
+    return {
+        "name": peer.NAME,
+        "available": available,
+        "reason": reason,
+        "max_batch_size": peer.MAX_BATCH_SIZE,
+        "max_batch_time_ms": peer.MAX_BATCH_TIME * 1000,
+        "parallel_workers": peer.PARALLEL_WORKERS,
+    }
 
 
 def peak_rss(service: Process) -> float:
@@ -370,8 +454,13 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=6.0, help="duration of each load point")
-    parser.add_argument("--levels", default="1,4,16,64", help="connection counts to sweep")
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each load point")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="rounds of every mode; figures are their medians"
+    )
+    parser.add_argument(
+        "--levels", default="1,4,16,64", help="connection counts to sweep (1 and 16 always)"
+    )
     parser.add_argument("--drain-jobs", type=int, default=20000)
     parser.add_argument(
         "--scaling", action="store_true", help="the scaling mode (benchmarks/scaling.py)"
@@ -380,7 +469,8 @@ def main() -> None:
         "--connections", type=int, default=MAIN_LEVEL, help="the scaling mode's connections"
     )
     args = parser.parse_args()
-    bench = Bench(args.seconds, [int(x) for x in args.levels.split(",")], args.drain_jobs)
+    levels = [int(x) for x in args.levels.split(",")]
+    bench = Bench(args.seconds, levels, args.drain_jobs, max(1, args.runs))
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.scaling:
         try:
@@ -398,8 +488,9 @@ def main() -> None:
         bench.close()
     write_reports(results, RESULTS)
     sys.stdout.write((RESULTS / "latest.md").read_text())
-    if not all(t["met"] for t in results["targets"]):
+    if any(t["met"] is False for t in results["targets"] + results["targets_16"]):
         sys.stdout.write("\nsome targets were not met (see above)\n")
+    sys.stdout.write(f"make bench's measurements took {results['duration_s'] / 60:.1f} min\n")
 
 
 if __name__ == "__main__":

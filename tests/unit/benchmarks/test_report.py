@@ -1,8 +1,11 @@
-"""benchmarks/report.py: the rows of what tracing and waiting for a replica cost."""
+"""benchmarks/report.py: the whole report, its first targets, and the rows of what tracing and
+waiting for a replica cost."""
 
 from __future__ import annotations
 
-from benchmarks.report import costs_table
+from benchmarks import versus
+from benchmarks.noise import combine
+from benchmarks.report import costs_table, evaluate, markdown
 
 
 def point(rps, gateway_us, worker_us=300.0, redis_us=50.0, replica_us=0.0, errors=0):
@@ -52,3 +55,71 @@ def test_each_option_is_set_against_the_same_load_without_it():
 
 def test_a_run_without_these_figures_has_no_such_table():
     assert costs_table({}) == []
+
+
+def mode_point(*rps, p50=5.0, p99=12.0):
+    runs = [{"rps": r, "p50_ms": p50, "p99_ms": p99, "cpu_us": 400.0, "requests": 1} for r in rps]
+    return combine(runs)
+
+
+def whole_run(peer: bool = True) -> dict:
+    """A run's results as benchmarks/run.py leaves them, three rounds."""
+    every = {1: mode_point(100, 100, 100, p50=1.0), 16: mode_point(1000, 1000, 1000)}
+    modes = {name: dict(every) for name in ("echo", "inprocess", "v2", "async")}
+    # sync: 3x, 1.5x and 2.5x in-process in the three rounds
+    modes["sync"] = {1: every[1], 16: mode_point(3000, 1500, 2500)}
+    modes["forest_inprocess"] = {16: mode_point(100, 100, 100)}
+    modes["forest_sync"] = {16: mode_point(400, 400, 400)}
+    if peer:
+        modes["mlserver"] = dict(every)
+        modes["forest_mlserver"] = {16: mode_point(200, 200, 200)}
+    batch = combine([{"rps": r, "rows_per_s": r * 1000, "p50_ms": 30.0} for r in (150, 250, 200)])
+    data = {
+        **results(),
+        "runs": 3,
+        "modes": modes,
+        "peer": {"name": "MLServer 1.7.1", "available": peer, "reason": None if peer else "offline",
+                 "max_batch_size": 16, "max_batch_time_ms": 2.0, "parallel_workers": 1},
+        "batch_1000": batch,
+        "v2_batch_1000": batch,
+        "drain": {"jobs_per_s": 20000.0, "jobs": 20000, "messages": 400},
+        "drain_one_per_message": {"jobs_per_s": 500.0},
+        "gateway_peak_rss_mb": 80.0, "worker_peak_rss_mb": 300.0, "inprocess_rss_mb": 120.0,
+        "gateway_imports_sklearn": False,
+        "machine": {"date": "today", "cpu": "cpu", "cores": 2, "python": "3.11"},
+        "load_generator": "wrk", "seconds_per_point": 4.0, "worker_concurrency": 2,
+        "duration_s": 600,
+    }  # fmt: skip
+    if peer:
+        data["mlserver_peak_rss_mb"] = 250.0
+        data["forest_inprocess_rss_mb"] = 130.0
+    data["targets"] = evaluate(data)
+    data["targets_16"] = versus.evaluate(data)
+    return data
+
+
+def test_the_first_issues_ratios_are_medians_of_ratios_within_each_round():
+    rows = {t["target"]: t for t in whole_run()["targets"]}
+    assert rows["sync throughput >= 2x in-process"]["value"] == "2.50x"
+    assert rows["sync throughput >= 2x in-process"]["met"] is True
+    assert rows["batches of 1000 >= 200,000 rows/s"]["value"] == "200,000 rows/s"
+
+
+def test_the_whole_report_shows_spreads_the_peer_and_both_issues_targets():
+    text = markdown(whole_run())
+    assert "median of 3 round(s)" in text and "took 10.0 min" in text
+    assert "| **this service, sync** `POST /predict?wait=` | 2,500 (1,500-3,000) |" in text
+    assert "| MLServer 1.7.1, V2 infer (peer) | 1,000 (1,000-1,000) |" in text
+    assert "| target (#15) | measured | met |" in text
+    assert "| target (#16) | measured: median ratio (runs' spread) | met |" in text
+    assert "200,000 (150,000-250,000) rows/s" in text
+    assert (
+        "| peak RSS: MLServer (all processes) / in-process forest server | 250.0 / 130.0 MiB |"
+        in text
+    )
+
+
+def test_the_whole_report_without_the_peer_still_renders():
+    text = markdown(whole_run(peer=False))
+    assert "**MLServer 1.7.1 was not measured**: offline." in text
+    assert "(peer)" not in text
