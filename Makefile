@@ -20,8 +20,12 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/python -m scripts.run_service
 
+# Two passes: most tests on two processes (pytest-xdist; whole files, as their stacks are
+# module fixtures), then the tests marked `serial` (they measure latency or recovery time) with
+# the machine to themselves.
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -m serial
 
 lint: setup
 	$(BIN)/ruff check .

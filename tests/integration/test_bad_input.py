@@ -188,6 +188,7 @@ def test_after_the_bad_inputs_a_good_request_still_succeeds(stack):
 
 
 # -- broken dependencies ---------------------------------------------------------------------
+@pytest.mark.serial
 def test_redis_down_is_503_quickly_and_not_ready(fresh_stack):
     fresh_stack.start_redis()
     assert fresh_stack.train().returncode == 0

@@ -24,7 +24,7 @@ from scripts.processes import Process, free_port, wait_until
 from tests.factories import value
 from tests.integration.stack import PREDICT_KEY, SEED_BODY, Stack, running
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 SLOW_SOCKETS = 2000
 HEADER_TIMEOUT = 5.0

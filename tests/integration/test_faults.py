@@ -47,7 +47,7 @@ from tests.integration.stack import (
 from workers.batches import STARTED_MARK_ROWS
 from workers.recovery import UNACKED_KEY
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 FAULT_ENV = {
     "MLOPS_WORKER__PREDICT_TIME_LIMIT": "8",  # a fresh pool child loads the model in ~2 s

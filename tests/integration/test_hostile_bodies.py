@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.stack import PREDICT_KEY, SEED_BODY
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 MAX_BODY_BYTES = 1_048_576  # settings.toml api.max_body_bytes
 ROW = {k: v for k, v in SEED_BODY.items() if k != "request_id"}

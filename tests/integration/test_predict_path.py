@@ -261,6 +261,7 @@ def test_retrain_promotes_a_version_the_running_worker_serves(stack):
 
 
 # -- tests with their own stack ---------------------------------------------------------------
+@pytest.mark.serial
 def test_a_wait_that_ends_first_answers_202_and_the_job_is_kept(fresh_stack):
     fresh_stack.start()
     fresh_stack.services["worker0"].stop()

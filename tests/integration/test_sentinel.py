@@ -12,11 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from scripts import commands
 from scripts.processes import Process, wait_until
 from tests.integration.sentinel import SentinelGroup
 from tests.integration.stack import SEED_BODY, Stack, poll_job, running
+
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 LOAD_CLIENTS = 4
 

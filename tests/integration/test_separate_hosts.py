@@ -39,6 +39,7 @@ from workers.recovery import UNACKED_KEY
 WHY_NOT = unavailable()
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.serial,
     pytest.mark.skipif(WHY_NOT is not None, reason=f"separate hosts: {WHY_NOT}"),
 ]
 

@@ -110,6 +110,7 @@ class Silent:
         return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1/traces"
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("endpoint", ["closed port", "never answers"])
 def test_a_wrong_endpoint_neither_fails_nor_slows_requests(tmp_path, endpoint):
     silent = Silent() if endpoint == "never answers" else None
