@@ -47,7 +47,7 @@ from tests.integration.stack import (
 from workers.batches import STARTED_MARK_ROWS
 from workers.recovery import UNACKED_KEY
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+pytestmark = pytest.mark.integration
 
 FAULT_ENV = {
     "MLOPS_WORKER__PREDICT_TIME_LIMIT": "8",  # a fresh pool child loads the model in ~2 s
@@ -213,6 +213,7 @@ def test_hung_task_hits_the_time_limit_and_the_child_is_replaced(faulty):
     assert before not in pool_children(worker)
 
 
+@pytest.mark.serial
 def test_a_sync_job_not_started_before_its_deadline_ends_expired(faulty):
     """Its deadline is wait (1 s) + grace (12 s); three 5.5 s messages run first, one at a time
     (one pool process, prefetch 1), each under the 8 s time limit."""
@@ -408,6 +409,7 @@ def soak(tmp_path, template):
         yield stack
 
 
+@pytest.mark.serial
 @pytest.mark.soak
 def test_soak_a_minute_at_half_the_benchmark_rate_without_errors_or_memory_growth(soak):
     """60 s of sync predictions from the benchmark's own load generator (10 s of warm-up, then
@@ -465,6 +467,7 @@ def test_redis_restart_while_idle_is_503_then_202_and_workers_resume(steady):
     steady.wait_ready()
 
 
+@pytest.mark.serial
 def test_frozen_redis_fails_requests_within_their_deadline_then_recovers(steady):
     with steady.client() as client:
         assert client.post("/predict", params={"wait": 10}, json=SEED_BODY).status_code == 200
@@ -656,6 +659,7 @@ def start_consuming(stack: Stack, node: str, queue: str) -> None:
     assert replies and "ok" in next(iter(replies[0].values())), replies
 
 
+@pytest.mark.serial
 def test_a_node_killed_whole_has_its_jobs_finished_by_another_node_within_15_s(tmp_path, template):
     """Node B consumes only `train` until A holds its messages, so which node holds what is
     certain; it takes predict on right after the kill, long before A's messages are due."""
@@ -706,6 +710,7 @@ LONG_RETRAIN = {
 }
 
 
+@pytest.mark.serial
 def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, template):
     """Two live nodes on `train`, visibility timeout 2 s (renewed every 0.5 s): a retrain
     several times longer is never put back on its queue, so the idle node never receives it."""
@@ -741,6 +746,7 @@ def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, te
         assert "may run twice" not in stack.logs_text()
 
 
+@pytest.mark.serial
 def test_prefetched_messages_given_up_when_redis_restarts_are_not_renewed_forever(
     tmp_path, template
 ):
