@@ -66,6 +66,7 @@ def _predict_batch(task, rt, jobs: list[dict]) -> dict:
         metrics=worker_metrics(),
         version=first.get("version"),
         tracer=rt.tracer,
+        settings=rt.settings,
     )
     # One line per message (not per job: that would cost more than the prediction),
     # carrying every job's ids so one grep follows a prediction from the gateway.
