@@ -101,7 +101,7 @@ class PredictionLogSettings(Section):
 class FeedbackSettings(Section):
     """Feedback labels (core/feedback.py): their log, live quality, the labels trigger, the gate."""
 
-    max_items: int = Field(ge=1)  # items of one feedback request
+    max_labels: int = Field(ge=1)  # labels in one feedback request (one per row of a job)
     max_pending: int = Field(ge=1)  # labels not yet flushed to the store before 429
     quality_window: int = Field(ge=1)  # labelled predictions per version in live quality
     retrain_after_labels: int = Field(ge=0)  # new labels that queue a retrain (0: off)

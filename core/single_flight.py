@@ -95,11 +95,24 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+TRIGGERS = ("manual", "schedule", "labels", "drift")
+"""Why a retrain runs, recorded in the version it makes: asked for (API, CLI), beat's cron,
+enough new feedback labels (core/feedback.py), drift past its threshold."""
+
+
 def _request(
-    model: str, requested_by: str, owner: str | None, ttl: int, traceparent: str | None = None
+    model: str,
+    requested_by: str,
+    owner: str | None,
+    ttl: int,
+    traceparent: str | None = None,
+    trigger: str = "manual",
+    force: bool = False,
 ) -> tuple[str, tuple]:
     """A new retrain job's id and the arguments of :data:`REQUEST` that queue it; its message
-    carries ``traceparent`` (core/tracing.py) when given."""
+    carries ``traceparent`` (core/tracing.py) when given, the ``trigger`` and ``force``."""
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown retrain trigger {trigger!r}; one of {TRIGGERS}")
     job_id = new_id()
     record = train_record(
         job_id,
@@ -107,12 +120,14 @@ def _request(
         model=model,
         requested_by=requested_by,
         owner=owner,
+        trigger=trigger,
         submitted_at=time.time(),
     )
     # The message expires with the job's record and claim: Celery drops it unrun after that.
     _, payload = celery_message(
         RETRAIN_TASK,
         [model],
+        kwargs={"trigger": trigger, "force": force},
         queue=TRAIN_QUEUE,
         task_id=job_id,
         expires_in=ttl,
@@ -130,11 +145,14 @@ def request_retrain(
     ttl: int,
     owner: str | None = None,
     traceparent: str | None = None,
+    trigger: str = "manual",
+    force: bool = False,
 ) -> tuple[str, bool]:
     """Queue a retrain of ``model``, or join the one queued or running: ``(job id, joined)``.
 
-    ``owner``: the API key that may read the job besides ``admin`` keys (None: admins only)."""
-    job_id, args = _request(model, requested_by, owner, ttl, traceparent)
+    ``owner``: the API key that may read the job besides ``admin`` keys (None: admins only).
+    ``trigger``: one of :data:`TRIGGERS`; ``force``: train even with nothing new to learn."""
+    job_id, args = _request(model, requested_by, owner, ttl, traceparent, trigger, force)
     held = Holder.parse(client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 
@@ -146,9 +164,11 @@ async def request_retrain_async(
     ttl: int,
     owner: str | None = None,
     traceparent: str | None = None,
+    trigger: str = "manual",
+    force: bool = False,
 ) -> tuple[str, bool]:
     """:func:`request_retrain` for the gateway's asyncio client."""
-    job_id, args = _request(model, requested_by, owner, ttl, traceparent)
+    job_id, args = _request(model, requested_by, owner, ttl, traceparent, trigger, force)
     held = Holder.parse(await client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 

@@ -49,9 +49,12 @@ def run_retrain(
     *,
     requested_by: str = "unknown",
     model: str | None = None,
+    trigger: str = "manual",
+    force: bool = False,
 ) -> dict:
     """Train, gate and maybe promote ``model`` (None: the default model); ``skipped`` when
-    another training of that model holds its lock."""
+    another training of that model holds its lock, or (unless ``force``) when there is
+    nothing new to learn. ``trigger`` (core/single_flight.py TRIGGERS) goes in the version."""
     settings = rt.settings
     ttl = settings.api.jobs_ttl_seconds
     store = rt.cache_for(model).store
@@ -85,6 +88,8 @@ def run_retrain(
             progress=progress,
             lease=lease,
             actor=f"job {job_id} ({_requester(rt.redis, job_id)})",
+            trigger=trigger,
+            force=force,
         )
     result = outcome.to_dict()
     logger.info("retrain {} finished: {}", job_id, result.get("decision"))

@@ -78,11 +78,14 @@ def _predict_batch(task, rt, jobs: list[dict]) -> dict:
     return summary
 
 
-def _retrain(task, rt, name: str, model: str | None, progress) -> dict:
+def _retrain(task, rt, name: str, model: str | None, progress, trigger: str, force: bool) -> dict:
     with logger.contextualize(job_id=task.request.id, model=name):
         try:
             return worker_metrics().count_retrain(
-                name, lambda: run_retrain(rt, task.request.id, progress, model=model)
+                name,
+                lambda: run_retrain(
+                    rt, task.request.id, progress, model=model, trigger=trigger, force=force
+                ),
             )
         except AlreadyRunning as exc:
             # Leave the job's state to the run that is alive: no result, no FAILURE.
@@ -133,7 +136,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         time_limit=worker.retrain_time_limit,
         soft_time_limit=worker.retrain_time_limit * 0.95,
     )
-    def retrain(self, model: str | None = None) -> dict:
+    def retrain(self, model: str | None = None, trigger: str = "manual", force: bool = False):
         def progress(step: str, percent: int, detail: str) -> None:
             meta = {"step": step, "percent": percent, "detail": detail}
             self.update_state(state="PROGRESS", meta=meta)
@@ -141,11 +144,11 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         rt = runtime()
         name = model or rt.settings.default_model
         if rt.tracer is None:
-            return _retrain(self, rt, name, model, progress)
+            return _retrain(self, rt, name, model, progress, trigger, force)
         with rt.tracer.span(
             "retrain",
             kind="consumer",
             parent=getattr(self.request, TRACEPARENT, None),
             attributes={"mlops.model": name, "mlops.job_id": str(self.request.id)},
         ):
-            return _retrain(self, rt, name, model, progress)
+            return _retrain(self, rt, name, model, progress, trigger, force)

@@ -70,7 +70,7 @@ def test_cli_happy_path():
     assert first.returncode == 0, first.stderr
     assert "iris v1 promoted" in first.stdout
     assert "fitting" not in first.stderr  # stderr is a pipe here: no progress unless asked
-    run_training(get_settings())  # v2, in-process: one subprocess train is proof enough
+    run_training(get_settings(), force=True)  # v2, in-process: one subprocess train is proof enough
     listing = cli("list")
     assert listing.returncode == 0
     header, *rows, legend = listing.stdout.splitlines()
@@ -263,10 +263,10 @@ def mistakes(tmp_path_factory):
         mp.setenv("MLOPS_ENV", "testing")
         mp.setenv("MLOPS_ARTIFACTS_DIR", str(base))
         reset_settings()
-        run_training(get_settings())  # v1: production
+        run_training(get_settings(), force=True)  # v1: production
         mp.setenv("MLOPS_TRAINING__PROMOTION_MARGIN", "0.9")
         reset_settings()
-        assert not run_training(get_settings()).promoted  # v2: rejected by the gate
+        assert not run_training(get_settings(), force=True).promoted  # v2: rejected by the gate
     reset_settings()
     runs = {}
     for name, case in CASES.items():
