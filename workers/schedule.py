@@ -65,7 +65,11 @@ class SingleFlightScheduler(PersistentScheduler):
         client = sync_client(settings.redis_url)
         try:
             job_id, joined = request_retrain(
-                client, model, requested_by="beat", ttl=settings.api.jobs_ttl_seconds
+                client,
+                model,
+                requested_by="beat",
+                ttl=settings.api.jobs_ttl_seconds,
+                trigger="schedule",
             )
         finally:
             client.close()

@@ -90,6 +90,16 @@ def test_cli_happy_path():
     assert path.name == "card.html" and "iris v1" in path.read_text()
 
 
+def test_cli_train_twice_on_the_same_data_says_nothing_new_to_learn():
+    assert cli("train").returncode == 0
+    again = cli("train")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("iris skipped: nothing new to learn: v1 (production)")
+    assert open_store(get_settings()).versions() == [1]
+    forced = cli("train", "--force")
+    assert forced.stdout.startswith("iris v2 promoted")
+
+
 def test_cli_train_with_progress_shows_each_step_on_stderr():
     trained = cli("train", "--progress")
     assert trained.returncode == 0, trained.stderr
