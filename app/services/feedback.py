@@ -152,8 +152,8 @@ def check_label(item: Item, entry: dict, classes: list | None, what: str) -> tup
 
 def _class_error(loc: tuple, value: Any, classes: list, what: str) -> dict:
     shown = ", ".join(repr(c) for c in classes[:20]) + (", ..." if len(classes) > 20 else "")
-    if any(str(value) == str(c) for c in classes):
-        kinds = sorted({_type_name(c) for c in classes})
+    kinds = sorted({_type_name(c) for c in classes})
+    if _type_name(value) not in kinds:
         return _error(
             loc,
             f"a {_type_name(value)}: the classes of {what} are {' or '.join(kinds)}s ({shown})",

@@ -115,7 +115,7 @@ def traffic(stack: Stack) -> None:
         waiting = client.post("/models/penguins/predict", json=PENGUIN)  # nobody consumes `big`
         assert waiting.status_code == 202, waiting.text
     with stack.admin() as admin:
-        accepted = admin.post("/retrain")
+        accepted = admin.post("/retrain", params={"force": "true"})
         assert accepted.status_code == 202, accepted.text
         assert poll_job(admin, accepted.json()["job_id"], timeout=120)["status"] == "SUCCESS"
 
