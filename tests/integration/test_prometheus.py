@@ -55,8 +55,8 @@ def prometheus_config(targets: dict[str, str]) -> dict:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
-    """(the stack, Prometheus' URL), with some traffic: sync predicts, a retrain, and a job
-    waiting in the `big` queue."""
+    """(the stack, Prometheus' URL), with some traffic: sync predicts, a label, a retrain, and
+    a job waiting in the `big` queue."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail(f"prometheus not found on PATH. Install it:\n  {PROMETHEUS_INSTALL}")
@@ -112,6 +112,8 @@ def traffic(stack: Stack) -> None:
             body = {**SEED_BODY, "request_id": f"prometheus-{i}"}
             answered = client.post("/predict?wait=20", json=body)
             assert answered.status_code == 200, answered.text
+        label = {"job_id": answered.json()["job_id"], "label": "setosa"}  # live quality
+        assert client.post("/feedback", json=label).status_code == 200
         waiting = client.post("/models/penguins/predict", json=PENGUIN)  # nobody consumes `big`
         assert waiting.status_code == 202, waiting.text
     with stack.admin() as admin:

@@ -19,7 +19,7 @@ from app.api.plain_route import PlainRoute
 from app.api.routes.predict import ModelName, check_json
 from app.responses import JSONResponse
 from app.schemas import ERROR_RESPONSES, ErrorPublic, FeedbackBatch, FeedbackItem, FeedbackPublic
-from app.services.feedback import parse_items, record_feedback
+from app.services.feedback import check_size, parse_items, record_feedback
 from app.services.predictions import API_KEY
 from app.services.rows import load_json, read_body
 from app.state import Gateway
@@ -42,6 +42,7 @@ async def serve(request: Request) -> Response:
     body = await read_body(
         request, settings.api.max_body_bytes, settings.gateway.body_timeout_seconds
     )
+    check_size(body, feedback.max_labels)
     items = parse_items(load_json(body, nesting=FEEDBACK_NESTING), feedback.max_labels)
     gateway.admission.check_memory()  # a flood of feedback meets Redis's memory like predictions
     recorded = await record_feedback(

@@ -15,6 +15,7 @@ from app.errors import TooManyRequests
 from app.services.feedback import (
     FeedbackNotFound,
     LabelConflict,
+    check_size,
     live_quality,
     parse_items,
     record_feedback,
@@ -255,6 +256,32 @@ def test_bodies_that_do_not_fit_are_422_at_the_field(body, loc):
         parse_items(body, 10)
     assert tuple(refused.value.errors()[0]["loc"][: len(loc)]) == loc
     orjson.dumps(refused.value.errors())  # the answer can be written
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [{"job_id": f"j{i}", "label": "x"} for i in range(11)],
+        {"items": [{"job_id": "j", "label": "x"}], **{f"k{i}": i for i in range(10_000)}},
+        {"job_id": "j", "label": "x", **{f"k{i}": i for i in range(10_000)}},
+        {"job_id": "j", "label": ["x"] * 10_000},
+    ],
+    ids=["items", "batch keys", "item keys", "label list"],
+)
+def test_oversized_bodies_are_one_error_before_pydantic_reads_them(body):
+    with pytest.raises(RequestValidationError) as refused:
+        parse_items(body, 10)
+    assert len(refused.value.errors()) == 1
+
+
+def test_a_body_of_many_containers_is_refused_before_parsing():
+    hostile = b"[" + b"[]," * 100_000 + b"[]]"
+    with pytest.raises(RequestValidationError) as refused:
+        check_size(hostile, 1000)
+    assert "'[' and '{'" in refused.value.errors()[0]["msg"]
+    accepted = orjson.dumps([{"job_id": "j" * 90, "label": ["x" * 50]} for _ in range(1000)])
+    assert len(accepted) > 65536
+    check_size(accepted, 1000)  # what a request of 1,000 labels holds passes
 
 
 def test_too_many_labels_in_one_request_is_422():
