@@ -24,13 +24,7 @@ from typing import Any
 
 import orjson
 
-from core.prediction_log import (
-    decode_entry,
-    job_index_key,
-    labelled_key,
-    request_index_key,
-    stream_key,
-)
+from core.prediction_log import decode_entry, index_key, labelled_key, stream_key
 
 JOB, REQUEST = "j", "r"  # how an item names its prediction in RESOLVE's arguments
 
@@ -61,20 +55,16 @@ def flush_lock_key(model: str) -> str:
     return f"mlops:flush:{model}"
 
 
-# KEYS: the log stream, job index, request index, labels by job. ARGV: triples (kind, id,
-# owner). Per item: {} when nothing is logged under that id (never, sampled out, or gone with
-# the cap), else {entry id, {field, value, ...}, its label or ""}. A request id names the
-# caller's latest job with it.
+# KEYS: the log stream, its index, labels by job. ARGV: triples (kind, id, owner). Per item:
+# {} when nothing is logged under that id (never, sampled out, or gone with the cap), else
+# {entry id, {field, value, ...}, its label or ""}. A request id names the caller's latest
+# job with it.
 RESOLVE = """
 local out = {}
 for i = 1, #ARGV, 3 do
   local kind, id, owner = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local ms
-  if kind == 'j' then
-    ms = redis.call('ZSCORE', KEYS[2], id)
-  else
-    ms = redis.call('ZSCORE', KEYS[3], owner .. ':' .. id)
-  end
+  local member = kind == 'j' and ('j:' .. id) or ('r:' .. owner .. ':' .. id)
+  local ms = redis.call('ZSCORE', KEYS[2], member)
   local found = {}
   if ms then
     local entries = redis.call('XRANGE', KEYS[1], ms, ms)
@@ -83,7 +73,7 @@ for i = 1, #ARGV, 3 do
       for k = 1, #fields, 2 do f[fields[k]] = fields[k + 1] end
       if (kind == 'j' and f['job'] == id) or
          (kind == 'r' and f['request'] == id and f['owner'] == owner) then
-        found = {entry[1], fields, redis.call('HGET', KEYS[4], f['job']) or ''}
+        found = {entry[1], fields, redis.call('HGET', KEYS[3], f['job']) or ''}
         if kind == 'j' then break end
       end
     end
@@ -93,8 +83,8 @@ end
 return out
 """
 
-# KEYS: labels stream, labels by job, label count, trained count, versions set, job index,
-# then one window key per item. ARGV: max pending, window size, then per item: job, label,
+# KEYS: labels stream, labels by job, label count, trained count, versions set, the log's
+# index, then one window key per item. ARGV: max pending, window size, then per item: job, label,
 # request, version, time, rows, outputs, n, and n (prediction, label) pairs.
 # Returns {'full', length} | {'gone', job, ...} | {'conflict', job, held, ...} having written
 # nothing, or {'ok', count, trained, status per item ('new' | 'repeat')}.
@@ -111,7 +101,7 @@ while i <= #ARGV do
               time = ARGV[i + 4], rows = ARGV[i + 5], outputs = ARGV[i + 6], first = i + 8,
               n = n, window = KEYS[6 + item]}
   local held = seen[it.job] or redis.call('HGET', KEYS[2], it.job)
-  if not redis.call('ZSCORE', KEYS[6], it.job) then
+  if not redis.call('ZSCORE', KEYS[6], 'j:' .. it.job) then
     gone[#gone + 1] = it.job
   elseif held and held ~= it.label then
     conflicts[#conflicts + 1] = it.job
@@ -147,7 +137,7 @@ return out
 
 def resolve_args(model: str, items: list[tuple[str, str, str]]) -> tuple:
     """``EVAL`` arguments of :data:`RESOLVE` for ``(kind, id, owner)`` items."""
-    keys = (stream_key(model), job_index_key(model), request_index_key(model), labelled_key(model))
+    keys = (stream_key(model), index_key(model), labelled_key(model))
     return (RESOLVE, len(keys), *keys, *(value for item in items for value in item))
 
 
@@ -174,7 +164,7 @@ def record_args(
         count_key(model),
         trained_key(model),
         versions_key(model),
-        job_index_key(model),
+        index_key(model),
     ]
     args: list = [max_pending, window]
     for entry in labelled:

@@ -279,10 +279,9 @@ def fresh_interpreter(code: str) -> str:
 def log_prediction(client, job: str, rows, outputs, *, model="iris", version=1, owner="o",
                    request="", at=100.0) -> None:  # fmt: skip
     """Append one predict job to ``model``'s prediction log, as a worker does."""
-    from core.prediction_log import append_args, entry_values
+    from core.prediction_log import append, entry_values
 
-    entry = entry_values(job, request, owner, version, at, rows, outputs)
-    client.eval(*append_args(model, [entry], 10_000))
+    append(client, model, [entry_values(job, request, owner, version, at, rows, outputs)], 10_000)
 
 
 def label_prediction(client, job: str, label, *, model="iris", at=200.0) -> list:

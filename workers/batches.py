@@ -29,6 +29,7 @@ from core.jobs import (
     predict_failure,
 )
 from core.messages import RESULTS_CHANNEL, pack_results
+from core.prediction_log import APPEND, APPEND_SHA
 from core.tracing import TRACEPARENT
 from workers.inference import expired, predict_jobs
 from workers.model_cache import ModelCache
@@ -58,13 +59,20 @@ def publish(client: redis.Redis, results: list[dict], ttl: int, log: LogBatch | 
     if log is None:
         pipe.execute()
         return
-    # EVAL, not EVALSHA through redis-py's Script: in a pipeline that asks SCRIPT EXISTS first,
-    # a round trip per message; EVAL costs Redis a SHA1 of the script's 1 KB.
-    pipe.eval(*log.eval_args())
+    # EVALSHA by hand: redis-py's Script in a pipeline asks SCRIPT EXISTS first, a round trip
+    # per message. Redis forgets scripts when it restarts: then one EVAL loads it again.
+    args = log.eval_args()
+    pipe.evalsha(APPEND_SHA, *args)
     replies = pipe.execute(raise_on_error=False)
     for reply in replies[:-1]:
         if isinstance(reply, Exception):
             raise reply
+    if isinstance(replies[-1], redis.exceptions.NoScriptError):
+        try:
+            client.eval(APPEND, *args)
+            return
+        except redis.RedisError as exc:
+            replies[-1] = exc
     if isinstance(replies[-1], Exception):
         logger.warning("prediction log of {} not written: {}", log.model, replies[-1])
 

@@ -1,5 +1,6 @@
 """The flusher: each worker node's main process moves the prediction logs and the feedback
-labels from Redis to the store (core/datasets.py) every ``prediction_log.flush_seconds``.
+labels from Redis to the store (core/datasets.py) every ``prediction_log.flush_seconds``,
+and trims the logs' feedback indexes to what their caps kept (core/prediction_log.py).
 
 One flush per model at a time across nodes (core/datasets.py FlushLock): the first node to
 take a model's lock flushes it, the others skip it that round. After moving new labels, it
@@ -19,6 +20,7 @@ from loguru import logger
 from core.datasets import FlushLock, flush_labels, flush_predictions
 from core.errors import MLOpsError
 from core.feedback import window_key, window_pairs
+from core.prediction_log import trim_index
 from core.quality import append_history, scores
 from core.redis import sync_client
 from core.settings import Settings
@@ -53,6 +55,7 @@ class Flusher:
             store = self.store_of(model)
             batch = self.settings.prediction_log_of(model).flush_batch
             predictions = flush_predictions(self.client, store, batch)
+            trim_index(self.client, model)  # what the log's cap removed takes no feedback
             labels = flush_labels(self.client, store, batch)
             for version in sorted({entry["version"] for entry in labels}):
                 self.record_quality(store, version)

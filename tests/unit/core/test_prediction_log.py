@@ -5,20 +5,23 @@ from __future__ import annotations
 import pytest
 
 from core.prediction_log import (
-    append_args,
+    APPEND,
+    APPEND_SHA,
     entry_values,
-    job_index_key,
+    index_key,
+    job_member,
     labelled_key,
     read_after,
     read_recent,
-    request_index_key,
     request_member,
     stream_key,
+    trim_index,
 )
+from core.prediction_log import append as append_to
 
 
 def append(client, entries, max_entries=1000, model="iris"):
-    return client.eval(*append_args(model, entries, max_entries))
+    append_to(client, model, entries, max_entries)
 
 
 def entry(i: int, request: str | None = None, owner: str = "k1") -> tuple:
@@ -56,28 +59,36 @@ def test_jobs_and_request_ids_are_indexed_by_the_entry_millisecond(redis_client)
     append(redis_client, [entry(0, request="mine"), entry(1)])
     [first, _second] = redis_client.xrange(stream_key("iris"))
     ms = int(first[0].decode().split("-")[0])
-    assert redis_client.zscore(job_index_key("iris"), "job-0") == ms
-    assert redis_client.zscore(request_index_key("iris"), request_member("k1", "mine")) == ms
-    assert redis_client.zcard(request_index_key("iris")) == 1  # job-1 had no request id
+    assert redis_client.zscore(index_key("iris"), job_member("job-0")) == ms
+    assert redis_client.zscore(index_key("iris"), request_member("k1", "mine")) == ms
+    assert redis_client.zcard(index_key("iris")) == 3  # job-1 had no request id
+
+
+def test_workers_call_the_script_by_its_sha(redis_client):
+    assert redis_client.script_load(APPEND) == APPEND_SHA
 
 
 @pytest.mark.parametrize("cap", [100, 300])
-def test_the_cap_trims_the_stream_and_its_indexes_and_labels_together(redis_client, cap):
-    """Entries beyond the cap leave the stream (about: MAXLEN ~), the job index and the labels
-    kept for idempotency with them; the newest ones stay findable."""
+def test_the_cap_trims_the_stream_and_trimming_the_index_follows(redis_client, cap):
+    """Entries beyond the cap leave the stream (about: MAXLEN ~); trim_index (the flusher)
+    then drops their index members and the labels kept for idempotency; the newest ones
+    stay findable."""
     for i in range(3 * cap):
         redis_client.hset(labelled_key("iris"), f"job-{i}", "x")
         append(redis_client, [entry(i, request=f"r{i}")], max_entries=cap)
     length = redis_client.xlen(stream_key("iris"))
     assert cap <= length < 3 * cap
+    assert redis_client.zcard(index_key("iris")) == 2 * 3 * cap  # the hot path never trims
+    assert trim_index(redis_client, "iris") > 0
     oldest_ms = int(redis_client.xrange(stream_key("iris"), count=1)[0][0].decode().split("-")[0])
-    for key in (job_index_key("iris"), request_index_key("iris")):
-        scores = [score for _, score in redis_client.zrange(key, 0, -1, withscores=True)]
-        assert min(scores) >= oldest_ms
-    assert redis_client.zscore(job_index_key("iris"), f"job-{3 * cap - 1}") is not None
+    scores = [score for _, score in redis_client.zrange(index_key("iris"), 0, -1, withscores=True)]
+    assert min(scores) >= oldest_ms
+    assert redis_client.zscore(index_key("iris"), job_member(f"job-{3 * cap - 1}")) is not None
     # everything still in the stream is indexed, and labels remain only for those
     in_stream = {e["job"] for e in read_recent(redis_client, "iris", 10 * cap)}
-    assert {m.decode() for m in redis_client.zrange(job_index_key("iris"), 0, -1)} >= in_stream
+    members = {m.decode() for m in redis_client.zrange(index_key("iris"), 0, -1)}
+    assert members >= {job_member(job) for job in in_stream}
     labelled = {k.decode() for k in redis_client.hkeys(labelled_key("iris"))}
     assert labelled < {f"job-{i}" for i in range(3 * cap)}
     assert "job-0" not in labelled
+    assert trim_index(redis_client, "iris") == 0  # nothing more to drop

@@ -21,7 +21,7 @@ from app.services.feedback import (
     record_feedback,
 )
 from core.feedback import count_key, labels_key, read_pending, trained_key, window_key
-from core.prediction_log import append_args, entry_values, labelled_key
+from core.prediction_log import append, entry_values, labelled_key, trim_index
 from tests.factories import run
 
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -50,7 +50,7 @@ def log(redis_client, job, rows=((5.1, 3.5, 1.4, 0.2),), outputs=("setosa",), ow
         request="", version=1):  # fmt: skip
     entry = entry_values(job, request, owner, version, 100.0, [list(r) for r in rows],
                          list(outputs))  # fmt: skip
-    redis_client.eval(*append_args("iris", [entry], 1000))
+    append(redis_client, "iris", [entry], 1000)
 
 
 def feedback(aio, body, who=ALICE, catalog=None, max_pending=100, window=50):
@@ -144,7 +144,10 @@ def test_another_keys_job_is_404_like_an_unknown_one_but_admins_may_label_it(red
 def test_a_prediction_trimmed_from_the_log_takes_no_feedback(redis_client, aio):
     for i in range(400):
         entry = entry_values(f"j{i}", "", "alice-digest", 1, 100.0, [[1.0]], ["setosa"])
-        redis_client.eval(*append_args("iris", [entry], 100))
+        append(redis_client, "iris", [entry], 100)
+    with pytest.raises(FeedbackNotFound):  # its index member is still there, its entry not
+        feedback(aio, {"job_id": "j0", "label": "setosa"})
+    assert trim_index(redis_client, "iris") > 0  # what the flusher does
     with pytest.raises(FeedbackNotFound):
         feedback(aio, {"job_id": "j0", "label": "setosa"})
     assert feedback(aio, {"job_id": "j399", "label": "setosa"}).body["recorded"] == 1
