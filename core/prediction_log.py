@@ -79,7 +79,7 @@ for i = 2, #ARGV, 7 do
 end
 return 0
 """
-APPEND_SHA = hashlib.sha1(APPEND.encode()).hexdigest()  # noqa: S324 - Redis's script id
+APPEND_SHA = hashlib.sha1(APPEND.encode(), usedforsecurity=False).hexdigest()  # Redis names it so
 
 # KEYS: stream, index, labels by job. The index members (and labels) older than the stream's
 # first entry, i.e. removed by its cap; returns how many.

@@ -100,3 +100,16 @@ def test_run_message_without_settings_logs_nothing(redis_client):
         ttl=60, max_attempts=3,
     )  # fmt: skip
     assert read_recent(redis_client, "iris", 10) == []
+
+
+def test_a_redis_that_forgot_the_script_gets_it_again_and_the_entries(redis_client):
+    """Redis forgets scripts when it restarts: the worker's EVALSHA fails once, EVAL loads it."""
+    model = loaded_model(estimator=Constant())
+    jobs = [predict_job("j", [[1, 2]], FEATURES)]
+    for round_ in range(2):
+        redis_client.script_flush()
+        run_message(
+            redis_client, Cache(model), jobs, task_id=f"t{round_}", ttl=60, max_attempts=3,
+            settings=get_settings(),
+        )  # fmt: skip
+    assert [e["job"] for e in read_recent(redis_client, "iris", 10)] == ["j", "j"]
