@@ -36,9 +36,14 @@ def cmd_train(args, settings: Settings, store) -> None:
     progress = StepPrinter(sys.stderr) if shown else None
     with single_flight(settings, store.model_name) as (result, lease):
         outcome = run_training(
-            settings, store, progress, trainer=args.trainer, lease=lease, actor=_actor(),
+            settings,
+            store,
+            progress,
+            trainer=args.trainer,
+            lease=lease,
+            actor=_actor(),
             force=args.force,
-        )  # fmt: skip
+        )
         result.update(outcome.to_dict())
     if outcome.version is None:
         _out(f"{outcome.model_name} {outcome.decision}: {outcome.reason}")

@@ -265,22 +265,28 @@ def run_training(
     base = model.load_data()
     snapshot(lease.client if lease is not None else None, store)
     data, data_version = combine(base, load_feedback(store, base.feature_names))
-    skip = (
-        None
-        if force
-        else nothing_new(
-            store, trainer_name, plain(model.get_params()), data.fingerprint, started_from
-        )
-    )
+    params = plain(model.get_params())
+    skip = nothing_new(store, trainer_name, params, data.fingerprint, started_from)
+    if skip is not None and force:
+        logger.info("{}; forced: training anyway", skip)
+        skip = None
     if skip is not None:
         logger.info("retrain of {} skipped: {}", store.model_name, skip)
         _report(progress, "done", NOTHING_NEW)
         return TrainingOutcome(
-            model_name=store.model_name, version=None, decision="skipped", promoted=False,
-            metric=metric, candidate=None, production=None, production_version=started_from,
-            margin=float(cfg.promotion_margin), reason=skip, trigger=trigger,
+            model_name=store.model_name,
+            version=None,
+            decision="skipped",
+            promoted=False,
+            metric=metric,
+            candidate=None,
+            production=None,
+            production_version=started_from,
+            margin=float(cfg.promotion_margin),
+            reason=skip,
+            trigger=trigger,
             data=data_version.model_dump(),
-        )  # fmt: skip
+        )
     _report(progress, "splitting", _shape(data))
     split = model.split(data)
     estimator = str(model.estimator).rsplit(".", 1)[-1]
@@ -312,9 +318,17 @@ def run_training(
         settings, store, model, split, base.n_rows, production, metric, cfg.feedback.gate_rows
     )
     decision = gate_and_promote(
-        store, meta, production, started_from, metric, float(cfg.promotion_margin), actor, lease,
-        feedback=recent, min_rows=cfg.feedback.gate_min_rows,
-    )  # fmt: skip
+        store,
+        meta,
+        production,
+        started_from,
+        metric,
+        float(cfg.promotion_margin),
+        actor,
+        lease,
+        feedback=recent,
+        min_rows=cfg.feedback.gate_min_rows,
+    )
     record_decision(store, meta.version, decision)
     _report(progress, "done", f"v{meta.version} {decision.decision}")
 

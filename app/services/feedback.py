@@ -97,16 +97,19 @@ def _check_counts(data: Any, max_labels: int) -> None:
         items, where = data, ("body",)
     items = items if isinstance(items, list) else [items]
     if len(items) > max_labels:
-        raise _invalid(where, f"{len(items)} items; at most {max_labels} (feedback.max_labels)",
-                       "too_long")  # fmt: skip
+        raise _invalid(
+            where, f"{len(items)} items; at most {max_labels} (feedback.max_labels)", "too_long"
+        )
     for item in items:
         if isinstance(item, dict) and len(item) > MAX_ITEM_FIELDS:
-            raise _invalid(where, f"an item has {len(item)} fields: job_id or request_id, "
-                           "and label", "extra_forbidden")  # fmt: skip
+            raise _invalid(
+                where,
+                f"an item has {len(item)} fields: job_id or request_id, and label",
+                "extra_forbidden",
+            )
         label = item.get("label") if isinstance(item, dict) else None
         if isinstance(label, list) and len(label) > max_labels:
-            raise _invalid(where, f"a label list of {len(label)}; at most {max_labels}",
-                           "too_long")  # fmt: skip
+            raise _invalid(where, f"a label list of {len(label)}; at most {max_labels}", "too_long")
 
 
 def parse_items(data: Any, max_labels: int) -> list[Item]:
@@ -175,15 +178,21 @@ def check_label(item: Item, entry: dict, classes: list | None, what: str) -> tup
     loc = (*item.loc, "label")
     if rows > 1 and not isinstance(item.label, list):
         return None, [
-            _error(loc, f"job {entry['job']} has {rows} rows: give a list of {rows} labels",
-                   "label_count")
-        ]  # fmt: skip
+            _error(
+                loc,
+                f"job {entry['job']} has {rows} rows: give a list of {rows} labels",
+                "label_count",
+            )
+        ]
     values = item.label if isinstance(item.label, list) else [item.label]
     if len(values) != rows:
         return None, [
-            _error(loc, f"job {entry['job']} has {rows} row(s); {len(values)} labels given",
-                   "label_count")
-        ]  # fmt: skip
+            _error(
+                loc,
+                f"job {entry['job']} has {rows} row(s); {len(values)} labels given",
+                "label_count",
+            )
+        ]
     found, errors = [], []
     for j, value in enumerate(values):
         where = (*loc, j) if isinstance(item.label, list) else loc
@@ -205,8 +214,9 @@ def _class_error(loc: tuple, value: Any, classes: list, what: str) -> dict:
             f"a {_type_name(value)}: the classes of {what} are {' or '.join(kinds)}s ({shown})",
             "label_type",
         )
-    return _error(loc, f"{clip(repr(value))} is not one of the classes of {what}: {shown}",
-                  "label_unknown")  # fmt: skip
+    return _error(
+        loc, f"{clip(repr(value))} is not one of the classes of {what}: {shown}", "label_unknown"
+    )
 
 
 async def _classes(catalog: ModelCatalog, version: int) -> list | None:
@@ -259,8 +269,9 @@ async def record_feedback(
     classes = dict(zip(versions, known, strict=True))
     labelled, errors = [], []
     for item, entry in zip(items, entries, strict=True):
-        label, problems = check_label(item, entry, classes[entry["version"]],
-                                      f"{model} v{entry['version']}")  # fmt: skip
+        label, problems = check_label(
+            item, entry, classes[entry["version"]], f"{model} v{entry['version']}"
+        )
         errors += problems
         labelled.append({**entry, "label": label})
     if errors:
@@ -279,9 +290,10 @@ async def record_feedback(
         held = zip(reply[1::2], reply[2::2], strict=True)
         pairs = [f"{_text(job)} (recorded {_text(label)})" for job, label in held]
         raise LabelConflict(
-            "another label is already recorded for job(s) " + ", ".join(pairs[:20])
+            "another label is already recorded for job(s) "
+            + ", ".join(pairs[:20])
             + "; a recorded label is final: nothing of this request was recorded"
-        )  # fmt: skip
+        )
     statuses = [_text(status) for status in reply[3:]]
     new_rows = sum(
         len(entry["rows"])
