@@ -162,7 +162,7 @@ async def _domain_error(request: Request, exc: MLOpsError) -> JSONResponse:
     if isinstance(exc, BadRequest):
         detail = [{"loc": exc.loc, "msg": exc.message, "type": exc.kind}]
         return JSONResponse({"detail": detail, "reason": exc.reason}, status_code=422)
-    body = {"detail": exc.message, "reason": exc.reason}
+    body = {"detail": exc.message, "reason": exc.reason, **getattr(exc, "extra", {})}
     if isinstance(exc, OutcomeUnknown):
         body["job_id"] = exc.job_id
     return JSONResponse(body, status_code=exc.status_code, headers=_headers(exc))

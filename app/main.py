@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import jobs, models, predict, retrain, system, v2
+from app.api.routes import feedback, jobs, models, predict, retrain, system, v2
 from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import GatewayMetrics, RequestMetrics
@@ -89,11 +89,11 @@ def create_app(settings=None) -> FastAPI:
     app.state.metrics = metrics
     app.state.metrics_token = str(settings.gateway.metrics_token)
     install_error_handlers(app)
-    for module in (predict, jobs, models, retrain, system, v2):
+    for module in (predict, feedback, jobs, models, retrain, system, v2):
         app.include_router(module.router)
     app.include_router(metrics_router)
     # In front of the documented routes.
-    app.router.routes[:0] = [*predict.plain_routes, *v2.plain_routes]
+    app.router.routes[:0] = [*predict.plain_routes, *feedback.plain_routes, *v2.plain_routes]
     app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost
     return app
 

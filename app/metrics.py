@@ -283,6 +283,26 @@ class GatewayMetrics:
             "Trace spans lost: the OTLP export failed or timed out, or its queue was full.",
             registry=r,
         )
+        self.feedback_labels_total = Counter(
+            "mlops_feedback_labels_total",
+            "True labels recorded by POST /models/{name}/feedback (one per row; repeats not "
+            "counted), by model.",
+            ("model",),
+            registry=r,
+        )
+        self.live_quality = Gauge(
+            "mlops_live_quality",
+            "Each metric (accuracy, f1_macro, balanced_accuracy) of a model version over its "
+            "last feedback.quality_window labelled predictions, as last read from Redis.",
+            ("model", "version", "metric"),
+            registry=r,
+        )
+        self.live_quality_labelled = Gauge(
+            "mlops_live_quality_labelled",
+            "Labelled predictions in each model version's live-quality window.",
+            ("model", "version"),
+            registry=r,
+        )
         self.rejected = Counter(
             "mlops_requests_rejected_total",
             "Requests refused before any work was queued, by reason.",
@@ -296,6 +316,19 @@ class GatewayMetrics:
         self._submitted: dict[tuple[str, str], Any] = {}
         for model in models:
             self.submitted(PREDICT, model), self.submitted(TRAIN, model)
+            self.feedback_labels(model)
+
+    def feedback_labels(self, model: str):
+        """The counter of ``model``'s recorded labels."""
+        return self.feedback_labels_total.labels(model)
+
+    def set_live_quality(self, model: str, quality: dict[int, dict]) -> None:
+        """``quality``: app/services/feedback.py ``live_quality`` of ``model``."""
+        for version, figures in quality.items():
+            self.live_quality_labelled.labels(model, str(version)).set(figures["labelled"])
+            for metric, value in figures.items():
+                if metric != "labelled":
+                    self.live_quality.labels(model, str(version), metric).set(value)
 
     def submitted(self, kind: str, model: str):
         """The counter of ``kind`` jobs of ``model`` (its child made once)."""

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 MAX_REQUEST_ID = 200  # characters; app/services/rows.py enforces it on the measured path
 
@@ -38,6 +47,62 @@ class PredictSingle(BaseModel):
     )
 
     request_id: str | None = Field(None, max_length=MAX_REQUEST_ID)
+
+
+# -- feedback (app/api/routes/feedback.py; parsed by hand like /predict, to these models) ------
+MAX_JOB_ID = 100  # characters: ids are UUIDs (36)
+Label = StrictStr | StrictInt | StrictFloat | StrictBool  # a class as JSON has it: no coercion
+
+
+class FeedbackItem(BaseModel):
+    """The true label of one logged prediction, named by its job id or its request id (the
+    caller's latest job with it)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"job_id": "0b6c1b4e-...", "label": "setosa"}},
+    )
+
+    job_id: str | None = Field(None, min_length=1, max_length=MAX_JOB_ID)
+    request_id: str | None = Field(None, min_length=1, max_length=MAX_REQUEST_ID)
+    label: Label | list[Label] = Field(
+        description="One of the model's classes; a job of several rows takes a list, one per row"
+    )
+
+    @model_validator(mode="after")
+    def _one_id(self) -> FeedbackItem:
+        if (self.job_id is None) == (self.request_id is None):
+            raise ValueError("give exactly one of job_id and request_id")
+        return self
+
+
+class FeedbackBatch(BaseModel):
+    """Several labels at once (a plain JSON list of items is taken too): all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[FeedbackItem] = Field(min_length=1)
+
+
+class FeedbackItemPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    job_id: str
+    request_id: str | None
+    model_version: int
+    status: str = Field(description="`recorded`, or `repeat` (the same label was already recorded)")
+
+
+class FeedbackPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    recorded: int = Field(description="Labels (rows) recorded by this request")
+    repeats: int = Field(description="Items whose label was already recorded: not counted again")
+    items: list[FeedbackItemPublic]
+    retrain: dict[str, Any] | None = Field(
+        None, description="The retrain it queued or joined (`feedback.retrain_after_labels`)"
+    )
 
 
 class ErrorPublic(BaseModel):

@@ -15,6 +15,7 @@ from app.auth import KeyRing
 from app.metrics import GatewayMetrics, watch_event_loop
 from app.services.admission import Admission
 from app.services.catalog import ModelCatalog, ModelCatalogs
+from app.services.feedback import live_quality
 from app.services.listener import ResultListener
 from app.services.monitoring import latest_of
 from app.services.submitter import JobSubmitter
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 WORKERS_EVERY = 4  # watcher turns (0.25 s) between two reads of the heartbeats and oldest jobs
 DRIFT_EVERY = 20  # ...and of the drift checks' results (checked every few minutes)
+QUALITY_EVERY = 20  # ...and of the live-quality windows (core/feedback.py)
 
 
 @dataclass
@@ -130,6 +132,9 @@ class Gateway:
             if turn % DRIFT_EVERY == 0:
                 with contextlib.suppress(Exception):
                     await self._read_drift()
+            if turn % QUALITY_EVERY == 0:
+                with contextlib.suppress(Exception):
+                    await self._read_quality()
             turn += 1
             await asyncio.sleep(0.25)
 
@@ -165,6 +170,11 @@ class Gateway:
             self.admission.observe_memory(memory)
             self.metrics.redis_memory_used.set(self.admission.used_memory)
             self.metrics.redis_memory_max.set(self.admission.maxmemory)
+
+    async def _read_quality(self) -> None:
+        """Every model's live quality, for /metrics (each gateway reads the shared windows)."""
+        for name in self.catalogs.names():
+            self.metrics.set_live_quality(name, await live_quality(self.redis, name))
 
     async def _read_oldest(self) -> None:
         """How long each queue's oldest message (kombu LPUSHes and BRPOPs: the last) has waited.

@@ -33,6 +33,7 @@ from core.errors import ModelNotFound
 from core.settings import MODEL_NAME, ObjectStoreSettings
 
 VERSION_MARKER = ".version"
+DATA_FOLDER = "data"  # core/store.py's
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 MAX_RACE = 1000
@@ -179,6 +180,17 @@ class S3Storage:
         if version not in self._versions(model):
             raise ModelNotFound(f"model {model!r} has no version {version}")
         self._put(self._key(model, version, name), data)
+
+    def write_data(self, model: str, path: str, data: bytes) -> None:
+        self._put(self._key(model, DATA_FOLDER, path), data)
+
+    def list_data(self, model: str, prefix: str) -> list[str]:
+        base = self._key(model, DATA_FOLDER) + "/"
+        keys, _ = self._list(base + prefix)
+        return sorted(key[len(base) :] for key in keys)
+
+    def read_data(self, model: str, path: str) -> bytes:
+        return self.fs.cat_file(self._path(model, DATA_FOLDER, path))
 
     def read_aliases(self, model: str) -> bytes | None:
         try:

@@ -88,6 +88,27 @@ MODEL_KEYS = (
 )  # fmt: skip
 
 
+class PredictionLogSettings(Section):
+    """The prediction log (core/prediction_log.py): what workers keep of each predict job."""
+
+    enabled: bool
+    sample_ratio: Number = Field(ge=0, le=1)  # share of predict jobs logged
+    max_entries: int = Field(ge=100)  # per model stream; feedback is taken for these only
+    flush_seconds: Number = Field(gt=0)  # how often workers write logs to the store
+    flush_batch: int = Field(ge=1)  # entries read from Redis (and written) per file at most
+
+
+class FeedbackSettings(Section):
+    """Feedback labels (core/feedback.py): their log, live quality, the labels trigger, the gate."""
+
+    max_labels: int = Field(ge=1)  # labels in one feedback request (one per row of a job)
+    max_pending: int = Field(ge=1)  # labels not yet flushed to the store before 429
+    quality_window: int = Field(ge=1)  # labelled predictions per version in live quality
+    retrain_after_labels: int = Field(ge=0)  # new labels that queue a retrain (0: off)
+    gate_rows: int = Field(ge=0)  # most recent labelled rows the gate compares on (0: off)
+    gate_min_rows: int = Field(ge=1)  # fewer: the held-out split decides alone
+
+
 class ModelSettings(Section):
     """One served model: ``[training]``'s values, overridden by its ``[models.<name>]`` table."""
 
@@ -103,6 +124,8 @@ class ModelSettings(Section):
     monitoring: MonitoringSettings
     queue: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")  # its predict jobs' Celery queue
     max_batch_size: int = Field(ge=1)  # predict jobs grouped into one message
+    prediction_log: PredictionLogSettings
+    feedback: FeedbackSettings
 
 
 class SigningSettings(Section):
@@ -275,6 +298,8 @@ class Settings(Section):
     flower: FlowerSettings
     gateway: GatewaySettings
     tracing: TracingSettings
+    prediction_log: PredictionLogSettings
+    feedback: FeedbackSettings
 
     @field_validator("redis_url")
     @classmethod
@@ -300,8 +325,9 @@ class Settings(Section):
     @model_validator(mode="before")
     @classmethod
     def _each_model_inherits(cls, data: Any) -> Any:
-        """Every model gets [training]'s, [schedule]'s, [monitoring]'s and [batching]'s values
-        for the keys its own table leaves out; the default model exists even without a table."""
+        """Every model gets [training]'s, [schedule]'s, [monitoring]'s, [batching]'s,
+        [prediction_log]'s and [feedback]'s values for the keys its own table leaves out; the
+        default model exists even without a table."""
         if not isinstance(data, dict):
             return data
         training = data.get("training") or {}
@@ -313,12 +339,12 @@ class Settings(Section):
                 models[name] = table  # refused by validation, naming the model
                 continue
             inherited = {key: training[key] for key in MODEL_KEYS if key in training}
-            inherited["schedule"] = data.get("schedule")
-            inherited["monitoring"] = data.get("monitoring")
+            for table_name in PER_MODEL_TABLES:
+                inherited[table_name] = data.get(table_name)
             inherited["queue"] = PREDICT_QUEUE_NAME
             inherited["max_batch_size"] = (data.get("batching") or {}).get("max_batch_size")
             merged = {**inherited, **table, "name": name}
-            for key in ("estimator", "csv", "schedule", "monitoring"):  # key by key
+            for key in ("estimator", "csv", *PER_MODEL_TABLES):  # overridden key by key
                 if isinstance(inherited.get(key), dict) and isinstance(table.get(key), dict):
                     merged[key] = {**inherited[key], **table[key]}
             models[name] = merged
@@ -334,8 +360,21 @@ class Settings(Section):
         model = self.models.get(name)
         return model.monitoring if model is not None else self.monitoring
 
+    def prediction_log_of(self, model: str) -> PredictionLogSettings:
+        """``model``'s prediction log settings; [prediction_log]'s for a model found in the
+        store without a settings table."""
+        configured = self.models.get(model)
+        return configured.prediction_log if configured is not None else self.prediction_log
+
+    def feedback_of(self, model: str) -> FeedbackSettings:
+        """``model``'s feedback settings, likewise."""
+        configured = self.models.get(model)
+        return configured.feedback if configured is not None else self.feedback
+
 
 PREDICT_QUEUE_NAME = "predict"  # core/messages.py's PREDICT_QUEUE: a model's default queue
+# Tables a model's own table overrides key by key.
+PER_MODEL_TABLES = ("schedule", "monitoring", "prediction_log", "feedback")
 
 RESTORE_SWEEP_SECONDS = 1
 """How often each worker node looks for messages to redeliver (kombu's

@@ -107,6 +107,11 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+TRIGGERS = ("manual", "schedule", "labels", "drift")
+"""Why a retrain runs, recorded in the version it makes: asked for (API, CLI), beat's cron,
+enough new feedback labels (core/feedback.py), drift past its threshold."""
+
+
 def _request(
     model: str,
     requested_by: str,
@@ -115,9 +120,12 @@ def _request(
     traceparent: str | None = None,
     trigger: str = MANUAL,
     trigger_detail: dict | None = None,
+    force: bool = False,
 ) -> tuple[str, tuple]:
     """A new retrain job's id and the arguments of :data:`REQUEST` that queue it; its message
-    carries ``traceparent`` (core/tracing.py) when given, and the run's trigger."""
+    carries ``traceparent`` (core/tracing.py) when given, the run's trigger and ``force``."""
+    if trigger not in TRIGGERS:
+        raise ValueError(f"unknown retrain trigger {trigger!r}; one of {TRIGGERS}")
     job_id = new_id()
     record = train_record(
         job_id,
@@ -125,13 +133,14 @@ def _request(
         model=model,
         requested_by=requested_by,
         owner=owner,
+        trigger=trigger,
         submitted_at=time.time(),
     )
     # The message expires with the job's record and claim: Celery drops it unrun after that.
     _, payload = celery_message(
         RETRAIN_TASK,
         [model],
-        kwargs=trigger_kwargs(trigger, trigger_detail),
+        kwargs={**trigger_kwargs(trigger, trigger_detail), "force": force},
         queue=TRAIN_QUEUE,
         task_id=job_id,
         expires_in=ttl,
@@ -151,12 +160,16 @@ def request_retrain(
     traceparent: str | None = None,
     trigger: str = MANUAL,
     trigger_detail: dict | None = None,
+    force: bool = False,
 ) -> tuple[str, bool]:
     """Queue a retrain of ``model``, or join the one queued or running: ``(job id, joined)``.
 
     ``owner``: the API key that may read the job besides ``admin`` keys (None: admins only).
-    A request that joins another keeps that one's trigger."""
-    job_id, args = _request(model, requested_by, owner, ttl, traceparent, trigger, trigger_detail)
+    A request that joins another keeps that one's trigger. ``trigger``: one of
+    :data:`TRIGGERS`; ``force``: train even with nothing new to learn."""
+    job_id, args = _request(
+        model, requested_by, owner, ttl, traceparent, trigger, trigger_detail, force
+    )
     held = Holder.parse(client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 
@@ -168,9 +181,11 @@ async def request_retrain_async(
     ttl: int,
     owner: str | None = None,
     traceparent: str | None = None,
+    trigger: str = MANUAL,
+    force: bool = False,
 ) -> tuple[str, bool]:
     """:func:`request_retrain` for the gateway's asyncio client."""
-    job_id, args = _request(model, requested_by, owner, ttl, traceparent)
+    job_id, args = _request(model, requested_by, owner, ttl, traceparent, trigger, None, force)
     held = Holder.parse(await client.eval(*args))
     return (job_id, False) if held is None else (held.job_id, True)
 

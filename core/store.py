@@ -71,10 +71,33 @@ class GateDecision(BaseModel):
     decision: str  # "promoted" | "rejected"
     reason: str
     metric: str
-    candidate: float
-    production: float | None = None
+    candidate: float  # on its own held-out split
+    production: float | None = None  # ...on its own, as recorded
     production_version: int | None = None
     margin: float = 0.0
+    # Both on the same most recent labelled feedback the candidate did not train on
+    # (training/gate.py): decisive from feedback.gate_min_rows rows.
+    feedback_rows: int = 0
+    feedback_candidate: float | None = None
+    feedback_production: float | None = None
+    decided_on: str = "held-out split"  # | "recent feedback"
+
+
+class DataPart(BaseModel):
+    """One part of a version's training data: its sha256 fingerprint and size."""
+
+    fingerprint: str
+    rows: int
+    source: str = ""
+    until: str | None = None  # feedback: the time (UTC) of the newest label included
+
+
+class DataVersion(BaseModel):
+    """What a version learned from: the trainer's base data and the labelled feedback so far
+    (core/datasets.py); ``data_fingerprint`` is their combined fingerprint."""
+
+    base: DataPart
+    feedback: DataPart
 
 
 class SourceFile(BaseModel):
@@ -120,10 +143,11 @@ class ModelMetadata(BaseModel):
     gate: GateDecision | None = None
     confusion_matrix: list[list[int]] | None = None
     source: SourceFile | None = None  # set for registered versions; trained ones have None
-    # Why it was trained: "manual" (CLI, POST /retrain), "schedule" (beat), "drift"
-    # (workers/monitoring.py; trigger_detail names the drifted features). None: older versions.
+    # Why it was trained: core/single_flight.py TRIGGERS ("drift": trigger_detail names the
+    # drifted features, workers/monitoring.py). None: older versions.
     trigger: str | None = None
     trigger_detail: dict[str, Any] | None = None
+    data: DataVersion | None = None  # trained versions since feedback (older ones: None)
     # The data it was trained on, for drift monitoring (core/monitoring.py). None: older
     # versions, and registered ones without an evaluation set.
     reference_profile: ReferenceProfile | None = None
@@ -184,6 +208,23 @@ class Storage(Protocol):
     def update_aliases(self, model: str, change: Callable[[bytes | None], bytes]) -> bytes: ...
 
     def aliases_token(self, model: str) -> object: ...
+
+    def write_data(self, model: str, path: str, data: bytes) -> None: ...
+
+    def list_data(self, model: str, prefix: str) -> list[str]: ...
+
+    def read_data(self, model: str, path: str) -> bytes: ...
+
+
+DATA_FOLDER = "data"  # <model>/data/<path>: data sets (prediction logs, feedback), not versions
+_DATA_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+def data_path(path: str) -> str:
+    """``path`` if it is a plain relative path (letters, digits, ``._-``, no ``..``)."""
+    if not _DATA_PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+        raise ValueError(f"not a data path: {path!r}")
+    return path
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -285,6 +326,24 @@ class LocalStorage:
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def write_data(self, model: str, path: str, data: bytes) -> None:
+        target = self.root / model / DATA_FOLDER / data_path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(target, data)
+
+    def list_data(self, model: str, prefix: str) -> list[str]:
+        """Data files whose path starts with ``prefix`` (a folder: ``feedback/``), sorted."""
+        base = self.root / model / DATA_FOLDER
+        if not base.is_dir():
+            return []
+        files = (p for p in base.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return sorted(
+            p for p in (f.relative_to(base).as_posix() for f in files) if p.startswith(prefix)
+        )
+
+    def read_data(self, model: str, path: str) -> bytes:
+        return (self.root / model / DATA_FOLDER / data_path(path)).read_bytes()
 
 
 class ModelStore:
@@ -398,6 +457,17 @@ class ModelStore:
 
     def read_file(self, version: int, name: str) -> bytes:
         return self.storage.read(self.model_name, version, name)
+
+    # -- data sets: prediction logs and feedback, flushed (workers/flusher.py) ----------------
+    def write_data(self, path: str, data: bytes) -> None:
+        """Write ``<model>/data/<path>`` (whole, atomically)."""
+        self.storage.write_data(self.model_name, data_path(path), data)
+
+    def list_data(self, prefix: str = "") -> list[str]:
+        return self.storage.list_data(self.model_name, prefix)
+
+    def read_data(self, path: str) -> bytes:
+        return self.storage.read_data(self.model_name, data_path(path))
 
     def signed_metadata(self, version: int) -> ModelMetadata:
         """Metadata whose statement is signed by a trusted key, for this model and version."""

@@ -308,3 +308,25 @@ def fresh_interpreter(code: str) -> str:
         check=True,
     )
     return done.stdout
+
+
+# -- the prediction log and feedback (core/prediction_log.py, core/feedback.py) -----------------
+
+
+def log_prediction(client, job: str, rows, outputs, *, model="iris", version=1, owner="o",
+                   request="", at=100.0) -> None:  # fmt: skip
+    """Append one predict job to ``model``'s prediction log, as a worker does."""
+    from core.prediction_log import append, entry_values
+
+    append(client, model, [entry_values(job, request, owner, version, at, rows, outputs)], 10_000)
+
+
+def label_prediction(client, job: str, label, *, model="iris", at=200.0) -> list:
+    """Record ``label`` for the logged ``job``, as POST /feedback does after its checks (the
+    label as stored: a list for a job of several rows). RECORD's reply."""
+    from core.feedback import decode_resolved, record_args, resolve_args
+
+    [found] = client.eval(*resolve_args(model, [("j", job, "")]))
+    entry = decode_resolved(found)
+    assert entry is not None, f"{job} is not in the prediction log"
+    return client.eval(*record_args(model, [{**entry, "label": label}], 10**6, 500, at))

@@ -77,9 +77,10 @@ class Trainer(BaseEstimator, ABC):
                 f"found {len(classes)} in {data.n_rows} rows"
             )
         try:
-            X_train, X_test, y_train, y_test = train_test_split(
+            X_train, X_test, y_train, y_test, _, test_index = train_test_split(
                 data.X,
                 data.y,
+                np.arange(data.n_rows),
                 test_size=self.test_size,
                 random_state=self.random_state,
                 stratify=data.y,
@@ -89,7 +90,7 @@ class Trainer(BaseEstimator, ABC):
                 f"cannot split {data.n_rows} rows with {len(classes)} classes "
                 f"(test_size={self.test_size}): {exc}"
             ) from None
-        return Split(X_train, X_test, y_train, y_test)
+        return Split(X_train, X_test, y_train, y_test, test_index)
 
     def build_pipeline(self) -> Pipeline:
         """Preprocessing plus the configured (allow-listed) estimator, unfitted."""

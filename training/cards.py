@@ -1,16 +1,21 @@
 """Model card: one self-contained HTML page per version (no scripts, no external files).
 
 Every value from metadata passes through ``html.escape``; the confusion matrix and the
-reference profile's bins are hand-drawn SVG so the card needs no plotting library. The latest
-drift check is added by the gateway when it serves the card (app/services/monitoring.py).
+reference profile's bins and the live-quality chart are hand-drawn SVG so the card needs no
+plotting library. The card is written at training and redrawn by the workers' flusher as
+feedback labels arrive (workers/flusher.py), from the version's live-quality history
+(core/quality.py); the latest drift check is added by the gateway when it serves the card
+(app/services/monitoring.py).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from unicodedata import east_asian_width
 
+from core.quality import METRICS, read_history
 from core.store import ModelMetadata, ModelStore
 
 CARD_FILE = "card.html"
@@ -29,7 +34,10 @@ th{background:#f4f4f4}code{font-size:.85em;word-break:break-all}
 .matrix{max-width:100%;overflow-x:auto;margin:.5rem 0 1.5rem}
 .matrix svg{display:block;font-family:system-ui,sans-serif}
 .matrix .label{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
+.chart svg{display:block;max-width:100%;font-family:system-ui,sans-serif}
 """
+CHART_W, CHART_H, PAD = 640, 220, 40
+LINE_COLORS = {"accuracy": "#1f5fbf", "f1_macro": "#c2571a", "balanced_accuracy": "#2f8f3a"}
 
 
 def _e(value: object) -> str:
@@ -156,6 +164,116 @@ def _trigger(m: ModelMetadata) -> str:
     return m.trigger
 
 
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def quality_svg(points: list[dict]) -> str:
+    """Each metric of the live-quality history over time, on a 0 to 1 scale."""
+    times = [float(p["at"]) for p in points]
+    start, span = min(times), (max(times) - min(times)) or 1.0
+    inner_w, inner_h = CHART_W - 2 * PAD, CHART_H - 2 * PAD
+
+    def xy(at: float, value: float) -> str:
+        x = PAD + (at - start) / span * inner_w if len(points) > 1 else PAD + inner_w / 2
+        return f"{x:.1f},{PAD + (1 - value) * inner_h:.1f}"
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{CHART_H}" '
+        f'viewBox="0 0 {CHART_W} {CHART_H}" role="img" aria-label="live quality over time">'
+    ]
+    for level in (0.0, 0.5, 1.0):
+        y = PAD + (1 - level) * inner_h
+        parts.append(
+            f'<line x1="{PAD}" y1="{y:.1f}" x2="{CHART_W - PAD}" y2="{y:.1f}" stroke="#ddd"/>'
+            f'<text x="{PAD - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{level:g}</text>'
+        )
+    parts.append(
+        f'<text x="{PAD}" y="{CHART_H - 12}" font-size="11">{_e(_when(start))}</text>'
+        f'<text x="{CHART_W - PAD}" y="{CHART_H - 12}" text-anchor="end" font-size="11">'
+        f"{_e(_when(max(times)))} UTC</text>"
+    )
+    for i, metric in enumerate(m for m in METRICS if all(m in p for p in points)):
+        color = LINE_COLORS[metric]
+        coords = [xy(float(p["at"]), float(p[metric])) for p in points]
+        if len(coords) > 1:
+            parts.append(
+                f'<polyline fill="none" stroke="{color}" stroke-width="2" '
+                f'points="{" ".join(coords)}"/>'
+            )
+        parts += [
+            f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="2.5" fill="{color}"/>'
+            for c in coords
+        ]
+        parts.append(
+            f'<text x="{PAD + i * 170}" y="16" font-size="12" fill="{color}">● {_e(metric)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _quality_section(points: list[dict]) -> str:
+    if not points:
+        return (
+            "<p>No labelled predictions yet: send true labels to "
+            "<code>POST /models/{name}/feedback</code>.</p>"
+        )
+    last = points[-1]
+    latest = _rows(
+        [
+            ("as of (UTC)", _when(float(last["at"]))),
+            ("labelled predictions in the window", last["labelled"]),
+            *((m, f"{last[m]:.4f}") for m in METRICS if m in last),
+        ]
+    )
+    return f'<table>{latest}</table><div class="chart">{quality_svg(points)}</div>'
+
+
+def _data_rows(m: ModelMetadata) -> list[tuple[str, object]]:
+    """What a trained version learned from, and why it was trained."""
+    rows: list[tuple[str, object]] = []
+    if m.trigger:
+        rows.append(("trigger", m.trigger))
+    if m.data is not None:
+        base, feedback = m.data.base, m.data.feedback
+        rows += [
+            (
+                "base data",
+                f"{base.rows} rows from {base.source or '?'} (sha256 {base.fingerprint})",
+            ),
+            (
+                "labelled feedback",
+                f"{feedback.rows} rows, labels until {feedback.until or '-'} "
+                f"(sha256 {feedback.fingerprint})",
+            ),
+        ]
+    return rows
+
+
+def _gate_rows(g) -> list[tuple[str, object]]:
+    production = "none" if g.production is None else f"{g.production:.4f}"
+    rows: list[tuple[str, object]] = [
+        ("reason", g.reason),
+        ("decided on", g.decided_on),
+        ("metric", g.metric),
+        ("held-out split: candidate", f"{g.candidate:.4f}"),
+        ("held-out split: production (its own)", production),
+        ("production version", g.production_version or "none"),
+        ("margin", g.margin),
+    ]
+    if g.feedback_rows:
+        rows += [
+            ("recent labelled feedback: rows", g.feedback_rows),
+            ("recent labelled feedback: candidate", _score(g.feedback_candidate)),
+            ("recent labelled feedback: production", _score(g.feedback_production)),
+        ]
+    return rows
+
+
+def _score(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4f}"
+
+
 def _source_rows(m: ModelMetadata) -> list[tuple[str, object]]:
     """A registered version: the file it came from (it was fitted elsewhere)."""
     if m.source is None:
@@ -166,8 +284,9 @@ def _source_rows(m: ModelMetadata) -> list[tuple[str, object]]:
     ]
 
 
-def render_card(metadata: ModelMetadata) -> str:
-    """The model card of one version as a complete HTML document."""
+def render_card(metadata: ModelMetadata, quality: list[dict] | None = None) -> str:
+    """The model card of one version as a complete HTML document; ``quality``: its
+    live-quality history (core/quality.py)."""
     m = metadata
     title = f"{m.name} v{m.version}"
     overview = _rows(
@@ -187,6 +306,7 @@ def render_card(metadata: ModelMetadata) -> str:
             ("artifact", f"{m.artifact_file} ({m.artifact_format})"),
             ("artifact sha256", m.artifact_sha256),
             ("data fingerprint (sha256)", m.data_fingerprint or "none"),
+            *_data_rows(m),
             *_source_rows(m),
         ]
     )
@@ -198,21 +318,10 @@ def render_card(metadata: ModelMetadata) -> str:
         gate = "<p>No gate decision recorded.</p>"
     else:
         g = m.gate
-        production = "none" if g.production is None else f"{g.production:.4f}"
         gate = (
-            f'<p class="{_e(g.decision)}">{_e(g.decision)}</p><table>'
-            + _rows(
-                [
-                    ("reason", g.reason),
-                    ("metric", g.metric),
-                    ("candidate", f"{g.candidate:.4f}"),
-                    ("production", production),
-                    ("production version", g.production_version or "none"),
-                    ("margin", g.margin),
-                ]
-            )
-            + "</table>"
+            f'<p class="{_e(g.decision)}">{_e(g.decision)}</p><table>{_rows(_gate_rows(g))}</table>'
         )
+
     matrix = (
         f'<div class="matrix">{confusion_svg(m.confusion_matrix, m.classes)}</div>'
         if m.confusion_matrix
@@ -224,6 +333,7 @@ def render_card(metadata: ModelMetadata) -> str:
         f"<h1>Model card: {_e(title)}</h1>"
         f"<h2>Overview</h2><table>{overview}</table>"
         f"<h2>Promotion gate</h2>{gate}"
+        f"<h2>Live quality (labelled feedback)</h2>{_quality_section(quality or [])}"
         f"<h2>Metrics ({_e(where)})</h2><table>{metrics}</table>"
         f"<h2>Confusion matrix ({_e(where)})</h2>{matrix}"
         f"<h2>Features</h2><table><tr><th>name</th><th>type</th></tr>{features}</table>"
@@ -234,9 +344,10 @@ def render_card(metadata: ModelMetadata) -> str:
 
 
 def write_card(store: ModelStore, version: int) -> ModelMetadata:
-    """(Re)write ``card.html`` of ``version`` from its current metadata."""
+    """(Re)write ``card.html`` of ``version`` from its current metadata and live quality."""
     meta = store.metadata(version)
-    store.write_file(version, CARD_FILE, render_card(meta).encode("utf-8"))
+    quality = read_history(store, version)
+    store.write_file(version, CARD_FILE, render_card(meta, quality).encode("utf-8"))
     return meta
 
 

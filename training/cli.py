@@ -36,10 +36,19 @@ def cmd_train(args, settings: Settings, store) -> None:
     progress = StepPrinter(sys.stderr) if shown else None
     with single_flight(settings, store.model_name) as (result, lease):
         outcome = run_training(
-            settings, store, progress, trainer=args.trainer, lease=lease, actor=_actor()
+            settings,
+            store,
+            progress,
+            trainer=args.trainer,
+            lease=lease,
+            actor=_actor(),
+            force=args.force,
         )
         result.update(outcome.to_dict())
-    _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
+    if outcome.version is None:
+        _out(f"{outcome.model_name} {outcome.decision}: {outcome.reason}")
+    else:
+        _out(f"{outcome.model_name} v{outcome.version} {outcome.decision}: {outcome.reason}")
 
 
 def cmd_register(args, settings: Settings, store) -> None:
@@ -157,11 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train, register a new version, promote it if the gate passes",
-        description="Train with the configured trainer, register a new version, and promote "
-        "it when its metric beats production by the configured margin.",
+        description="Train with the configured trainer on its data and the labelled feedback "
+        "so far, register a new version, and promote it when it beats production by the "
+        "configured margin. Skipped when the data and the recipe are those of the production "
+        "or the newest version (nothing new to learn), unless --force.",
     )
     train.add_argument(
         "--trainer", metavar="NAME", help="trainer to use instead of training.trainer"
+    )
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when there is nothing new to learn (a new version of the same model)",
     )
     train.add_argument(
         "--progress",

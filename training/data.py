@@ -27,6 +27,7 @@ class Split:
     X_test: np.ndarray
     y_train: np.ndarray
     y_test: np.ndarray
+    test_index: np.ndarray | None = None  # positions of the test rows in the data set
 
 
 def fingerprint(X: np.ndarray, y: np.ndarray, feature_names: list[str]) -> str:

@@ -1,11 +1,20 @@
 """Promotion gate: a candidate replaces production only if it is at least as good plus a margin.
 
-Metrics are the ones each version recorded on its own held-out split. A candidate whose
-feature names differ from production's is rejected: the gateway validates requests against
-the production schema, so such a switch must be an explicit ``python -m training promote``.
+Two comparisons. Each version's metric on its own held-out split, as recorded: the only one
+before feedback exists, but not a fair one once the data moves (the candidate is judged on
+data the production model never saw, and the other way round). And both models on the same
+rows: the most recent labelled feedback the candidate did not train on (training/pipeline.py
+takes it from the candidate's held-out split); from ``feedback.gate_min_rows`` such rows it
+decides, and the held-out comparison is kept beside it (the model card shows both).
+
+A candidate whose feature names differ from production's is rejected: the gateway validates
+requests against the production schema, so such a switch must be an explicit
+``python -m training promote``.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from core.store import GateDecision, ModelMetadata
 
@@ -13,13 +22,58 @@ from core.store import GateDecision, ModelMetadata
 TOLERANCE = 1e-9
 
 
+@dataclass(frozen=True)
+class FeedbackScores:
+    """Candidate and production on the same recent labelled rows."""
+
+    rows: int
+    candidate: float
+    production: float | None  # None: no production model could score them
+
+
 def decide(
     candidate: ModelMetadata,
     production: ModelMetadata | None,
     metric: str,
     margin: float = 0.0,
+    feedback: FeedbackScores | None = None,
+    min_rows: int = 1,
 ) -> GateDecision:
-    """Promote or reject ``candidate`` against the current ``production`` version."""
+    """Promote or reject ``candidate`` against the current ``production`` version: on recent
+    ``feedback`` when it has ``min_rows`` rows both scored, else on the held-out splits."""
+    decision = _held_out(candidate, production, metric, margin)
+    if feedback is None:
+        return decision
+    decision = decision.model_copy(
+        update={
+            "feedback_rows": feedback.rows,
+            "feedback_candidate": feedback.candidate,
+            "feedback_production": feedback.production,
+        }
+    )
+    if production is None or production.feature_names != candidate.feature_names:
+        return decision
+    if feedback.production is None or feedback.rows < min_rows:
+        note = f" ({feedback.rows} recent labelled rows: fewer than {min_rows})"
+        return decision.model_copy(update={"reason": decision.reason + note})
+    passed = feedback.candidate + TOLERANCE >= feedback.production + float(margin)
+    sign = ">=" if passed else "<"
+    return decision.model_copy(
+        update={
+            "decision": "promoted" if passed else "rejected",
+            "decided_on": "recent feedback",
+            "reason": (
+                f"on the {feedback.rows} most recent labelled rows: {metric} "
+                f"{feedback.candidate:.4f} {sign} production {feedback.production:.4f} + margin "
+                f"{float(margin):g} (held-out split: {decision.reason})"
+            ),
+        }
+    )
+
+
+def _held_out(
+    candidate: ModelMetadata, production: ModelMetadata | None, metric: str, margin: float
+) -> GateDecision:
     if metric not in candidate.metrics:
         raise ValueError(f"candidate has no {metric!r} metric")
     score = float(candidate.metrics[metric])

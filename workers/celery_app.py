@@ -114,6 +114,13 @@ def _watch_failover(sender, **_kwargs) -> None:
     start_watch(runtime_module.app_settings(), str(getattr(sender, "hostname", sender)))
 
 
+def _start_flusher(**_kwargs) -> None:
+    """The main process moves prediction logs and labels to the store (workers/flusher.py)."""
+    from workers.flusher import start_flusher
+
+    start_flusher(runtime_module.app_settings())
+
+
 def _freeze_main_heap(**_kwargs) -> None:
     freeze_startup_heap()  # core/heap.py; children freeze theirs in _start_child
 
@@ -151,6 +158,7 @@ SIGNAL_HANDLERS = (
     (signals.worker_ready, _serve_metrics),
     (signals.worker_ready, _renew_held_messages),
     (signals.worker_ready, _watch_failover),
+    (signals.worker_ready, _start_flusher),
     (signals.worker_ready, _freeze_main_heap),
     (signals.worker_ready, _start_inline_pool),
     (signals.worker_process_shutdown, _forget_child_metrics),

@@ -51,10 +51,12 @@ def run_retrain(
     model: str | None = None,
     trigger: str = MANUAL,
     trigger_detail: dict | None = None,
+    force: bool = False,
 ) -> dict:
     """Train, gate and maybe promote ``model`` (None: the default model); ``skipped`` when
-    another training of that model holds its lock. ``trigger``: why (core/single_flight.py),
-    kept in the new version's metadata."""
+    another training of that model holds its lock, or (unless ``force``) when there is
+    nothing new to learn. ``trigger`` (core/single_flight.py TRIGGERS) and its detail go in
+    the version."""
     settings = rt.settings
     ttl = settings.api.jobs_ttl_seconds
     store = rt.cache_for(model).store
@@ -90,6 +92,7 @@ def run_retrain(
             actor=f"job {job_id} ({_requester(rt.redis, job_id)})",
             trigger=trigger,
             trigger_detail=trigger_detail,
+            force=force,
         )
     result = outcome.to_dict()
     logger.info("retrain {} finished: {}", job_id, result.get("decision"))

@@ -67,6 +67,7 @@ def _predict_batch(task, rt, jobs: list[dict]) -> dict:
         metrics=worker_metrics(),
         version=first.get("version"),
         tracer=rt.tracer,
+        settings=rt.settings,
     )
     # One line per message (not per job: that would cost more than the prediction),
     # carrying every job's ids so one grep follows a prediction from the gateway.
@@ -138,6 +139,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         model: str | None = None,
         trigger: str = MANUAL,
         trigger_detail: dict | None = None,
+        force: bool = False,
     ) -> dict:
         def progress(step: str, percent: int, detail: str) -> None:
             meta = {"step": step, "percent": percent, "detail": detail}
@@ -146,7 +148,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         rt = runtime()
         name = model or rt.settings.default_model
         detail = trigger_detail if isinstance(trigger_detail, dict) else None  # from a message
-        why = {"trigger": str(trigger), "trigger_detail": detail}
+        why = {"trigger": str(trigger), "trigger_detail": detail, "force": bool(force)}
         if rt.tracer is None:
             return _retrain(self, rt, name, model, progress, why)
         with rt.tracer.span(

@@ -37,8 +37,7 @@ class Admission:
 
     def check(self) -> None:
         """Raise TooManyRequests (429) or OutOfMemoryError (503) when a job must wait."""
-        if self.maxmemory and self.used_memory >= MEMORY_REFUSE * self.maxmemory:
-            raise redis.exceptions.OutOfMemoryError("Redis is near maxmemory (OOM headroom)")
+        self.check_memory()
         if self.queue_depth >= self.max_queue_depth:
             self._refuse(
                 f"the predict queue holds {self.queue_depth} messages "
@@ -49,6 +48,12 @@ class Admission:
                 f"the predict queue holds {self.queue_bytes / MIB:.1f} MiB "
                 f"(limit {self.max_queue_bytes / MIB:.1f} MiB)"
             )
+
+    def check_memory(self) -> None:
+        """The memory part of :meth:`check`, for writes other than predict jobs (feedback):
+        503 near maxmemory, 429 past the backpressure share."""
+        if self.maxmemory and self.used_memory >= MEMORY_REFUSE * self.maxmemory:
+            raise redis.exceptions.OutOfMemoryError("Redis is near maxmemory (OOM headroom)")
         if self.maxmemory and self.used_memory >= self.memory_backpressure * self.maxmemory:
             self._refuse(
                 f"Redis holds {self.used_memory / self.maxmemory:.0%} of its maxmemory "

@@ -66,9 +66,10 @@ class Stack:
         return self
 
     def train(self, *args: str, on: Sequence[str] = (), **env: str) -> subprocess.CompletedProcess:
-        """`python -m training train` (or another CLI command) against this stack's store."""
+        """`python -m training train --force` (or another CLI command) against this stack's
+        store: a new version each time, as these tests want, even with nothing new to learn."""
         return subprocess.run(
-            [*on, sys.executable, "-m", "training", *(args or ("train",))],
+            [*on, sys.executable, "-m", "training", *(args or ("train", "--force"))],
             cwd=ROOT,
             env=self.env(**env),
             capture_output=True,

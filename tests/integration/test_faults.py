@@ -533,7 +533,7 @@ def skops(tmp_path_factory):
 
 
 def test_skops_artifacts_train_and_serve_end_to_end(skops):
-    trained = skops.train("train")
+    trained = skops.train("train", "--force")
     assert trained.returncode == 0, trained.stderr
     store = skops.store()
     version = max(store.versions())
@@ -727,7 +727,7 @@ def test_a_retrain_three_visibility_timeouts_long_is_delivered_once(tmp_path, te
         ]
         versions_before = stack.store().versions()
         with stack.admin() as admin:
-            response = admin.post("/retrain")
+            response = admin.post("/retrain", params={"force": "true"})
             assert response.status_code == 202, response.text
             job_id = response.json()["job_id"]
             started = time.monotonic()

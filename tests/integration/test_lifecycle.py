@@ -83,7 +83,7 @@ def production(stack: Stack) -> int | None:
 
 def retrain(stack: Stack) -> str:
     with stack.admin() as admin:
-        response = admin.post("/retrain")
+        response = admin.post("/retrain", params={"force": "true"})  # a new version each time
     assert response.status_code == 202, response.text
     return response.json()["job_id"]
 

@@ -143,7 +143,7 @@ def test_a_request_for_an_unknown_model_is_404_and_queues_nothing(two):
 
 
 def test_promote_and_rollback_of_one_model_leave_the_other_untouched(two):
-    trained = two.train("train", "--model", "penguins")
+    trained = two.train("train", "--model", "penguins", "--force")
     assert trained.returncode == 0, trained.stderr
     with two.admin() as admin:
         versions = [v["version"] for v in admin.get("/models/penguins").json()["versions"]]
@@ -213,11 +213,11 @@ def test_two_models_retrain_at_once_each_once_under_load(two):
             answers = list(
                 pool.map(
                     admin.post,
-                    [
-                        "/retrain",
-                        "/models/penguins/retrain",
-                        "/models/iris/retrain",
-                        "/models/penguins/retrain",
+                    [  # the same data: forced, to make new versions
+                        "/retrain?force=true",
+                        "/models/penguins/retrain?force=true",
+                        "/models/iris/retrain?force=true",
+                        "/models/penguins/retrain?force=true",
                     ],
                 )
             )

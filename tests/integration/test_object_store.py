@@ -56,7 +56,7 @@ def test_train_serve_retrain_promote_from_the_bucket_then_the_bucket_vanishes(
     with running(stack, start):
         assert predict_version(stack) == 1
         with stack.admin() as admin:
-            job = admin.post("/retrain").json()["job_id"]
+            job = admin.post("/retrain", params={"force": "true"}).json()["job_id"]
             assert poll_job(admin, job, timeout=120)["status"] == "SUCCESS"
             assert admin.post("/models/2/promote").status_code == 200
             wait_until(lambda: served(stack) == {2}, 30, "the worker on v2")

@@ -109,7 +109,7 @@ def test_a_retrain_moves_the_retrain_and_model_metrics(observed):
     stack, worker_url = observed
     gateway_before, worker_before = stack.metrics(), scrape(worker_url)
     with stack.admin() as admin:
-        accepted = admin.post("/retrain")
+        accepted = admin.post("/retrain", params={"force": "true"})
         assert accepted.status_code == 202, accepted.text
         job = poll_job(admin, accepted.json()["job_id"], timeout=120)
     assert job["status"] == "SUCCESS", job

@@ -229,7 +229,7 @@ def test_retrain_promotes_a_version_the_running_worker_serves(stack):
     worker = stack.services["worker0"]
     pid = worker.pid
     with stack.admin() as admin:
-        response = admin.post("/retrain")
+        response = admin.post("/retrain", params={"force": "true"})  # the same data: forced
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
         assert response.headers["location"] == f"/jobs/{job_id}"

@@ -18,6 +18,7 @@ from app.api.deps import AdminScope, GatewayDep, PredictScope
 from app.responses import JSONResponse
 from app.schemas import ERROR_RESPONSES, ErrorPublic
 from app.services.catalog import ModelCatalog
+from app.services.feedback import live_quality
 from app.services.monitoring import card_section, latest, view, with_drift
 from app.services.workers import QUEUES, consumers, live_workers, unserved
 from app.state import Gateway
@@ -64,7 +65,13 @@ def _model_settings(gateway: Gateway, name: str) -> dict:
     if model is None:  # found in the store (registered), not in the settings
         return {"queue": gateway.queue_of(name), "trainer": None, "retrain_cron": None}
     cron = model.schedule.retrain_cron if model.schedule.retrain_enabled else None
-    return {"queue": gateway.queue_of(name), "trainer": model.trainer, "retrain_cron": cron}
+    return {
+        "queue": gateway.queue_of(name),
+        "trainer": model.trainer,
+        "retrain_cron": cron,
+        "metric": model.metric,
+        "retrain_after_labels": model.feedback.retrain_after_labels or None,
+    }
 
 
 @router.get("", responses={**ERROR_RESPONSES})
@@ -182,9 +189,14 @@ async def rollback(gateway: GatewayDep, principal: AdminScope) -> JSONResponse:
 # A named model's routes: /models/{name}...
 @router.get("/{name}", responses={**NOT_FOUND, **ERROR_RESPONSES})
 async def get_model(gateway: GatewayDep, _: PredictScope, name: Name) -> JSONResponse:
-    """One model: its versions with metrics and gate decisions, production, queue, trainer."""
+    """One model: its versions with metrics, gate decisions and live quality (over the last
+    labelled predictions: POST /models/{name}/feedback), production, queue, trainer."""
     catalog = gateway.catalogs.get(name)
-    return JSONResponse({**await _versions(catalog), **_model_settings(gateway, name)})
+    found = await _versions(catalog)
+    quality = await live_quality(gateway.redis, catalog.name)
+    for version in found["versions"]:
+        version["live_quality"] = quality.get(version["version"])
+    return JSONResponse({**found, **_model_settings(gateway, name)})
 
 
 @router.get("/{name}/monitoring", responses={**NOT_FOUND, **ERROR_RESPONSES})

@@ -73,7 +73,7 @@ def wait_seconds(query: float | None, prefer: str | None, ceiling: float) -> flo
     return min(query or 0.0, ceiling)
 
 
-def _check_json(request: Request) -> None:
+def check_json(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
@@ -103,7 +103,7 @@ async def serve(request: Request) -> Response:
     catalog = gateway.catalogs.get(request.path_params.get("name"))
     api = gateway.settings.api
     principal = gateway.keys.authorize(request.headers.get(API_KEY), "predict")
-    _check_json(request)
+    check_json(request)
     timeout = _wait_param(request, api.max_wait_seconds)
     key = idempotency_header(request)
     body = await read_body(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from app.api.deps import AdminScope, GatewayDep
 from app.errors import Conflict
@@ -27,7 +27,13 @@ RESPONSES = {
 }
 
 
-async def _retrain(gateway: Gateway, principal, name: str) -> JSONResponse:
+Force = Annotated[
+    bool,
+    Query(description="Train even with nothing new to learn (the same data and settings)"),
+]
+
+
+async def _retrain(gateway: Gateway, principal, name: str, force: bool) -> JSONResponse:
     catalog = gateway.catalogs.get(name)  # 404 for a model not served
     if catalog.name not in gateway.settings.models:
         raise Conflict(
@@ -42,6 +48,8 @@ async def _retrain(gateway: Gateway, principal, name: str) -> JSONResponse:
         requested_by=f"api key {principal.fingerprint}",
         ttl=gateway.settings.api.jobs_ttl_seconds,
         owner=principal.owner,
+        trigger="manual",
+        force=force,
     )
     tracer = gateway.tracer
     if tracer is None:
@@ -57,10 +65,11 @@ async def _retrain(gateway: Gateway, principal, name: str) -> JSONResponse:
 
 
 @router.post("/retrain", status_code=202, response_model=JobAccepted, responses=RESPONSES)
-async def retrain(gateway: GatewayDep, principal: AdminScope) -> JSONResponse:
-    """Retrain the default model, gate and maybe promote; while one is queued or runs, the
+async def retrain(gateway: GatewayDep, principal: AdminScope, force: Force = False) -> JSONResponse:
+    """Retrain the default model on its data and the feedback so far, gate and maybe promote
+    (skipped with nothing new to learn, unless `force`); while one is queued or runs, the
     same job id."""
-    return await _retrain(gateway, principal, gateway.catalogs.default_name)
+    return await _retrain(gateway, principal, gateway.catalogs.default_name, force)
 
 
 @router.post(
@@ -70,7 +79,8 @@ async def retrain_model(
     gateway: GatewayDep,
     principal: AdminScope,
     name: Annotated[str, Path(pattern=MODEL_NAME, description="A served model's name")],
+    force: Force = False,
 ) -> JSONResponse:
-    """Retrain the model `name`, gate and maybe promote; while one of that model is queued or
+    """Retrain the model `name` (as POST /retrain); while one of that model is queued or
     runs, the same job id (two models may train at once)."""
-    return await _retrain(gateway, principal, name)
+    return await _retrain(gateway, principal, name, force)

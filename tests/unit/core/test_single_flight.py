@@ -125,7 +125,7 @@ def test_renewing_releases_when_the_work_fails(redis_client):
 def test_the_queued_message_is_a_celery_retrain_task(redis_client):
     request_retrain(redis_client, "iris", requested_by="a", ttl=HOUR)
     envelope, (args, kwargs, _embed) = decode_message(redis_client.lrange(TRAIN_QUEUE, 0, -1)[0])
-    assert (args, kwargs) == (["iris"], {"trigger": "manual"})  # the model, and why
+    assert (args, kwargs) == (["iris"], {"trigger": "manual", "force": False})  # the model, and why
     assert envelope["properties"]["delivery_info"]["routing_key"] == TRAIN_QUEUE
 
 
@@ -135,7 +135,21 @@ def test_the_message_carries_the_trigger_and_its_detail(redis_client):
         redis_client, "iris", "drift monitoring", HOUR, trigger="drift", trigger_detail=detail
     )
     _, (args, kwargs, _embed) = decode_message(redis_client.lrange(TRAIN_QUEUE, 0, -1)[0])
-    assert (args, kwargs) == (["iris"], {"trigger": "drift", "trigger_detail": detail})
+    assert (args, kwargs) == (
+        ["iris"],
+        {"trigger": "drift", "trigger_detail": detail, "force": False},
+    )
+
+
+def test_the_trigger_and_force_travel_with_the_job(redis_client):
+    job_id, _ = request_retrain(
+        redis_client, "iris", requested_by="labels trigger", ttl=HOUR, trigger="labels", force=True
+    )
+    _, (_args, kwargs, _embed) = decode_message(redis_client.lrange(TRAIN_QUEUE, 0, -1)[0])
+    assert kwargs == {"trigger": "labels", "force": True}
+    assert orjson.loads(redis_client.get(job_key(job_id)))["trigger"] == "labels"
+    with pytest.raises(ValueError, match="unknown retrain trigger"):
+        request_retrain(redis_client, "iris", requested_by="a", ttl=HOUR, trigger="whim")
 
 
 def test_a_traced_request_carries_its_traceparent_in_the_message_headers(redis_client):

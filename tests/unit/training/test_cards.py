@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+from core.quality import append_history
 from core.settings import get_settings
-from core.store import GateDecision, ModelMetadata, open_store
+from core.store import DataPart, DataVersion, GateDecision, ModelMetadata, open_store
 from tests.factories import metadata
-from training.cards import card_path, confusion_svg, render_card, write_card
+from training.cards import card_path, confusion_svg, quality_svg, render_card, write_card
 from training.pipeline import run_training
 
 SHOWN = {
@@ -88,3 +89,51 @@ def test_training_card_shows_the_reference_profile_and_the_trigger():
 def test_training_card_of_a_version_without_a_profile():
     page = render_card(meta())
     assert "No reference profile" in page and "not recorded" in page
+
+
+def test_the_card_shows_both_gate_comparisons_and_the_data_version():
+    gate = SHOWN["gate"].model_copy(
+        update={"feedback_rows": 40, "feedback_candidate": 0.875, "feedback_production": 0.25,
+                "decided_on": "recent feedback"}
+    )  # fmt: skip
+    data = DataVersion(
+        base=DataPart(fingerprint="b" * 64, rows=150, source="iris"),
+        feedback=DataPart(fingerprint="c" * 64, rows=40, until="2026-01-02T03:04:05+00:00"),
+    )
+    page = render_card(meta(gate=gate, data=data, trigger="labels"))
+    assert "held-out split: candidate" in page and "0.5000" in page and "0.9000" in page
+    assert "recent labelled feedback: candidate" in page and "0.8750" in page
+    assert "0.2500" in page and "recent feedback" in page
+    assert "b" * 64 in page and "c" * 64 in page and "2026-01-02T03:04:05" in page
+    assert "labels" in page
+
+
+def test_the_live_quality_chart_draws_each_metric_over_time():
+    points = [
+        {"at": 1000.0 + i * 60, "labelled": 10 + i, "accuracy": a, "f1_macro": a / 2,
+         "balanced_accuracy": a}
+        for i, a in enumerate([0.5, 0.75, 1.0])
+    ]  # fmt: skip
+    svg = quality_svg(points)
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert svg.count("<polyline") == 3 and svg.count("<circle") == 9
+    # accuracy from 0.5 to 1.0: its y falls from the middle to the top of the plot
+    accuracy = re.search(r'stroke="#1f5fbf" stroke-width="2" points="([^"]+)"', svg).group(1)
+    ys = [float(pair.split(",")[1]) for pair in accuracy.split()]
+    assert ys[0] > ys[1] > ys[2]
+    page = render_card(meta(), points)
+    assert "Live quality" in page and "12" in page and "1.0000" in page
+    assert not re.search(r"(src|href)=", page)
+
+
+def test_a_card_without_labels_says_how_to_send_them():
+    assert "No labelled predictions yet" in render_card(meta())
+
+
+def test_write_card_draws_the_stored_history():
+    settings = get_settings()
+    store = open_store(settings)
+    version = run_training(settings).version
+    append_history(store, version, {"at": 1.0, "labelled": 3, "accuracy": 0.25})
+    write_card(store, version)
+    assert "0.2500" in card_path(store, version).read_text()

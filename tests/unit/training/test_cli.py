@@ -70,7 +70,7 @@ def test_cli_happy_path():
     assert first.returncode == 0, first.stderr
     assert "iris v1 promoted" in first.stdout
     assert "fitting" not in first.stderr  # stderr is a pipe here: no progress unless asked
-    run_training(get_settings())  # v2, in-process: one subprocess train is proof enough
+    run_training(get_settings(), force=True)  # v2, in-process: one subprocess train is proof enough
     listing = cli("list")
     assert listing.returncode == 0
     header, *rows, legend = listing.stdout.splitlines()
@@ -88,6 +88,16 @@ def test_cli_happy_path():
     assert card.returncode == 0
     path = Path(card.stdout.strip())
     assert path.name == "card.html" and "iris v1" in path.read_text()
+
+
+def test_cli_train_twice_on_the_same_data_says_nothing_new_to_learn():
+    assert cli("train").returncode == 0
+    again = cli("train")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("iris skipped: nothing new to learn: v1 (production)")
+    assert open_store(get_settings()).versions() == [1]
+    forced = cli("train", "--force")
+    assert forced.stdout.startswith("iris v2 promoted")
 
 
 def test_cli_train_with_progress_shows_each_step_on_stderr():
@@ -263,10 +273,10 @@ def mistakes(tmp_path_factory):
         mp.setenv("MLOPS_ENV", "testing")
         mp.setenv("MLOPS_ARTIFACTS_DIR", str(base))
         reset_settings()
-        run_training(get_settings())  # v1: production
+        run_training(get_settings(), force=True)  # v1: production
         mp.setenv("MLOPS_TRAINING__PROMOTION_MARGIN", "0.9")
         reset_settings()
-        assert not run_training(get_settings()).promoted  # v2: rejected by the gate
+        assert not run_training(get_settings(), force=True).promoted  # v2: rejected by the gate
     reset_settings()
     runs = {}
     for name, case in CASES.items():

@@ -18,7 +18,7 @@ from training.serialization import load_model
 def test_training_first_run_registers_and_promotes():
     settings = get_settings()
     steps: list[tuple[str, int, str]] = []
-    outcome = run_training(settings, progress=lambda *report: steps.append(report))
+    outcome = run_training(settings, progress=lambda *report: steps.append(report), force=True)
     assert [s for s, _, _ in steps] == list(STEPS)
     assert [p for _, p, _ in steps] == sorted(p for _, p, _ in steps) and steps[-1][1] == 100
     details = {step: detail for step, _, detail in steps}
@@ -48,20 +48,20 @@ def test_training_first_run_registers_and_promotes():
 
 
 def test_training_outcome_to_dict_is_json_safe():
-    outcome = run_training(get_settings())
+    outcome = run_training(get_settings(), force=True)
     data = outcome.to_dict()
     assert json.loads(json.dumps(data)) == data
     assert set(data) == {
         "model_name", "version", "decision", "promoted", "metric", "candidate",
-        "production", "production_version", "margin", "reason", "metrics",
+        "production", "production_version", "margin", "reason", "metrics", "trigger", "data",
     }  # fmt: skip
     assert isinstance(outcome, TrainingOutcome)
 
 
 def test_training_rejected_run_keeps_production(monkeypatch):
-    run_training(get_settings())
+    run_training(get_settings(), force=True)
     settings = settings_with(monkeypatch, TRAINING__PROMOTION_MARGIN="0.5")
-    outcome = run_training(settings)
+    outcome = run_training(settings, force=True)
     assert outcome.version == 2 and not outcome.promoted and outcome.decision == "rejected"
     assert outcome.production_version == 1 and outcome.production is not None
     store = open_store(settings)
@@ -71,8 +71,8 @@ def test_training_rejected_run_keeps_production(monkeypatch):
 
 
 def test_training_equal_second_run_promotes_and_keeps_history():
-    run_training(get_settings())
-    outcome = run_training(get_settings())
+    run_training(get_settings(), force=True)
+    outcome = run_training(get_settings(), force=True)
     assert outcome.promoted and outcome.production_version == 1
     assert open_store(get_settings()).aliases().history == [1]
 
@@ -82,7 +82,7 @@ def test_training_csv_trainer_with_skops(monkeypatch):
         monkeypatch, DEFAULT_MODEL="penguins", TRAINING__TRAINER="csv",
         TRAINING__ARTIFACT_FORMAT="skops", TRAINING__METRIC="f1_macro",
     )  # fmt: skip
-    outcome = run_training(settings)
+    outcome = run_training(settings, force=True)
     assert outcome.model_name == "penguins" and outcome.metric == "f1_macro"
     meta, model = load_model(open_store(settings), outcome.version, settings)
     assert meta.artifact_file == "model.skops" and meta.trainer == "csv"
@@ -91,7 +91,7 @@ def test_training_csv_trainer_with_skops(monkeypatch):
 
 def test_training_trainer_override_argument(monkeypatch):
     settings = settings_with(monkeypatch, DEFAULT_MODEL="penguins")
-    outcome = run_training(settings, trainer="csv")
+    outcome = run_training(settings, trainer="csv", force=True)
     assert open_store(settings).metadata(outcome.version).trainer == "csv"
 
 
@@ -113,12 +113,12 @@ def test_training_trainer_override_argument(monkeypatch):
     ],
 )
 def test_training_failed_run_changes_nothing(monkeypatch, env, error, message):
-    run_training(get_settings())
+    run_training(get_settings(), force=True)
     store = open_store(get_settings())
     before = (store.versions(), store.aliases())
     settings = settings_with(monkeypatch, **env)
     with pytest.raises(error, match=message):
-        run_training(settings)
+        run_training(settings, force=True)
     assert (store.versions(), store.aliases()) == before
 
 
@@ -132,7 +132,7 @@ def test_training_unloadable_artifact_is_not_registered(monkeypatch):
     monkeypatch.setattr(pipeline, "loads_model", refuse)
     settings = settings_with(monkeypatch, TRAINING__ARTIFACT_FORMAT="skops")
     with pytest.raises(TrainingError, match=r"cannot be saved as skops.*not trusted"):
-        run_training(settings)
+        run_training(settings, force=True)
     assert open_store(settings).versions() == []
 
 
@@ -140,4 +140,4 @@ def test_training_broken_progress_callback_does_not_break_the_run():
     def progress(step, pct, detail):
         raise RuntimeError("broker down")
 
-    assert run_training(get_settings(), progress=progress).promoted
+    assert run_training(get_settings(), progress=progress, force=True).promoted

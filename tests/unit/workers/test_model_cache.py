@@ -49,7 +49,7 @@ def cache(store, loader):
 
 
 def train() -> int:
-    return run_training(get_settings()).version
+    return run_training(get_settings(), force=True).version
 
 
 def artifact(store, version: int):

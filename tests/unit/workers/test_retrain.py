@@ -36,7 +36,7 @@ def make_runtime(settings=None) -> Runtime:
 
 @pytest.fixture
 def rt() -> Runtime:
-    run_training(get_settings())  # v1 in production
+    run_training(get_settings(), force=True)  # v1 in production
     runtime = make_runtime()
     assert runtime.cache.current().version == 1
     return runtime
@@ -48,7 +48,9 @@ def with_env(monkeypatch, **env: str) -> Runtime:
 
 def test_promoted_retrain_is_served_at_once_and_releases_the_lock(rt):
     steps = []
-    result = run_retrain(rt, "job-1", lambda step, percent, _: steps.append((step, percent)))
+    result = run_retrain(
+        rt, "job-1", lambda step, percent, _: steps.append((step, percent)), force=True
+    )
     assert result["decision"] == "promoted" and result["promoted"] is True
     assert result["version"] == 2 and result["production_version"] == 1
     assert result["candidate"] == result["production"]  # same data: equal scores pass
@@ -61,7 +63,7 @@ def test_promoted_retrain_is_served_at_once_and_releases_the_lock(rt):
 
 def test_rejected_retrain_reports_both_metrics_and_margin(rt, monkeypatch):
     rt = with_env(monkeypatch, TRAINING__PROMOTION_MARGIN="0.5")
-    result = run_retrain(rt, "job-2")
+    result = run_retrain(rt, "job-2", force=True)
     assert result["decision"] == "rejected" and result["promoted"] is False
     assert result["margin"] == 0.5
     assert result["metric"] == "accuracy"
@@ -73,7 +75,7 @@ def test_rejected_retrain_reports_both_metrics_and_margin(rt, monkeypatch):
 
 def test_skipped_while_another_training_holds_the_lock(rt):
     rt.redis.set(RETRAIN_LOCK_KEY, "job-running", px=60_000)
-    result = run_retrain(rt, "job-beat")
+    result = run_retrain(rt, "job-beat", force=True)
     assert result == {
         "decision": "skipped",
         "reason": "training job job-running is already running",
@@ -87,7 +89,7 @@ def test_runs_when_the_gateway_took_the_lock_for_this_job(rt):
     rt.redis.set(RETRAIN_LOCK_KEY, "job-api", px=60_000)
     record = {"job_id": "job-api", "kind": "train", "status": "PENDING", "requested_by": "x"}
     rt.redis.set(job_key("job-api"), orjson.dumps(record))
-    assert run_retrain(rt, "job-api")["decision"] == "promoted"
+    assert run_retrain(rt, "job-api", force=True)["decision"] == "promoted"
     assert rt.redis.get(RETRAIN_LOCK_KEY) is None
     assert orjson.loads(rt.redis.get(job_key("job-api")))["requested_by"] == "x"  # not replaced
 
@@ -95,7 +97,7 @@ def test_runs_when_the_gateway_took_the_lock_for_this_job(rt):
 def test_failed_training_releases_the_lock_and_changes_nothing(rt, monkeypatch):
     rt = with_env(monkeypatch, TRAINING__TRAINER="csv", TRAINING__CSV__PATH="/nonexistent/data.csv")
     with pytest.raises(TrainingError, match="data file not found"):
-        run_retrain(rt, "job-3")
+        run_retrain(rt, "job-3", force=True)
     assert rt.redis.get(RETRAIN_LOCK_KEY) is None
     assert rt.store.versions() == [1] and rt.store.production_version() == 1
 
@@ -117,7 +119,7 @@ def test_retrain_task_reports_progress_through_update_state(rt, monkeypatch):
     monkeypatch.setattr(tasks_module, "runtime", lambda: rt)
     task.push_request(id="job-task")
     try:
-        result = task.run()
+        result = task.run(force=True)
     finally:
         task.pop_request()
     assert result["decision"] == "promoted"
@@ -153,7 +155,7 @@ def test_progress_reporter_failure_does_not_fail_the_run(rt):
     def broken(step, percent, detail):
         raise ConnectionError("result backend down")
 
-    assert run_retrain(rt, "job-4", broken)["decision"] == "promoted"
+    assert run_retrain(rt, "job-4", broken, force=True)["decision"] == "promoted"
     assert rt.redis.get(RETRAIN_LOCK_KEY) is None
 
 
@@ -161,7 +163,7 @@ def test_progress_reporter_failure_does_not_fail_the_run(rt):
 def test_a_retrain_that_killed_its_worker_too_often_ends_in_failure(rt):
     max_retries = rt.settings.worker.max_retries_on_crash
     rt.redis.set(attempts_key("job-oom"), max_retries + 1)  # this delivery is one too many
-    result = run_retrain(rt, "job-oom")
+    result = run_retrain(rt, "job-oom", force=True)
     assert result["decision"] == "failed"
     record = orjson.loads(rt.redis.get(job_key("job-oom")))
     assert record["status"] == "FAILURE"
@@ -172,7 +174,7 @@ def test_a_retrain_that_killed_its_worker_too_often_ends_in_failure(rt):
 
 
 def test_each_start_counts_an_attempt(rt):
-    run_retrain(rt, "job-5")
+    run_retrain(rt, "job-5", force=True)
     assert int(rt.redis.get(attempts_key("job-5"))) == 1
     assert 0 < rt.redis.ttl(attempts_key("job-5")) <= rt.settings.api.jobs_ttl_seconds
 
@@ -192,7 +194,7 @@ def test_a_copy_of_a_run_alive_elsewhere_waits_one_lease_then_is_dropped(rt, mon
     started = time.monotonic()
     try:
         with pytest.raises(AlreadyRunning):
-            run_retrain(rt, "job-6")
+            run_retrain(rt, "job-6", force=True)
     finally:
         stop.set()
         thread.join()
@@ -205,7 +207,7 @@ def test_a_copy_of_a_run_alive_elsewhere_waits_one_lease_then_is_dropped(rt, mon
 def test_a_copy_of_a_run_that_died_takes_over_once_its_lease_lapses(rt, monkeypatch):
     monkeypatch.setattr(retrain_module, "POLL_SECONDS", 0.05)
     rt.redis.set(RETRAIN_LOCK_KEY, "job-7|dead-host:1:aa", px=300)  # nobody renews it
-    assert run_retrain(rt, "job-7")["decision"] == "promoted"
+    assert run_retrain(rt, "job-7", force=True)["decision"] == "promoted"
     assert rt.store.versions() == [1, 2]
 
 
@@ -214,7 +216,7 @@ def test_a_copy_of_a_run_that_already_finished_is_dropped(rt, monkeypatch):
     rt.redis.set(RETRAIN_LOCK_KEY, "job-8|other-host:1:aa", px=60_000)
     rt.redis.set(job_key("job-8"), orjson.dumps({"job_id": "job-8", "status": "FAILURE"}))
     with pytest.raises(AlreadyRunning):
-        run_retrain(rt, "job-8")
+        run_retrain(rt, "job-8", force=True)
 
 
 def test_the_retrain_task_drops_a_duplicate_delivery_without_a_result(rt, monkeypatch):
@@ -237,7 +239,7 @@ def test_the_retrain_task_drops_a_duplicate_delivery_without_a_result(rt, monkey
 def test_a_run_that_lost_its_lease_registers_but_does_not_promote(rt):
     lease = RunLease(rt.redis, "iris", "job-10", 30)
     lease.lost.set()
-    outcome = run_training(rt.settings, rt.store, lease=lease)
+    outcome = run_training(rt.settings, rt.store, lease=lease, force=True)
     assert outcome.decision == "rejected" and not outcome.promoted
     assert "lost its single-flight lease" in outcome.reason
     assert rt.store.production_version() == 1
@@ -245,20 +247,20 @@ def test_a_run_that_lost_its_lease_registers_but_does_not_promote(rt):
 
 
 def test_a_manual_rollback_during_training_is_not_overwritten(rt):
-    run_training(rt.settings, rt.store)  # v2 in production, v1 in the history
+    run_training(rt.settings, rt.store, force=True)  # v2 in production, v1 in the history
 
     def operator_rolls_back(step: str, _percent: int, _detail: str) -> None:
         if step == "fitting":
             rt.store.rollback(actor="operator")
 
-    outcome = run_training(rt.settings, rt.store, progress=operator_rolls_back)
+    outcome = run_training(rt.settings, rt.store, progress=operator_rolls_back, force=True)
     assert outcome.decision == "rejected"
     assert "changed from v2 to v1" in outcome.reason
     assert rt.store.production_version() == 1  # the operator's choice stands
 
 
 def test_a_run_records_who_registered_and_promoted_it(rt):
-    outcome = run_training(rt.settings, rt.store, actor="job j (api key abcd1234)")
+    outcome = run_training(rt.settings, rt.store, actor="job j (api key abcd1234)", force=True)
     audit = rt.store.metadata(outcome.version).audit
     assert [(a.action, a.by) for a in audit] == [
         ("registered", "job j (api key abcd1234)"),

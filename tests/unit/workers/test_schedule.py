@@ -122,9 +122,10 @@ def test_beat_queues_its_retrain_through_the_single_flight(
     (message,) = redis_client.lrange(TRAIN_QUEUE, 0, -1)
     job_id = orjson.loads(message)["headers"]["id"]
     assert holder(redis_client, "iris") == Holder(job_id, running=False)
-    assert orjson.loads(redis_client.get(job_key(job_id)))["requested_by"] == "beat"
+    record = orjson.loads(redis_client.get(job_key(job_id)))
+    assert (record["requested_by"], record["trigger"]) == ("beat", "schedule")
     _, (_args, kwargs, _embed) = decode_message(message)
-    assert kwargs == {"trigger": "schedule"}
+    assert kwargs == {"trigger": "schedule", "force": False}
 
 
 def test_beat_sends_the_drift_check_as_a_plain_task(monkeypatch, tmp_path):

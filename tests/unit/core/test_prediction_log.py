@@ -1,0 +1,94 @@
+"""core/prediction_log.py: the entries' shape, the cap, and the indexes trimmed with the stream."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.prediction_log import (
+    APPEND,
+    APPEND_SHA,
+    entry_values,
+    index_key,
+    job_member,
+    labelled_key,
+    read_after,
+    read_recent,
+    request_member,
+    stream_key,
+    trim_index,
+)
+from core.prediction_log import append as append_to
+
+
+def append(client, entries, max_entries=1000, model="iris"):
+    append_to(client, model, entries, max_entries)
+
+
+def entry(i: int, request: str | None = None, owner: str = "k1") -> tuple:
+    return entry_values(f"job-{i}", request, owner, 3, 1000.0 + i, [[float(i), 1.5]], [f"c{i}"])
+
+
+def test_read_recent_decodes_the_last_entries_newest_last(redis_client):
+    append(redis_client, [entry(i, request=f"r{i}") for i in range(5)])
+    recent = read_recent(redis_client, "iris", 3)
+    assert [e["job"] for e in recent] == ["job-2", "job-3", "job-4"]
+    last = recent[-1]
+    assert last["request"] == "r4" and last["owner"] == "k1"
+    assert last["version"] == 3 and last["time"] == 1004.0
+    assert last["rows"] == [[4.0, 1.5]] and last["outputs"] == ["c4"]
+    assert read_recent(redis_client, "other", 3) == []
+
+
+def test_entries_carry_exactly_the_fixed_fields(redis_client):
+    """The drift monitor codes against these names (and ``owner`` for feedback)."""
+    append(redis_client, [entry(0)])
+    [(_, fields)] = redis_client.xrange(stream_key("iris"))
+    assert {k.decode() for k in fields} == {
+        "job", "request", "owner", "version", "time", "rows", "outputs"
+    }  # fmt: skip
+
+
+def test_read_after_resumes_after_an_id(redis_client):
+    append(redis_client, [entry(i) for i in range(4)])
+    first = read_after(redis_client, "iris", None, 2)
+    rest = read_after(redis_client, "iris", first[-1]["id"], 10)
+    assert [e["job"] for e in first + rest] == [f"job-{i}" for i in range(4)]
+
+
+def test_jobs_and_request_ids_are_indexed_by_the_entry_millisecond(redis_client):
+    append(redis_client, [entry(0, request="mine"), entry(1)])
+    [first, _second] = redis_client.xrange(stream_key("iris"))
+    ms = int(first[0].decode().split("-")[0])
+    assert redis_client.zscore(index_key("iris"), job_member("job-0")) == ms
+    assert redis_client.zscore(index_key("iris"), request_member("k1", "mine")) == ms
+    assert redis_client.zcard(index_key("iris")) == 3  # job-1 had no request id
+
+
+def test_workers_call_the_script_by_its_sha(redis_client):
+    assert redis_client.script_load(APPEND) == APPEND_SHA
+
+
+@pytest.mark.parametrize("cap", [100, 300])
+def test_the_cap_trims_the_stream_and_trimming_the_index_follows(redis_client, cap):
+    """Entries beyond the cap leave the stream (about: MAXLEN ~); trim_index (the flusher)
+    then drops their index members and the labels kept for idempotency; the newest ones
+    stay findable."""
+    for i in range(3 * cap):
+        redis_client.hset(labelled_key("iris"), f"job-{i}", "x")
+        append(redis_client, [entry(i, request=f"r{i}")], max_entries=cap)
+    length = redis_client.xlen(stream_key("iris"))
+    assert cap <= length < 3 * cap
+    assert redis_client.zcard(index_key("iris")) == 2 * 3 * cap  # the hot path never trims
+    assert trim_index(redis_client, "iris") > 0
+    oldest_ms = int(redis_client.xrange(stream_key("iris"), count=1)[0][0].decode().split("-")[0])
+    scores = [score for _, score in redis_client.zrange(index_key("iris"), 0, -1, withscores=True)]
+    assert min(scores) >= oldest_ms
+    assert redis_client.zscore(index_key("iris"), job_member(f"job-{3 * cap - 1}")) is not None
+    # everything still in the stream is indexed, and labels remain only for those
+    in_stream = {e["job"] for e in read_recent(redis_client, "iris", 10 * cap)}
+    members = {m.decode() for m in redis_client.zrange(index_key("iris"), 0, -1)}
+    assert members >= {job_member(job) for job in in_stream}
+    labelled = {k.decode() for k in redis_client.hkeys(labelled_key("iris"))}
+    assert labelled < {f"job-{i}" for i in range(3 * cap)}
+    assert "job-0" not in labelled
+    assert trim_index(redis_client, "iris") == 0  # nothing more to drop
