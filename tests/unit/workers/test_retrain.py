@@ -144,7 +144,7 @@ def test_the_retrain_task_keeps_its_messages_trigger_in_the_new_version(rt, monk
     ):
         task.push_request(id=job)
         try:
-            task.run("iris", **kwargs)
+            task.run("iris", **kwargs, force=True)  # the same data each time: forced
         finally:
             task.pop_request()
     recorded = [(m.trigger, m.trigger_detail) for m in rt.store.all_metadata()]
