@@ -310,6 +310,9 @@ def test_host_a_killed_whole_under_load_loses_no_job(hosts, network):
         f"host A killed whole under load: {len(results)} jobs accepted, all SUCCESS; "
         f"{len(redelivered)} of them held by A, run by B, the last {last:.1f} s after the kill\n"
     )
-    assert len(redelivered) >= A_HOLDS
+    # B ran A's messages after the timeout: at least one job per held message, except the one
+    # A's pool may have answered just before SIGSTOP and not yet acknowledged (its jobs were
+    # already SUCCESS, so their completion time is from before the kill).
+    assert len(redelivered) >= A_HOLDS - 1
     # nothing left behind in kombu's unacked hash (the last acknowledgements may still come)
     wait_until(lambda: hosts.redis.client().hlen(UNACKED_KEY) == 0, 10, "every message acked")
