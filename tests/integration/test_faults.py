@@ -303,6 +303,7 @@ def _sync_requests(stack: Stack, count: int, concurrency: int = 32) -> list[dict
 POOL_SLACK = 3
 
 
+@pytest.mark.serial
 def test_a_thousand_jobs_leave_no_subscription_or_connection_behind(faulty):
     _sync_requests(faulty, 200)  # warm-up: connection pools reach their working size
     time.sleep(0.5)

@@ -24,7 +24,7 @@ import redis
 from scripts.processes import ROOT, child_env, free_port, group_members, wait_until
 from tests.factories import signing_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 STARTED = re.compile(r"^==> started (\S+) \(pid (\d+)\)")
 PRIVATE_REDIS = re.compile(r"^==> private redis-server \(pid (\d+)\) at (redis://\S+):")
