@@ -1,14 +1,15 @@
-"""What the prediction log costs: `make bench`'s sync and batch figures with logging off and on.
+"""What the prediction log costs: `make bench`'s figures with logging off and on.
 
-``python -m benchmarks.prediction_log [--rounds 3] [--seconds 6]`` starts its own redis-server,
-trains iris, then runs, ``rounds`` times in turn, a worker and a gateway (as `make bench` does)
-with ``prediction_log.enabled`` false, then true (sample_ratio 1), each measured with the
-bench's closed-loop load: sync single-row requests at 16 connections and sync batches of 1,000
-rows at 4. Alternating the two settings spreads the shared machine's noise over both; the
-median of each is reported, and their ratio (the issue allows 5 %). Throughput on a shared
+``python -m benchmarks.prediction_log [--rounds 3] [--seconds 6] [--drain-only]`` starts its own
+redis-server and trains iris. First the worker drain (one pool process), on the same queued
+messages each time, logging off and on in turns (the order swapped every round). Then,
+``rounds`` times in turn, a worker and a gateway (as `make bench` does) with
+``prediction_log.enabled`` false, then true (sample_ratio 1), each measured with the bench's
+closed-loop load: sync single-row requests at 16 connections and sync batches of 1,000 rows at
+4. The medians are reported, and their ratio (the issue allows 5 %). Throughput on a shared
 2-core machine moves by more than 5 % from one point to the next, so the CPU each part spends
 per sync request (Redis from INFO cpu, the worker's and the gateway's process trees from
-/proc) is reported too: what logging costs, whatever else runs.
+/proc) is reported too, and ``--micro`` times the publish step alone.
 """
 
 from __future__ import annotations
@@ -85,6 +86,50 @@ def measure(bench: Bench, logging_on: bool, seconds: float) -> dict:
             **per_request}  # fmt: skip
 
 
+QUEUED = "bench:queued"  # the drain's messages, kept to queue them again for each run
+
+
+def drain_ab(bench: Bench, rounds: int) -> dict[str, list[float]]:
+    """The worker drain (one pool process) of the same queued messages, logging off and on in
+    turns: `make bench`'s drain figure, with the gateway's grouping, which differs from one
+    filling to the next, taken out of the comparison."""
+    client = bench.redis.client()
+    port = free_port()
+    gateway = bench.start("gateway-drain", commands.gateway("127.0.0.1", port))
+    bench.http_up(port, gateway, "/health")
+    body = json.dumps(SINGLE).encode()
+    while sum(1 for _ in client.scan_iter("mlops:job:*", count=5000)) < bench.drain_jobs:
+        run_load(f"http://127.0.0.1:{port}/predict", body, HEADERS, 64, 2)
+    bench.stop(gateway)
+    messages = client.llen("predict")
+    client.copy("predict", QUEUED)
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for round_ in range(rounds):
+        for name in ("off", "on") if round_ % 2 == 0 else ("on", "off"):  # no order effect
+            client.copy(QUEUED, "predict", replace=True)
+            client.delete("mlops:predlog:iris", "mlops:predlog:iris:index")
+            started = time.time()
+            worker = bench.start(
+                "worker-drain",
+                commands.worker("predict", 1),
+                MLOPS_PREDICTION_LOG__ENABLED="true" if name == "on" else "false",
+            )
+            wait_until(lambda: client.llen("predict") == 0, 600, "the drain")
+            time.sleep(0.5)
+            bench.stop(worker)
+            stamps = sorted(
+                record["completed_at"]
+                for record in map(json.loads, client.mget(list(client.scan_iter("mlops:job:*"))))
+                if record.get("completed_at", 0) >= started
+            )
+            rates[name].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+            bench.log(
+                f"  round {round_ + 1} logging {name:<3} drain {rates[name][-1]:7.0f} jobs/s "
+                f"({len(stamps)} jobs in {messages} messages, the same each time)"
+            )
+    return rates
+
+
 def micro(rounds: int, messages: int = 2000) -> None:
     """The publish step alone (workers/batches.py ``publish``) against a private redis-server,
     with and without the log, in turns: the Redis CPU (INFO cpu) and the worker's CPU
@@ -131,13 +176,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--drain-jobs", type=int, default=20000)
     parser.add_argument("--micro", action="store_true", help="the publish step alone")
+    parser.add_argument("--drain-only", action="store_true", help="the drain's A/B alone")
     args = parser.parse_args()
     if args.micro:
         micro(args.rounds)
         return
-    bench = Bench(args.seconds, [MAIN_LEVEL], 0)
+    bench = Bench(args.seconds, [MAIN_LEVEL], args.drain_jobs)
     runs: dict[str, list[dict]] = {"off": [], "on": []}
+
     try:
         bench.redis.start()
         keys = SigningKeys.generate()
@@ -157,7 +205,8 @@ def main() -> None:
             capture_output=True,
         )  # fmt: skip
         bench.log(f"load generator: {generator_name()}; {args.seconds}s per point")
-        for round_ in range(args.rounds):
+        drains = drain_ab(bench, args.rounds)
+        for round_ in range(0 if args.drain_only else args.rounds):
             for name in ("off", "on"):
                 point = measure(bench, name == "on", args.seconds)
                 runs[name].append(point)
@@ -171,9 +220,17 @@ def main() -> None:
     finally:
         bench.close()
     for figure in ("sync_rps", "batch_rows_per_s", "redis_us", "worker_us", "gateway_us"):
+        if args.drain_only:
+            break
         off = statistics.median(p[figure] for p in runs["off"])
         on = statistics.median(p[figure] for p in runs["on"])
         bench.log(f"median {figure}: off {off:,.1f}  on {on:,.1f}  on/off {on / off:.1%}")
+    off, on = statistics.median(drains["off"]), statistics.median(drains["on"])
+    ratios = [b / a for a, b in zip(drains["off"], drains["on"], strict=True)]
+    bench.log(
+        f"median drain jobs/s: off {off:,.1f}  on {on:,.1f}  on/off {on / off:.1%}; median of "
+        f"the rounds' ratios {statistics.median(ratios):.1%} ({min(ratios):.0%}-{max(ratios):.0%})"
+    )
 
 
 if __name__ == "__main__":

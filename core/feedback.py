@@ -24,7 +24,13 @@ from typing import Any
 
 import orjson
 
-from core.prediction_log import decode_entry, index_key, labelled_key, stream_key
+from core.prediction_log import (
+    decode_entry,
+    decode_message,
+    index_key,
+    labelled_key,
+    stream_key,
+)
 
 JOB, REQUEST = "j", "r"  # how an item names its prediction in RESOLVE's arguments
 
@@ -57,26 +63,34 @@ def flush_lock_key(model: str) -> str:
 
 # KEYS: the log stream, its index, labels by job. ARGV: triples (kind, id, owner). Per item:
 # {} when nothing is logged under that id (never, sampled out, or gone with the cap), else
-# {entry id, {field, value, ...}, its label or ""}. A request id names the caller's latest
-# job with it.
+# {entry id, the job's place in the entry (from 0), {field, value, ...} or {} when an earlier
+# item's reply has them already, its label or ""}. A request id names the caller's latest job
+# with it.
 RESOLVE = """
-local out = {}
+local out, sent = {}, {}
 for i = 1, #ARGV, 3 do
   local kind, id, owner = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local member = kind == 'j' and ('j:' .. id) or ('r:' .. owner .. ':' .. id)
   local ms = redis.call('ZSCORE', KEYS[2], member)
   local found = {}
   if ms then
-    local entries = redis.call('XRANGE', KEYS[1], ms, ms)
-    for _, entry in ipairs(entries) do
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[1], ms, ms)) do
       local fields, f = entry[2], {}
       for k = 1, #fields, 2 do f[fields[k]] = fields[k + 1] end
-      if (kind == 'j' and f['job'] == id) or
-         (kind == 'r' and f['request'] == id and f['owner'] == owner) then
-        found = {entry[1], fields, redis.call('HGET', KEYS[3], f['job']) or ''}
-        if kind == 'j' then break end
+      local jobs = cjson.decode(f['jobs'])
+      local requests, owners
+      if kind == 'r' then
+        requests, owners = cjson.decode(f['requests']), cjson.decode(f['owners'])
+      end
+      for k = 1, #jobs do
+        if (kind == 'j' and jobs[k] == id) or
+           (kind == 'r' and requests[k] == id and owners[k] == owner) then
+          found = {entry[1], k - 1, sent[entry[1]] and {} or fields,
+                   redis.call('HGET', KEYS[3], jobs[k]) or ''}
+        end
       end
     end
+    if found[1] then sent[found[1]] = true end
   end
   out[#out + 1] = found
 end
@@ -141,16 +155,27 @@ def resolve_args(model: str, items: list[tuple[str, str, str]]) -> tuple:
     return (RESOLVE, len(keys), *keys, *(value for item in items for value in item))
 
 
-def decode_resolved(reply: list) -> dict[str, Any] | None:
-    """One item of RESOLVE's reply: the logged prediction (core/prediction_log.py
-    ``decode_entry``) with ``label``, the label already recorded for it (None), or None."""
-    if not reply:
-        return None
-    entry_id, flat, held = reply
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    entry = decode_entry(entry_id, fields)
-    entry["label"] = orjson.loads(held) if held else None
-    return entry
+def decode_resolved(reply: list) -> list[dict[str, Any] | None]:
+    """RESOLVE's reply, per item: the logged prediction of its job (core/prediction_log.py
+    ``decode_message``) with ``label``, the label already recorded for it (None), or None."""
+    messages: dict[str, list[dict]] = {}
+    resolved: list[dict[str, Any] | None] = []
+    for found in reply:
+        if not found:
+            resolved.append(None)
+            continue
+        entry_id, place, flat, held = found
+        if flat:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            messages[_text(entry_id)] = decode_message(entry_id, fields)
+        entry = dict(messages[_text(entry_id)][int(place)])
+        entry["label"] = orjson.loads(held) if held else None
+        resolved.append(entry)
+    return resolved
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def record_args(

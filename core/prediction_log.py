@@ -2,16 +2,21 @@
 
 Shape (read by feedback, drift monitoring and the flusher; keep the names):
 
-- key :func:`stream_key` (``mlops:predlog:<model>``), capped with ``XADD MAXLEN ~``
-  (``prediction_log.max_entries``);
-- one entry per predict job with the fields ``job`` (job id), ``request`` (the client's
-  request id or ""), ``owner`` (the API key's digest, or ""), ``version`` (the model version
-  that answered), ``time`` (unix seconds), ``rows`` (JSON list of input rows, each a list of
-  floats in the model's feature order) and ``outputs`` (JSON list of predicted labels).
+- key :func:`stream_key` (``mlops:predlog:<model>``), capped with ``XADD MAXLEN ~`` at about
+  ``prediction_log.max_entries`` jobs (:func:`append_args`);
+- one entry per predict message: the jobs one worker call answered, with the fields ``jobs``
+  (JSON list of job ids), ``requests`` (their clients' request ids, "" for none), ``owners``
+  (the API keys' digests, or ""), ``version`` (the model version that answered), ``time``
+  (unix seconds), ``rows`` (JSON list, per job, of its input rows, each a list of floats in the
+  model's feature order) and ``outputs`` (JSON list, per job, of its predicted labels).
+  :func:`decode_message` turns an entry into one dict per job.
+
+One entry per message, not per job: the cost of an entry (an XADD, the script's call, the
+encoding) is paid once for all the jobs of a message, as the message's other costs are.
 
 Workers append with the results of a message (workers/batches.py): :data:`APPEND` runs in the
 pipeline that stores the results and wakes the gateway, so logging costs no round trip. It
-also indexes each entry for feedback (app/services/feedback.py) in one sorted set,
+also indexes each job for feedback (app/services/feedback.py) in one sorted set,
 :func:`index_key`: ``j:<job id>`` and ``r:<owner>:<request id>`` (the latest job with that
 request id) -> the millisecond of the entry id, so that ``XRANGE <ms> <ms>`` finds it.
 Keeping the index in step with the stream's cap is the flusher's job (:data:`TRIM`, every
@@ -19,9 +24,8 @@ Keeping the index in step with the stream's cap is the flusher's job (:data:`TRI
 member finds nothing, which is what it should find. Labels kept by job for idempotency
 (core/feedback.py) leave with their prediction.
 
-Measured on the 2-core machine (real redis-server, a message of 4 one-row jobs): the script
-adds ~12 µs of Redis CPU and ~15 µs of the worker's per job
-(benchmarks/prediction_log.py; README "Performance").
+Measured on the 2-core machine (real redis-server, ``python -m benchmarks.prediction_log
+--micro``): README "Prediction log and feedback".
 """
 
 from __future__ import annotations
@@ -63,19 +67,20 @@ def labelled_key(model: str) -> str:
     return f"mlops:labels:{model}:by-job"
 
 
-# KEYS: stream, index. ARGV: max entries, then 7 values per entry (job, request, owner,
-# version, time, rows, outputs).
+# KEYS: stream, index. ARGV: max entries, the entry's 7 values (jobs, requests, owners,
+# version, time, rows, outputs), then the index members of its jobs.
 APPEND = """
-for i = 2, #ARGV, 7 do
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-    'job', ARGV[i], 'request', ARGV[i + 1], 'owner', ARGV[i + 2], 'version', ARGV[i + 3],
-    'time', ARGV[i + 4], 'rows', ARGV[i + 5], 'outputs', ARGV[i + 6])
-  local ms = string.match(id, '^%d+')
-  if ARGV[i + 1] == '' then
-    redis.call('ZADD', KEYS[2], ms, 'j:' .. ARGV[i])
-  else
-    redis.call('ZADD', KEYS[2], ms, 'j:' .. ARGV[i], ms, 'r:' .. ARGV[i + 2] .. ':' .. ARGV[i + 1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+  'jobs', ARGV[2], 'requests', ARGV[3], 'owners', ARGV[4], 'version', ARGV[5],
+  'time', ARGV[6], 'rows', ARGV[7], 'outputs', ARGV[8])
+local ms = string.match(id, '^%d+')
+for i = 9, #ARGV, 1000 do
+  local scored = {}
+  for j = i, math.min(i + 999, #ARGV) do
+    scored[#scored + 1] = ms
+    scored[#scored + 1] = ARGV[j]
   end
+  redis.call('ZADD', KEYS[2], unpack(scored))
 end
 return 0
 """
@@ -106,38 +111,33 @@ def trim_index(client, model: str) -> int:
     return int(client.eval(TRIM, len(keys), *keys))
 
 
-def entry_values(
-    job_id: str,
-    request_id: str | None,
-    owner: str | None,
-    version: int,
-    at: float,
-    rows: list,
-    outputs: list,
-) -> tuple:
-    """One entry's 7 values, in :data:`APPEND`'s order."""
-    return (
-        job_id,
-        request_id or "",
-        owner or "",
-        version,
-        repr(float(at)),
-        orjson.dumps(rows),
-        orjson.dumps(outputs),
-    )
-
-
-def append_args(model: str, entries: Iterable[tuple], max_entries: int) -> tuple:
-    """``EVALSHA`` arguments (after :data:`APPEND_SHA`) that append ``entries``
-    (:func:`entry_values`) to ``model``'s log; ``EVAL`` takes them after :data:`APPEND`."""
+def append_args(model: str, version: int, at: float, jobs: Iterable[tuple], max_entries: int):
+    """``EVALSHA`` arguments (after :data:`APPEND_SHA`) that log one message's ``jobs``, each
+    ``(job id, request id or None, owner or None, rows, outputs)``, answered by ``version``
+    at ``at``; ``EVAL`` takes them after :data:`APPEND`."""
+    ids, requests, owners, rows, outputs, members = [], [], [], [], [], []
+    for job_id, request_id, owner, job_rows, job_outputs in jobs:
+        ids.append(job_id)
+        requests.append(request_id or "")
+        owners.append(owner or "")
+        rows.append(job_rows)
+        outputs.append(job_outputs)
+        members.append(job_member(job_id))
+        if request_id:
+            members.append(request_member(owner, request_id))
     keys = (stream_key(model), index_key(model))
-    values = [value for entry in entries for value in entry]
-    return (len(keys), *keys, max_entries, *values)
+    # The cap counts jobs, about: each message trims the stream to the entries that many
+    # messages of its size would fill, so it holds max_entries to 2 x max_entries jobs.
+    cap = max(1, max_entries // max(1, len(ids)))
+    values = (orjson.dumps(ids), orjson.dumps(requests), orjson.dumps(owners), version,
+              repr(float(at)), orjson.dumps(rows), orjson.dumps(outputs))  # fmt: skip
+    return (len(keys), *keys, cap, *values, *members)
 
 
-def append(client, model: str, entries: list[tuple], max_entries: int) -> None:
-    """Append ``entries`` at once (a synchronous client; workers do it in their pipeline)."""
-    client.eval(APPEND, *append_args(model, entries, max_entries))
+def append(client, model: str, version: int, at: float, jobs: list[tuple], max_entries: int):
+    """Log one message's ``jobs`` (:func:`append_args`) with a synchronous client (workers do
+    it in their results pipeline)."""
+    client.eval(APPEND, *append_args(model, version, at, jobs, max_entries))
 
 
 def _text(value: bytes | str) -> str:
@@ -145,8 +145,8 @@ def _text(value: bytes | str) -> str:
 
 
 def decode_entry(entry_id: bytes | str, fields: dict) -> dict[str, Any]:
-    """An entry as read from Redis, typed: ``id``, ``job``, ``request``, ``owner``,
-    ``version`` (int), ``time`` (float), ``rows`` and ``outputs`` (lists)."""
+    """An entry of one job (a label's, core/feedback.py), typed: ``id``, ``job``, ``request``,
+    ``owner``, ``version`` (int), ``time`` (float), ``rows`` and ``outputs`` (lists)."""
     text = {_text(k): v for k, v in fields.items()}
     return {
         "id": _text(entry_id),
@@ -160,14 +160,41 @@ def decode_entry(entry_id: bytes | str, fields: dict) -> dict[str, Any]:
     }
 
 
+MESSAGE_LISTS = ("jobs", "requests", "owners", "rows", "outputs")  # one item per job
+
+
+def decode_message(entry_id: bytes | str, fields: dict) -> list[dict[str, Any]]:
+    """A log entry as read from Redis: one dict per job, shaped like :func:`decode_entry`'s
+    (every job of the entry has its ``id``)."""
+    text = {_text(k): v for k, v in fields.items()}
+    ident, version, at = _text(entry_id), int(text.get("version", 0)), float(text.get("time", 0))
+    columns = [orjson.loads(text.get(name, b"[]")) for name in MESSAGE_LISTS]
+    return [
+        {
+            "id": ident,
+            "job": job,
+            "request": request,
+            "owner": owner,
+            "version": version,
+            "time": at,
+            "rows": rows,
+            "outputs": outputs,
+        }
+        for job, request, owner, rows, outputs in zip(*columns, strict=True)
+    ]
+
+
 def read_recent(client, model: str, count: int) -> list[dict]:
-    """The last ``count`` entries of ``model``'s log, decoded (:func:`decode_entry`), oldest
-    first and newest last. ``client``: a synchronous redis-py client."""
+    """The jobs of the last ``count`` entries of ``model``'s log, decoded
+    (:func:`decode_message`), oldest first and newest last. ``client``: a synchronous
+    redis-py client."""
     newest_first = client.xrevrange(stream_key(model), "+", "-", count=count)
-    return [decode_entry(entry_id, fields) for entry_id, fields in reversed(newest_first)]
+    return [job for i, f in reversed(newest_first) for job in decode_message(i, f)]
 
 
 def read_after(client, model: str, after: str | None, count: int) -> list[dict]:
-    """Up to ``count`` entries after the id ``after`` (None: from the first), oldest first."""
+    """The jobs of up to ``count`` entries after the id ``after`` (None: from the first),
+    oldest first."""
     start = f"({after}" if after else "-"
-    return [decode_entry(i, f) for i, f in client.xrange(stream_key(model), start, "+", count)]
+    entries = client.xrange(stream_key(model), start, "+", count)
+    return [job for i, f in entries for job in decode_message(i, f)]

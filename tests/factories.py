@@ -182,25 +182,16 @@ def open_admission():
 
 
 def log_predictions(
-    client, model: str, version: int, rows: list[list[float]], outputs: list | None = None, **fields
-) -> bytes:
-    """One predict job in ``model``'s prediction log, in the shape its writer gives (one
-    stream entry per job: job, request, version, time, rows, outputs as JSON); its entry id.
-    ``outputs`` None: one "setosa" per row. Until the writer is on this branch, tests that need
-    a log write it with this."""
-    from core.prediction_log import stream_key
+    client, model: str, version: int, rows: list[list[float]], outputs: list | None = None
+) -> str:
+    """One predict job of ``rows`` in ``model``'s prediction log, as a worker writes it (one
+    message of one job); its job id. ``outputs`` None: one "setosa" per row."""
+    from core.prediction_log import append
 
-    job = fields.pop("job", f"job-{os.urandom(4).hex()}")
-    entry = {
-        "job": job,
-        "request": f"req-{job}",
-        "version": str(version),
-        "time": str(fields.pop("time", 1.7e9)),
-        "rows": orjson.dumps(rows),
-        "outputs": orjson.dumps(["setosa"] * len(rows) if outputs is None else outputs),
-        **fields,
-    }
-    return client.xadd(stream_key(model), entry)
+    job = f"job-{os.urandom(4).hex()}"
+    outputs = ["setosa"] * len(rows) if outputs is None else outputs
+    append(client, model, version, 1.7e9, [(job, f"req-{job}", "", rows, outputs)], 10_000)
+    return job
 
 
 # -- settings and environments ----------------------------------------------------------------
@@ -316,9 +307,9 @@ def fresh_interpreter(code: str) -> str:
 def log_prediction(client, job: str, rows, outputs, *, model="iris", version=1, owner="o",
                    request="", at=100.0) -> None:  # fmt: skip
     """Append one predict job to ``model``'s prediction log, as a worker does."""
-    from core.prediction_log import append, entry_values
+    from core.prediction_log import append
 
-    append(client, model, [entry_values(job, request, owner, version, at, rows, outputs)], 10_000)
+    append(client, model, version, at, [(job, request, owner, rows, outputs)], 10_000)
 
 
 def label_prediction(client, job: str, label, *, model="iris", at=200.0) -> list:
@@ -326,7 +317,6 @@ def label_prediction(client, job: str, label, *, model="iris", at=200.0) -> list
     label as stored: a list for a job of several rows). RECORD's reply."""
     from core.feedback import decode_resolved, record_args, resolve_args
 
-    [found] = client.eval(*resolve_args(model, [("j", job, "")]))
-    entry = decode_resolved(found)
+    [entry] = decode_resolved(client.eval(*resolve_args(model, [("j", job, "")])))
     assert entry is not None, f"{job} is not in the prediction log"
     return client.eval(*record_args(model, [{**entry, "label": label}], 10**6, 500, at))

@@ -23,6 +23,7 @@ from loguru import logger
 
 from core.errors import ModelNotFound
 from core.messages import WORKERS_KEY
+from core.prediction_log import APPEND
 from core.redis import sync_client
 from core.settings import MODEL_NAME, Settings
 from core.store import ModelStore, open_store
@@ -84,7 +85,13 @@ class Runtime:
             "models": {c.store.model_name: c.served_version for c in self.caches()},
             "ts": time.time(),
         }
-        self.redis.hset(WORKERS_KEY, self.identity, orjson.dumps(beat))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(WORKERS_KEY, self.identity, orjson.dumps(beat))
+        # The prediction log's script, which workers call by its SHA with the results: loaded
+        # before the first message and again after Redis restarted (it forgets scripts), so
+        # the log entry never lags behind the answer (a label sent at once finds it).
+        pipe.script_load(APPEND)
+        pipe.execute()
 
     def start_heartbeat(self) -> None:
         interval = min(

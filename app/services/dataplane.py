@@ -61,16 +61,17 @@ async def submit_and_wait(
     if tracer is not None:  # the request's span: the worker links its prediction to it
         job[TRACEPARENT] = tracer.traceparent()
     future = listener.register(job_id) if wait > 0 else None
-    try:
-        await submitter.submit(job, claim)
-    except BaseException:
-        listener.discard(job_id)
-        raise
-    if future is None:
-        return Outcome(job_id, request_id, None)
-    return Outcome(
-        job_id, request_id, await await_result(submitter, listener, job_id, future, wait)
-    )
+    with submitter.request():
+        try:
+            await submitter.submit(job, claim)
+        except BaseException:
+            listener.discard(job_id)
+            raise
+        if future is None:
+            return Outcome(job_id, request_id, None)
+        return Outcome(
+            job_id, request_id, await await_result(submitter, listener, job_id, future, wait)
+        )
 
 
 async def await_result(submitter, listener, job_id: str, future, wait: float) -> bytes | None:

@@ -256,7 +256,7 @@ async def record_feedback(
     reply = await client.eval(
         *resolve_args(model, [(item.kind, item.ident, principal.owner) for item in items])
     )
-    entries = [decode_resolved(found) for found in reply]
+    entries = decode_resolved(reply)
     missing = [
         item
         for item, entry in zip(items, entries, strict=True)

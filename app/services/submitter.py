@@ -14,6 +14,7 @@ bound (the worker logs the same lists), per-job lines only at DEBUG.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -115,6 +116,17 @@ class JobSubmitter:
         self._writes: set[asyncio.Task] = set()
         self._enqueue = client.register_script(ENQUEUE)
         self.tracer = tracer  # None: tracing is off (core/tracing.py)
+        self.requests = 0  # predict requests in progress (:meth:`request`)
+
+    @contextlib.contextmanager
+    def request(self):
+        """Count a predict request from its job's submission to its answer: while it is the
+        only one, no other request can join its group, which then closes at once."""
+        self.requests += 1
+        try:
+            yield
+        finally:
+            self.requests -= 1
 
     async def submit(self, job: dict, claim: Claim | None = None) -> None:
         """Queue one job; return once its message is in Redis (raise if Redis refused it).
@@ -137,7 +149,11 @@ class JobSubmitter:
                 self.admission.queue_depth > BACKLOG,
                 loop.time() + self.backlog_wait,
             )
-            group.timer = loop.call_later(self.max_wait, self._on_timer, group)
+            # A lone request (a single client, one request at a time) has no one to wait for:
+            # its group closes after this turn of the loop, which still lets in the requests
+            # read from the sockets with it.
+            wait = 0 if self.requests == 1 else self.max_wait
+            group.timer = loop.call_later(wait, self._on_timer, group)
             self._open[key] = group
         done = group.done
         group.jobs.append(job)

@@ -1,4 +1,5 @@
-"""core/prediction_log.py: the entries' shape, the cap, and the indexes trimmed with the stream."""
+"""core/prediction_log.py: the entries' shape (one per message), the cap, and the indexes trimmed
+with the stream."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import pytest
 from core.prediction_log import (
     APPEND,
     APPEND_SHA,
-    entry_values,
     index_key,
     job_member,
     labelled_key,
@@ -20,16 +20,18 @@ from core.prediction_log import (
 from core.prediction_log import append as append_to
 
 
-def append(client, entries, max_entries=1000, model="iris"):
-    append_to(client, model, entries, max_entries)
+def append(client, jobs, max_entries=1000, model="iris", at=1000.0):
+    """One message's ``jobs`` (:func:`job`), as a worker logs them."""
+    append_to(client, model, 3, at, jobs, max_entries)
 
 
-def entry(i: int, request: str | None = None, owner: str = "k1") -> tuple:
-    return entry_values(f"job-{i}", request, owner, 3, 1000.0 + i, [[float(i), 1.5]], [f"c{i}"])
+def job(i: int, request: str | None = None, owner: str = "k1") -> tuple:
+    return (f"job-{i}", request, owner, [[float(i), 1.5]], [f"c{i}"])
 
 
-def test_read_recent_decodes_the_last_entries_newest_last(redis_client):
-    append(redis_client, [entry(i, request=f"r{i}") for i in range(5)])
+def test_read_recent_decodes_the_jobs_of_the_last_entries_newest_last(redis_client):
+    for i in range(5):
+        append(redis_client, [job(i, request=f"r{i}")], at=1000.0 + i)
     recent = read_recent(redis_client, "iris", 3)
     assert [e["job"] for e in recent] == ["job-2", "job-3", "job-4"]
     last = recent[-1]
@@ -39,33 +41,69 @@ def test_read_recent_decodes_the_last_entries_newest_last(redis_client):
     assert read_recent(redis_client, "other", 3) == []
 
 
+def test_one_entry_holds_every_job_of_a_message_in_order(redis_client):
+    append(redis_client, [job(0, request="a"), job(1), job(2, owner="")])
+    assert redis_client.xlen(stream_key("iris")) == 1
+    [(entry_id, _)] = redis_client.xrange(stream_key("iris"))
+    jobs = read_recent(redis_client, "iris", 1)
+    assert [
+        (e["id"], e["job"], e["request"], e["owner"], e["rows"], e["outputs"]) for e in jobs
+    ] == [
+        (entry_id.decode(), "job-0", "a", "k1", [[0.0, 1.5]], ["c0"]),
+        (entry_id.decode(), "job-1", "", "k1", [[1.0, 1.5]], ["c1"]),
+        (entry_id.decode(), "job-2", "", "", [[2.0, 1.5]], ["c2"]),
+    ]
+
+
 def test_entries_carry_exactly_the_fixed_fields(redis_client):
-    """The drift monitor codes against these names (and ``owner`` for feedback)."""
-    append(redis_client, [entry(0)])
+    """The drift monitor codes against these names (and feedback's Lua against ``jobs``,
+    ``requests`` and ``owners``)."""
+    append(redis_client, [job(0)])
     [(_, fields)] = redis_client.xrange(stream_key("iris"))
     assert {k.decode() for k in fields} == {
-        "job", "request", "owner", "version", "time", "rows", "outputs"
+        "jobs", "requests", "owners", "version", "time", "rows", "outputs"
     }  # fmt: skip
 
 
 def test_read_after_resumes_after_an_id(redis_client):
-    append(redis_client, [entry(i) for i in range(4)])
+    for i in range(4):
+        append(redis_client, [job(i)])
     first = read_after(redis_client, "iris", None, 2)
     rest = read_after(redis_client, "iris", first[-1]["id"], 10)
     assert [e["job"] for e in first + rest] == [f"job-{i}" for i in range(4)]
 
 
 def test_jobs_and_request_ids_are_indexed_by_the_entry_millisecond(redis_client):
-    append(redis_client, [entry(0, request="mine"), entry(1)])
-    [first, _second] = redis_client.xrange(stream_key("iris"))
+    append(redis_client, [job(0, request="mine"), job(1)])
+    append(redis_client, [job(2)])
+    [first, second] = redis_client.xrange(stream_key("iris"))
     ms = int(first[0].decode().split("-")[0])
     assert redis_client.zscore(index_key("iris"), job_member("job-0")) == ms
+    assert redis_client.zscore(index_key("iris"), job_member("job-1")) == ms
     assert redis_client.zscore(index_key("iris"), request_member("k1", "mine")) == ms
-    assert redis_client.zcard(index_key("iris")) == 3  # job-1 had no request id
+    later = int(second[0].decode().split("-")[0])
+    assert redis_client.zscore(index_key("iris"), job_member("job-2")) == later
+    assert redis_client.zcard(index_key("iris")) == 4  # job-1 and job-2 had no request id
+
+
+def test_a_message_of_thousands_of_jobs_is_indexed_whole(redis_client):
+    """The script scores the index members in chunks: Lua's unpack has a limit."""
+    append(redis_client, [job(i, request=f"r{i}") for i in range(3000)])
+    assert redis_client.zcard(index_key("iris")) == 6000
+    assert len(read_recent(redis_client, "iris", 1)) == 3000
 
 
 def test_workers_call_the_script_by_its_sha(redis_client):
     assert redis_client.script_load(APPEND) == APPEND_SHA
+
+
+def test_the_cap_counts_jobs_not_messages(redis_client):
+    """Messages of 10 jobs under a cap of 1,000 jobs: about 100 entries stay, not 1,000."""
+    for m in range(300):
+        append(redis_client, [job(10 * m + i) for i in range(10)], max_entries=1000)
+    kept = len(read_recent(redis_client, "iris", 10**6))
+    assert 1000 <= kept <= 2000
+    assert read_recent(redis_client, "iris", 1)[-1]["job"] == "job-2999"
 
 
 @pytest.mark.parametrize("cap", [100, 300])
@@ -75,7 +113,7 @@ def test_the_cap_trims_the_stream_and_trimming_the_index_follows(redis_client, c
     stay findable."""
     for i in range(3 * cap):
         redis_client.hset(labelled_key("iris"), f"job-{i}", "x")
-        append(redis_client, [entry(i, request=f"r{i}")], max_entries=cap)
+        append(redis_client, [job(i, request=f"r{i}")], max_entries=cap)
     length = redis_client.xlen(stream_key("iris"))
     assert cap <= length < 3 * cap
     assert redis_client.zcard(index_key("iris")) == 2 * 3 * cap  # the hot path never trims

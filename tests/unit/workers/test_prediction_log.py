@@ -6,12 +6,14 @@ import itertools
 
 import pytest
 
-from core.prediction_log import read_recent
+from core.prediction_log import APPEND_SHA, read_recent
 from core.settings import get_settings
-from tests.factories import Constant, loaded_model, predict_job, settings_with
+from core.store import open_store
+from tests.factories import Constant, loaded_model, predict_job, serving_cache, settings_with
 from workers.batches import run_message
 from workers.inference import predict_jobs
 from workers.prediction_log import log_batch
+from workers.runtime import Runtime
 
 FEATURES = ["a", "b"]  # the stand-in model's
 
@@ -29,14 +31,15 @@ def answer(model, jobs):
     return predict_jobs(model, jobs)
 
 
-def test_every_answered_job_is_one_entry_with_its_rows_outputs_and_version():
+def test_every_answered_job_is_in_the_entry_with_its_rows_outputs_and_version():
     model = loaded_model(version=4, estimator=Constant())
     jobs = [predict_job("j1", [[1, 2]], FEATURES), predict_job("j2", [[3, 4], [5, 6]], FEATURES)]
     batch = log_batch(get_settings(), model, jobs, answer(model, jobs))
     assert batch.model == "iris" and batch.max_entries == get_settings().prediction_log.max_entries
-    assert [e[0] for e in batch.entries] == ["j1", "j2"]
-    _job, request, _owner, version, _at, rows, outputs = batch.entries[1]
-    assert (request, version, rows, outputs) == ("req-j2", 4, b"[[3,4],[5,6]]", b'["x","x"]')
+    assert batch.version == 4
+    assert [logged[0] for logged in batch.jobs] == ["j1", "j2"]
+    _job, request, _owner, rows, outputs = batch.jobs[1]
+    assert (request, rows, outputs) == ("req-j2", [[3, 4], [5, 6]], ["x", "x"])
 
 
 def test_failed_jobs_are_not_logged():
@@ -44,14 +47,14 @@ def test_failed_jobs_are_not_logged():
     jobs = [predict_job("ok", [[1, 2]], FEATURES), predict_job("bad", [[1, 2, 3]], FEATURES)]
     results = answer(model, jobs)
     assert [r["status"] for r in results] == ["SUCCESS", "FAILURE"]
-    assert [e[0] for e in log_batch(get_settings(), model, jobs, results).entries] == ["ok"]
+    assert [logged[0] for logged in log_batch(get_settings(), model, jobs, results).jobs] == ["ok"]
 
 
 def test_rows_sent_in_another_feature_order_are_logged_in_the_models():
     model = loaded_model(estimator=Constant())
     jobs = [predict_job("swapped", [[2, 1]], ["b", "a"])]
-    [entry] = log_batch(get_settings(), model, jobs, answer(model, jobs)).entries
-    assert entry[5] == b"[[1,2]]"
+    [logged] = log_batch(get_settings(), model, jobs, answer(model, jobs)).jobs
+    assert logged[3] == [[1, 2]]
 
 
 def test_sampling_keeps_the_drawn_share(monkeypatch):
@@ -60,7 +63,7 @@ def test_sampling_keeps_the_drawn_share(monkeypatch):
     jobs = [predict_job(f"j{i}", [[1, 2]], FEATURES) for i in range(4)]
     draws = itertools.cycle([0.1, 0.9])  # below the ratio: kept
     batch = log_batch(settings, model, jobs, answer(model, jobs), draw=lambda: next(draws))
-    assert [e[0] for e in batch.entries] == ["j0", "j2"]
+    assert [logged[0] for logged in batch.jobs] == ["j0", "j2"]
 
 
 @pytest.mark.parametrize(
@@ -113,3 +116,15 @@ def test_a_redis_that_forgot_the_script_gets_it_again_and_the_entries(redis_clie
             settings=get_settings(),
         )  # fmt: skip
     assert [e["job"] for e in read_recent(redis_client, "iris", 10)] == ["j", "j"]
+
+
+def test_every_heartbeat_loads_the_script_redis_forgot(redis_client):
+    """So the first message after a Redis restart logs in its results' round trip, not one
+    later: a label sent as soon as the answer arrives finds its prediction."""
+    settings = get_settings()
+    store = open_store(settings)
+    rt = Runtime(settings=settings, store=store, redis=redis_client, cache=serving_cache(store))
+    redis_client.script_flush()
+    assert redis_client.script_exists(APPEND_SHA) == [False]
+    rt.heartbeat_once()
+    assert redis_client.script_exists(APPEND_SHA) == [True]

@@ -21,7 +21,7 @@ from app.services.feedback import (
     record_feedback,
 )
 from core.feedback import count_key, labels_key, read_pending, trained_key, window_key
-from core.prediction_log import append, entry_values, labelled_key, trim_index
+from core.prediction_log import append, labelled_key, trim_index
 from tests.factories import run
 
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -48,9 +48,8 @@ def aio(redis_server):
 
 def log(redis_client, job, rows=((5.1, 3.5, 1.4, 0.2),), outputs=("setosa",), owner="alice-digest",
         request="", version=1):  # fmt: skip
-    entry = entry_values(job, request, owner, version, 100.0, [list(r) for r in rows],
-                         list(outputs))  # fmt: skip
-    append(redis_client, "iris", [entry], 1000)
+    logged = (job, request, owner, [list(r) for r in rows], list(outputs))
+    append(redis_client, "iris", version, 100.0, [logged], 1000)
 
 
 def feedback(aio, body, who=ALICE, catalog=None, max_pending=100, window=50):
@@ -87,6 +86,25 @@ def test_a_request_id_names_the_callers_latest_job_with_it(redis_client, aio):
     assert [item["job_id"] for item in done.body["items"]] == ["new"]
     bobs = feedback(aio, {"request_id": "order-7", "label": "setosa"}, who=BOB)
     assert [item["job_id"] for item in bobs.body["items"]] == ["bobs"]
+
+
+def test_labels_for_several_jobs_of_one_logged_message_each_find_their_own(redis_client, aio):
+    """A message's jobs share one log entry; each label joins its own job's rows and output,
+    whether named by job id or request id (the reply carries the entry's fields once)."""
+    jobs = [
+        (f"j{i}", f"r{i}", "alice-digest", [[float(i), 3.5, 1.4, 0.2]], [f"c{i}"]) for i in range(3)
+    ]
+    append(redis_client, "iris", 1, 100.0, jobs, 1000)
+    catalog = Catalog(classes=["c0", "c1", "c2", "x"])
+    items = [
+        {"job_id": "j2", "label": "x"},
+        {"request_id": "r0", "label": "c0"},
+        {"job_id": "j1", "label": "x"},
+    ]
+    done = feedback(aio, items, catalog=catalog)
+    assert [item["job_id"] for item in done.body["items"]] == ["j2", "j0", "j1"]
+    pending = {e["job"]: (e["rows"], e["outputs"]) for e in read_pending(redis_client, "iris", 9)}
+    assert pending == {f"j{i}": ([[float(i), 3.5, 1.4, 0.2]], [f"c{i}"]) for i in range(3)}
 
 
 def test_the_same_label_again_is_a_repeat_counted_once(redis_client, aio):
@@ -143,8 +161,14 @@ def test_another_keys_job_is_404_like_an_unknown_one_but_admins_may_label_it(red
 
 def test_a_prediction_trimmed_from_the_log_takes_no_feedback(redis_client, aio):
     for i in range(400):
-        entry = entry_values(f"j{i}", "", "alice-digest", 1, 100.0, [[1.0]], ["setosa"])
-        append(redis_client, "iris", [entry], 100)
+        append(
+            redis_client,
+            "iris",
+            1,
+            100.0,
+            [(f"j{i}", "", "alice-digest", [[1.0]], ["setosa"])],
+            100,
+        )
     with pytest.raises(FeedbackNotFound):  # its index member is still there, its entry not
         feedback(aio, {"job_id": "j0", "label": "setosa"})
     assert trim_index(redis_client, "iris") > 0  # what the flusher does

@@ -230,6 +230,56 @@ def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(redis_serv
     assert sorted(j for group in groups for j in group) == sorted(f"s{i}" for i in range(count))
 
 
+# -- a lone request: no window to wait out ----------------------------------------------------
+def _never_closing(redis_server) -> JobSubmitter:
+    client = fakeredis.FakeAsyncRedis(server=redis_server)
+    return JobSubmitter(
+        client, admission=open_admission(), max_rows=1000, max_wait_ms=NEVER_MS, ttl=60
+    )
+
+
+async def _request(submitter: JobSubmitter, job_id: str) -> None:
+    """A predict request as the data plane makes it (app/services/dataplane.py)."""
+    with submitter.request():
+        await submitter.submit(predict_job(job_id))
+
+
+def test_a_lone_request_is_queued_without_waiting_for_the_window(redis_server):
+    async def scenario():
+        submitter = _never_closing(redis_server)
+        await asyncio.wait_for(_request(submitter, "alone"), 1.0)
+        return await queued(submitter.client), submitter.requests
+
+    messages, requests = run(scenario())
+    assert _groups(messages) == [["alone"]] and requests == 0
+
+
+def test_with_another_request_in_progress_the_window_is_held(redis_server):
+    async def scenario():
+        submitter = _never_closing(redis_server)
+        with submitter.request():  # e.g. a sync request waiting for its answer
+            first = asyncio.ensure_future(_request(submitter, "first"))
+            done, _ = await asyncio.wait([first], timeout=0.05)
+            held = not done and await queued(submitter.client) == []
+            await submitter.drain()
+            await first
+        return held, await queued(submitter.client)
+
+    held, messages = run(scenario())
+    assert held and _groups(messages) == [["first"]]
+
+
+def test_requests_read_in_the_same_loop_turn_share_a_message(redis_server):
+    async def scenario():
+        submitter = _never_closing(redis_server)
+        await asyncio.wait_for(
+            asyncio.gather(*(_request(submitter, f"r{i}") for i in range(3))), 1.0
+        )
+        return await queued(submitter.client)
+
+    assert _groups(run(scenario())) == [["r0", "r1", "r2"]]
+
+
 # -- many models: a message carries one model's jobs (and one pinned version) ----------------
 def test_each_model_and_pinned_version_has_its_own_messages_queue_and_size(
     redis_server, monkeypatch
