@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from core.prediction_log import (
+    as_text,
     decode_entry,
     decode_message,
     index_key,
@@ -167,15 +168,11 @@ def decode_resolved(reply: list) -> list[dict[str, Any] | None]:
         entry_id, place, flat, held = found
         if flat:
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
-            messages[_text(entry_id)] = decode_message(entry_id, fields)
-        entry = dict(messages[_text(entry_id)][int(place)])
+            messages[as_text(entry_id)] = decode_message(entry_id, fields)
+        entry = dict(messages[as_text(entry_id)][int(place)])
         entry["label"] = orjson.loads(held) if held else None
         resolved.append(entry)
     return resolved
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def record_args(

@@ -140,19 +140,19 @@ def append(client, model: str, version: int, at: float, jobs: list[tuple], max_e
     client.eval(APPEND, *append_args(model, version, at, jobs, max_entries))
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
 def decode_entry(entry_id: bytes | str, fields: dict) -> dict[str, Any]:
     """An entry of one job (a label's, core/feedback.py), typed: ``id``, ``job``, ``request``,
     ``owner``, ``version`` (int), ``time`` (float), ``rows`` and ``outputs`` (lists)."""
-    text = {_text(k): v for k, v in fields.items()}
+    text = {as_text(k): v for k, v in fields.items()}
     return {
-        "id": _text(entry_id),
-        "job": _text(text.get("job", b"")),
-        "request": _text(text.get("request", b"")),
-        "owner": _text(text.get("owner", b"")),
+        "id": as_text(entry_id),
+        "job": as_text(text.get("job", b"")),
+        "request": as_text(text.get("request", b"")),
+        "owner": as_text(text.get("owner", b"")),
         "version": int(text.get("version", 0)),
         "time": float(text.get("time", 0)),
         "rows": orjson.loads(text.get("rows", b"[]")),
@@ -166,8 +166,8 @@ MESSAGE_LISTS = ("jobs", "requests", "owners", "rows", "outputs")  # one item pe
 def decode_message(entry_id: bytes | str, fields: dict) -> list[dict[str, Any]]:
     """A log entry as read from Redis: one dict per job, shaped like :func:`decode_entry`'s
     (every job of the entry has its ``id``)."""
-    text = {_text(k): v for k, v in fields.items()}
-    ident, version, at = _text(entry_id), int(text.get("version", 0)), float(text.get("time", 0))
+    text = {as_text(k): v for k, v in fields.items()}
+    ident, version, at = as_text(entry_id), int(text.get("version", 0)), float(text.get("time", 0))
     columns = [orjson.loads(text.get(name, b"[]")) for name in MESSAGE_LISTS]
     return [
         {
