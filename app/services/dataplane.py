@@ -63,7 +63,7 @@ async def submit_and_wait(
     future = listener.register(job_id) if wait > 0 else None
     with submitter.request():
         try:
-            await submitter.submit(job, claim)
+            await submitter.submit(job, claim, waits=future is not None)
         except BaseException:
             listener.discard(job_id)
             raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from loguru import logger
@@ -18,8 +19,9 @@ from core.messages import RESULTS_CHANNEL, unpack_results
 
 
 class ResultListener:
-    def __init__(self, client: aioredis.Redis):
+    def __init__(self, client: aioredis.Redis, on_results: Callable[[list], None] | None = None):
         self.client = client
+        self.on_results = on_results  # each results message's job ids (the submitter's hook)
         self.connected = False
         self._waiters: dict[str, asyncio.Future] = {}
         self._task: asyncio.Task | None = None
@@ -81,3 +83,5 @@ class ResultListener:
             future = self._waiters.pop(job_id, None) if isinstance(job_id, str) else None
             if future is not None and not future.done():
                 future.set_result(raw)
+        if self.on_results is not None:
+            self.on_results(job_ids)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import orjson
@@ -67,16 +68,24 @@ end
 return depth
 """
 BACKLOG = 1  # predict messages queued beyond this mean the workers are behind
+SERVING_FORGOTTEN = 5.0  # seconds after which an unanswered message no longer holds a worker
 
 
 class _Group:
     """The open group of one model (and pinned version): its jobs until it is flushed."""
 
-    __slots__ = ("behind", "claims", "closes_at", "done", "jobs", "key", "rows", "seen", "timer")
+    __slots__ = (
+        "behind", "claims", "closes_at", "done", "jobs", "key", "queue", "rows", "seen", "timer",
+        "waiting",
+    )  # fmt: skip
 
-    def __init__(self, key: tuple, done: asyncio.Future, behind: bool, closes_at: float):
+    def __init__(
+        self, key: tuple, queue: str, done: asyncio.Future, behind: bool, closes_at: float
+    ):
         self.key = key
+        self.queue = queue
         self.jobs: list[dict] = []
+        self.waiting: list[str] = []  # the jobs whose requests wait for their answers
         self.claims: dict[str, Claim] = {}  # job id -> its claim
         self.rows = 0
         self.done = done
@@ -101,6 +110,7 @@ class JobSubmitter:
         models: Mapping[str, ModelSettings] | None = None,
         replica_ack_ms: int = 0,
         tracer: Tracer | None = None,
+        capacity: Callable[[str], int | None] | None = None,
     ):
         self.client = client
         self.replica_ack_ms = replica_ack_ms
@@ -117,6 +127,13 @@ class JobSubmitter:
         self._enqueue = client.register_script(ENQUEUE)
         self.tracer = tracer  # None: tracing is off (core/tracing.py)
         self.requests = 0  # predict requests in progress (:meth:`request`)
+        # Worker processes consuming a queue (None: not known yet), and this gateway's
+        # messages each queue's workers are answering (:meth:`answered`).
+        self.capacity = capacity or (lambda _queue: None)
+        self._serving: dict[str, dict[int, tuple[float, list[str]]]] = {}
+        self._message_of: dict[str, tuple[str, int]] = {}  # waiting job -> (queue, message)
+        self._held: dict[str, list[_Group]] = {}  # per queue: groups waiting for a free worker
+        self._numbers = itertools.count()
 
     @contextlib.contextmanager
     def request(self):
@@ -128,35 +145,48 @@ class JobSubmitter:
         finally:
             self.requests -= 1
 
-    async def submit(self, job: dict, claim: Claim | None = None) -> None:
+    async def submit(self, job: dict, claim: Claim | None = None, waits: bool = False) -> None:
         """Queue one job; return once its message is in Redis (raise if Redis refused it).
 
         Jobs of one model (and pinned version) share messages; each model has its own group.
         With a ``claim`` the job is queued only if its idempotency key is free; otherwise
-        nothing is queued for it and AlreadyClaimed says which job holds the key.
+        nothing is queued for it and AlreadyClaimed says which job holds the key. ``waits``:
+        its request waits for the answer (which tells when a worker is free again).
         """
         key = (job.get("model"), job.get("version"))
         group = self._open.get(key)
         if group is None:
             loop = asyncio.get_running_loop()
+            queue = self._queue_of(key[0])
             # Messages already waiting mean the workers are behind: a job would wait in the
             # queue anyway, so the group may stay open longer (up to backlog_wait) to make
             # fewer, larger messages, which are cheaper to run. One waiting message is
             # normal: it waits for the one each worker is running.
             group = _Group(
                 key,
+                queue,
                 loop.create_future(),
                 self.admission.queue_depth > BACKLOG,
                 loop.time() + self.backlog_wait,
             )
-            # A lone request (a single client, one request at a time) has no one to wait for:
-            # its group closes after this turn of the loop, which still lets in the requests
-            # read from the sockets with it.
-            wait = 0 if self.requests == 1 else self.max_wait
-            group.timer = loop.call_later(wait, self._on_timer, group)
+            if self._all_busy(queue, loop.time()):
+                # Every worker process of the queue is answering one of this gateway's
+                # messages: a message sent now would wait in the queue for one of them. The
+                # group gathers what comes meanwhile and goes when one answers (up to
+                # backlog_wait): fewer, larger messages, and no job starts later for it.
+                group.timer = loop.call_later(self.backlog_wait, self._flush, group)
+                self._held.setdefault(queue, []).append(group)
+            else:
+                # A lone request (a single client, one request at a time) has no one to wait
+                # for: its group closes after this turn of the loop, which still lets in the
+                # requests read from the sockets with it.
+                wait = 0 if self.requests == 1 else self.max_wait
+                group.timer = loop.call_later(wait, self._on_timer, group)
             self._open[key] = group
         done = group.done
         group.jobs.append(job)
+        if waits:
+            group.waiting.append(job["job_id"])
         if claim is not None:
             group.claims[job["job_id"]] = claim
         group.rows += len(job["rows"])
@@ -186,14 +216,55 @@ class JobSubmitter:
             return
         self._flush(group)
 
+    def _queue_of(self, name: str | None) -> str:
+        model = self.models.get(name)
+        return model.queue if model is not None else PREDICT_QUEUE
+
+    def _all_busy(self, queue: str, now: float) -> bool:
+        """Does each worker process of ``queue`` answer a message of this gateway? Messages
+        not answered within SERVING_FORGOTTEN seconds are forgotten (their answers may have
+        come while the listener was away)."""
+        slots, serving = self.capacity(queue), self._serving.get(queue)
+        if not slots or not serving:
+            return False
+        for number in [n for n, (sent, _) in serving.items() if now - sent > SERVING_FORGOTTEN]:
+            for job_id in serving.pop(number)[1]:
+                self._message_of.pop(job_id, None)
+        return len(serving) >= slots
+
+    def answered(self, job_ids: list) -> None:
+        """The listener's hook, for each results message: the worker that answered one of this
+        gateway's messages is free, so the oldest group held for it goes."""
+        for job_id in job_ids:
+            found = self._message_of.pop(job_id, None) if isinstance(job_id, str) else None
+            if found is None:
+                continue
+            queue, number = found
+            _, jobs = self._serving[queue].pop(number, (0.0, ()))
+            for other in jobs:
+                self._message_of.pop(other, None)
+            held = self._held.get(queue)
+            if held:
+                self._flush(held[0])
+            return
+
     def _flush(self, group: _Group) -> None:
         if group.timer is not None:
             group.timer.cancel()
             group.timer = None
         if self._open.get(group.key) is group:
             del self._open[group.key]
+        held = self._held.get(group.queue)
+        if held and group in held:
+            held.remove(group)
         if not group.jobs or group.done.done():
             return
+        if group.waiting:  # its answers will say when a worker is free again
+            number = next(self._numbers)
+            now = asyncio.get_running_loop().time()
+            self._serving.setdefault(group.queue, {})[number] = (now, group.waiting)
+            for job_id in group.waiting:
+                self._message_of[job_id] = (group.queue, number)
         task = asyncio.get_running_loop().create_task(
             self._write(group.jobs, group.claims, group.done)
         )
@@ -228,8 +299,7 @@ class JobSubmitter:
         """One script call: {} once queued, or {job id: held claim} for the jobs whose keys
         were already claimed (then nothing was written)."""
         name = group[0].get("model")
-        model = self.models.get(name)
-        queue = model.queue if model is not None else PREDICT_QUEUE
+        queue = self._queue_of(name)
         if self.tracer is None:
             return await self._enqueue_message(group, claims, name, queue)
         # The message's span: a child of its first job's request, linked to the others'.

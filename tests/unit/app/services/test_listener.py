@@ -33,6 +33,21 @@ def test_dispatch_wakes_exactly_the_registered_jobs():
     assert listener.waiting == 1
 
 
+def test_each_results_message_goes_to_the_hook_after_its_waiters_woke():
+    """The submitter learns from it that a worker is free (app/services/submitter.py)."""
+    seen = []
+
+    async def scenario():
+        listener = ResultListener(fakeredis.FakeAsyncRedis())
+        future = listener.register("a")
+        listener.on_results = lambda ids: seen.append((ids, future.done()))
+        listener._dispatch(message("a", "x"))
+        listener._dispatch(message("y"))  # nobody here waits: not even parsed
+
+    asyncio.run(scenario())
+    assert seen == [(["a", "x"], True)]
+
+
 def test_a_result_wakes_its_waiter_once():
     async def scenario():
         listener = ResultListener(fakeredis.FakeAsyncRedis())

@@ -6,10 +6,12 @@ import asyncio
 
 import fakeredis
 import orjson
+import pytest
 import redis.exceptions
 from loguru import logger
 
 from app.metrics import GatewayMetrics
+from app.services import submitter as submitter_module
 from app.services.idempotency import AlreadyClaimed, Claim, idempotency_key
 from app.services.submitter import BACKLOG, JobSubmitter
 from core.jobs import job_key
@@ -217,8 +219,14 @@ def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(redis_serv
     async def scenario():
         submitter = _behind(redis_server, max_wait_ms=0.0, backlog_wait_ms=20.0)
         loop = asyncio.get_running_loop()
-        pending, deadline = [], loop.time() + 0.2
-        while loop.time() < deadline:  # a job every loop turn for 200 ms
+        closed, close = [], submitter._flush
+        submitter._flush = lambda group: (closed.append(group), close(group))
+        # A job every loop turn for 200 ms and until two groups closed (a fixed 200 ms stream
+        # failed on a loaded machine: a stall past its end left one group), at most 5 s: a
+        # group that lingered while jobs keep coming would make one message in all that time.
+        start = loop.time()
+        pending, deadline = [], start + 5.0
+        while loop.time() < deadline and (loop.time() < start + 0.2 or len(closed) < 2):
             pending.append(asyncio.ensure_future(submitter.submit(predict_job(f"s{len(pending)}"))))
             await asyncio.sleep(0)
         await asyncio.gather(*pending)
@@ -226,7 +234,7 @@ def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(redis_serv
 
     messages, count = run(scenario())
     groups = _groups(messages)
-    assert len(groups) >= 2  # 200 ms of jobs, groups capped at 20 ms
+    assert len(groups) >= 2  # groups capped at 20 ms
     assert sorted(j for group in groups for j in group) == sorted(f"s{i}" for i in range(count))
 
 
@@ -278,6 +286,93 @@ def test_requests_read_in_the_same_loop_turn_share_a_message(redis_server):
         return await queued(submitter.client)
 
     assert _groups(run(scenario())) == [["r0", "r1", "r2"]]
+
+
+# -- every worker busy with this gateway's messages: gather until one answers -----------------
+def _one_worker(redis_server, backlog_wait_ms=NEVER_MS, workers=1) -> JobSubmitter:
+    client = fakeredis.FakeAsyncRedis(server=redis_server)
+    return JobSubmitter(
+        client,
+        admission=open_admission(),
+        max_rows=1000,
+        max_wait_ms=0.0,
+        backlog_wait_ms=backlog_wait_ms,
+        ttl=60,
+        capacity=lambda queue: workers if queue == PREDICT_QUEUE else None,
+    )
+
+
+async def _waiting(submitter: JobSubmitter, *job_ids: str) -> list[asyncio.Future]:
+    """Sync jobs submitted in one loop turn, as their requests do; their submissions."""
+    submissions = [
+        asyncio.ensure_future(submitter.submit(predict_job(job_id), waits=True))
+        for job_id in job_ids
+    ]
+    await asyncio.sleep(0.01)
+    return submissions
+
+
+def test_while_each_worker_answers_a_message_of_ours_a_group_gathers_until_one_answers(
+    redis_server,
+):
+    async def scenario():
+        submitter = _one_worker(redis_server)
+        await asyncio.gather(*await _waiting(submitter, "a"))  # the worker's message
+        later = await _waiting(submitter, "b", "c")
+        later += await _waiting(submitter, "d")
+        held = await queued(submitter.client)
+        submitter.answered(["a"])  # the worker is free: the held group goes, whole
+        await asyncio.gather(*later)
+        return held, await queued(submitter.client)
+
+    held, messages = run(scenario())
+    assert _groups(held) == [["a"]]
+    assert _groups(messages) == [["a"], ["b", "c", "d"]]
+
+
+def test_a_held_group_goes_at_backlog_wait_if_no_answer_comes(redis_server):
+    async def scenario():
+        submitter = _one_worker(redis_server, backlog_wait_ms=30.0)
+        await asyncio.gather(*await _waiting(submitter, "a"))
+        await asyncio.wait_for(asyncio.gather(*await _waiting(submitter, "b")), 1.0)
+        return await queued(submitter.client)
+
+    assert _groups(run(scenario())) == [["a"], ["b"]]
+
+
+@pytest.mark.parametrize(
+    "case", ["two workers", "workers unknown", "no request waits", "another gateway's answer"]
+)
+def test_a_group_is_held_only_while_every_worker_answers_a_message_of_this_gateway(
+    redis_server, case
+):
+    async def scenario():
+        workers = {"two workers": 2, "workers unknown": None}.get(case, 1)
+        submitter = _one_worker(redis_server, workers=workers)
+        if case == "no request waits":  # async submits: no answer will say when it is done
+            await submitter.submit(predict_job("a"))
+        else:
+            await asyncio.gather(*await _waiting(submitter, "a"))
+        if case == "another gateway's answer":
+            submitter.answered(["not-ours"])
+            submitter.answered(["a"])
+        await asyncio.wait_for(asyncio.gather(*await _waiting(submitter, "b")), 1.0)
+        return await queued(submitter.client)
+
+    assert _groups(run(scenario())) == [["a"], ["b"]]
+
+
+def test_a_message_never_answered_stops_holding_groups_after_a_while(redis_server, monkeypatch):
+    monkeypatch.setattr(submitter_module, "SERVING_FORGOTTEN", 0.05)
+
+    async def scenario():
+        submitter = _one_worker(redis_server)
+        await asyncio.gather(*await _waiting(submitter, "a"))  # its answer never comes
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(asyncio.gather(*await _waiting(submitter, "b")), 1.0)
+        return await queued(submitter.client)
+
+    assert _groups(run(scenario())) == [["a"], ["b"]]
 
 
 # -- many models: a message carries one model's jobs (and one pinned version) ----------------
