@@ -185,17 +185,9 @@ def test_when_workers_are_behind_a_group_stays_open_while_every_loop_turn_adds_a
 
 def test_when_workers_keep_up_the_same_stream_is_cut_at_max_wait(redis_server):
     async def scenario():
-        client = fakeredis.FakeAsyncRedis(server=redis_server)
-        submitter = JobSubmitter(
-            client,
-            admission=open_admission(),
-            max_rows=1000,
-            max_wait_ms=0.0,
-            backlog_wait_ms=NEVER_MS,
-            ttl=60,
-        )
+        submitter = _no_window(redis_server)
         await _stream(submitter, 50)
-        return await queued(client)
+        return await queued(submitter.client)
 
     groups = _groups(run(scenario()))
     assert len(groups) > 1
@@ -289,7 +281,9 @@ def test_requests_read_in_the_same_loop_turn_share_a_message(redis_server):
 
 
 # -- every worker busy with this gateway's messages: gather until one answers -----------------
-def _one_worker(redis_server, backlog_wait_ms=NEVER_MS, workers=1) -> JobSubmitter:
+def _no_window(redis_server, backlog_wait_ms=NEVER_MS, workers=None) -> JobSubmitter:
+    """max_wait 0: a group closes at its next loop turn unless held; ``workers``: the worker
+    processes the heartbeats report for the predict queue (None: not known)."""
     client = fakeredis.FakeAsyncRedis(server=redis_server)
     return JobSubmitter(
         client,
@@ -316,7 +310,7 @@ def test_while_each_worker_answers_a_message_of_ours_a_group_gathers_until_one_a
     redis_server,
 ):
     async def scenario():
-        submitter = _one_worker(redis_server)
+        submitter = _no_window(redis_server, workers=1)
         await asyncio.gather(*await _waiting(submitter, "a"))  # the worker's message
         later = await _waiting(submitter, "b", "c")
         later += await _waiting(submitter, "d")
@@ -332,7 +326,7 @@ def test_while_each_worker_answers_a_message_of_ours_a_group_gathers_until_one_a
 
 def test_a_held_group_goes_at_backlog_wait_if_no_answer_comes(redis_server):
     async def scenario():
-        submitter = _one_worker(redis_server, backlog_wait_ms=30.0)
+        submitter = _no_window(redis_server, 30.0, workers=1)
         await asyncio.gather(*await _waiting(submitter, "a"))
         await asyncio.wait_for(asyncio.gather(*await _waiting(submitter, "b")), 1.0)
         return await queued(submitter.client)
@@ -348,7 +342,7 @@ def test_a_group_is_held_only_while_every_worker_answers_a_message_of_this_gatew
 ):
     async def scenario():
         workers = {"two workers": 2, "workers unknown": None}.get(case, 1)
-        submitter = _one_worker(redis_server, workers=workers)
+        submitter = _no_window(redis_server, workers=workers)
         if case == "no request waits":  # async submits: no answer will say when it is done
             await submitter.submit(predict_job("a"))
         else:
@@ -366,7 +360,7 @@ def test_a_message_never_answered_stops_holding_groups_after_a_while(redis_serve
     monkeypatch.setattr(submitter_module, "SERVING_FORGOTTEN", 0.05)
 
     async def scenario():
-        submitter = _one_worker(redis_server)
+        submitter = _no_window(redis_server, workers=1)
         await asyncio.gather(*await _waiting(submitter, "a"))  # its answer never comes
         await asyncio.sleep(0.1)
         await asyncio.wait_for(asyncio.gather(*await _waiting(submitter, "b")), 1.0)
