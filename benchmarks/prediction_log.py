@@ -94,33 +94,15 @@ def drain_ab(bench: Bench, rounds: int) -> dict[str, list[float]]:
     turns: `make bench`'s drain figure, with the gateway's grouping, which differs from one
     filling to the next, taken out of the comparison."""
     client = bench.redis.client()
-    port = free_port()
-    gateway = bench.start("gateway-drain", commands.gateway("127.0.0.1", port))
-    bench.http_up(port, gateway, "/health")
-    body = json.dumps(SINGLE).encode()
-    while sum(1 for _ in client.scan_iter("mlops:job:*", count=5000)) < bench.drain_jobs:
-        run_load(f"http://127.0.0.1:{port}/predict", body, HEADERS, 64, 2)
-    bench.stop(gateway)
-    messages = client.llen("predict")
+    messages = bench.fill_queue(free_port(), bench.drain_jobs)
     client.copy("predict", QUEUED)
     rates: dict[str, list[float]] = {"off": [], "on": []}
     for round_ in range(rounds):
         for name in ("off", "on") if round_ % 2 == 0 else ("on", "off"):  # no order effect
             client.copy(QUEUED, "predict", replace=True)
             client.delete("mlops:predlog:iris", "mlops:predlog:iris:index")
-            started = time.time()
-            worker = bench.start(
-                "worker-drain",
-                commands.worker("predict", 1),
-                MLOPS_PREDICTION_LOG__ENABLED="true" if name == "on" else "false",
-            )
-            wait_until(lambda: client.llen("predict") == 0, 600, "the drain")
-            time.sleep(0.5)
-            bench.stop(worker)
-            stamps = sorted(
-                record["completed_at"]
-                for record in map(json.loads, client.mget(list(client.scan_iter("mlops:job:*"))))
-                if record.get("completed_at", 0) >= started
+            stamps, _, _ = bench.drain_queued(
+                time.time(), MLOPS_PREDICTION_LOG__ENABLED="true" if name == "on" else "false"
             )
             rates[name].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
             bench.log(

@@ -164,22 +164,41 @@ class Bench:
 
     def drain(self, gateway_port: int, batch: int) -> dict:
         """Queue single-instance jobs with no worker running, then time one worker draining them."""
+        self.redis.client().flushdb()
+        jobs = self.drain_jobs if batch > 1 else max(1000, self.drain_jobs // 10)
+        messages = self.fill_queue(gateway_port, jobs, MLOPS_BATCHING__MAX_BATCH_SIZE=str(batch))
+        stamps, keys, peak = self.drain_queued(since=0.0)
+        span = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
+        return {
+            "jobs": keys,
+            "completed": len(stamps),
+            "messages": messages,
+            "seconds": span,
+            "jobs_per_s": (len(stamps) - 1) / span if span else 0.0,
+            "worker_peak_rss_mb": peak,
+        }
+
+    def fill_queue(self, gateway_port: int, jobs: int, **gateway_env: str) -> int:
+        """At least ``jobs`` single-instance jobs queued through a gateway (stopped after) with
+        no worker running; how many messages hold them."""
         client = self.redis.client()
-        client.flushdb()
         gateway = self.start(
-            "gateway-drain",
-            commands.gateway("127.0.0.1", gateway_port),
-            MLOPS_BATCHING__MAX_BATCH_SIZE=str(batch),
+            "gateway-drain", commands.gateway("127.0.0.1", gateway_port), **gateway_env
         )
         self.http_up(gateway_port, gateway, "/health")
-        jobs = self.drain_jobs if batch > 1 else max(1000, self.drain_jobs // 10)
         body = json.dumps(SINGLE).encode()
         url = f"http://127.0.0.1:{gateway_port}/predict"
         while sum(1 for _ in client.scan_iter("mlops:job:*", count=5000)) < jobs:
             run_load(url, body, HEADERS, 64, 2)  # closed loop for 2 s; repeat until enough
-        messages = client.llen("predict")
         self.stop(gateway)
-        worker = self.start("worker-drain", commands.worker("predict", 1))
+        return client.llen("predict")
+
+    def drain_queued(self, since: float, **worker_env: str) -> tuple[list[float], int, float]:
+        """One worker (one pool process, ``worker_env``) drains the predict queue: the sorted
+        completion times of the jobs it answered (SUCCESS at or after ``since``), how many job
+        records there are, and the worker's peak RSS (MiB)."""
+        client = self.redis.client()
+        worker = self.start("worker-drain", commands.worker("predict", 1), **worker_env)
         wait_until(lambda: client.llen("predict") == 0, 600, "the drain")
         time.sleep(0.5)
         stamps = []
@@ -187,20 +206,11 @@ class Bench:
         for i in range(0, len(keys), 5000):
             for raw in client.mget(keys[i : i + 5000]):
                 record = json.loads(raw)
-                if record.get("status") == "SUCCESS":
+                if record.get("status") == "SUCCESS" and record["completed_at"] >= since:
                     stamps.append(record["completed_at"])
         peak = peak_rss(worker)
         self.stop(worker)
-        stamps.sort()
-        span = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
-        return {
-            "jobs": len(keys),
-            "completed": len(stamps),
-            "messages": messages,
-            "seconds": span,
-            "jobs_per_s": (len(stamps) - 1) / span if span else 0.0,
-            "worker_peak_rss_mb": peak,
-        }
+        return sorted(stamps), len(keys), peak
 
     def prepare(self, models: tuple[str, ...] = ("iris", "penguins", FOREST)) -> None:
         """Start Redis, set the services' environment and train a first version of each model."""
