@@ -28,6 +28,7 @@ import pytest
 from celery import Celery
 
 from core.messages import PREDICT_QUEUE, RETRAIN_TASK, TRAIN_QUEUE
+from core.prediction_log import flushed_key
 from core.store import Aliases
 from scripts.load import generator_name, run_load
 from scripts.processes import ROOT, children, status_kib, wait_until
@@ -158,6 +159,8 @@ def faulty(tmp_path_factory, template):
         # the smallest grace the settings allow: the redelivery bound, 10 + 1 + 1 s
         MLOPS_API__SYNC_GRACE_SECONDS="12",
         MLOPS_WORKER__MAX_RETRIES_ON_CRASH="2",
+        # the flusher's cursor (one key per model, kept) is written soon after the warm-up
+        MLOPS_PREDICTION_LOG__FLUSH_SECONDS="1",
     )
     with running(stack, boot(template)) as started:
         yield started
@@ -306,8 +309,10 @@ POOL_SLACK = 3
 @pytest.mark.serial
 def test_a_thousand_jobs_leave_no_subscription_or_connection_behind(faulty):
     _sync_requests(faulty, 200)  # warm-up: connection pools reach their working size
-    time.sleep(0.5)
     observer = faulty.redis.client()
+    # the log's flush cursor is one key per model for good, written at the first flush
+    wait_until(lambda: observer.exists(flushed_key("iris")), 10, "the first flush")
+    time.sleep(0.5)
     baseline = _redis_snapshot(observer)
     results = _sync_requests(faulty, 1000)
     assert all(r["status"] == "SUCCESS" for r in results)
