@@ -17,7 +17,7 @@ from core.heap import freeze_startup_heap
 from core.logging import setup_logging
 from core.messages import TRAIN_QUEUE
 from core.settings import Settings, get_settings
-from workers import fastjson, recovery
+from workers import broker, fastjson, recovery
 from workers import metrics as metrics_module
 from workers import runtime as runtime_module
 from workers.config import celery_config
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     runtime_module.configure(settings)
     fastjson.install()
+    broker.install()  # acknowledgements ride along with the next message (workers/broker.py)
     recovery.guard_restore_on_close()
     app = Celery("workers")
     app.conf.update(celery_config(settings))
