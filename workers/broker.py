@@ -9,7 +9,10 @@ made for the occasion: two blocking round trips per message in the worker's main
 - an acknowledgement takes effect in memory at once and reaches Redis with the next message's
   bookkeeping, in the same round trip; when no message comes, a timer sends it within
   ``ACK_DELAY`` seconds (and closing the channel sends it first);
-- the bookkeeping goes in a plain pipeline, without MULTI/EXEC, on one client per channel.
+- the bookkeeping goes out on one connection of the channel's, without MULTI/EXEC and
+  without waiting: its replies are read before the next send (or by that timer), so a
+  message goes on to its pool process one round trip sooner (sync p50 at one connection
+  2.27 -> 2.12 ms).
 
 Nothing is given up: the sweep looks only at the index, and only at entries older than the
 visibility timeout, so it never sees half of an append (index first) or of an ack (index
@@ -35,31 +38,91 @@ ACK_DELAY = 0.05  # seconds an acknowledgement waits for a message to ride along
 class RideAlongQoS(kombu_redis.QoS):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._pending: list[str] = []  # acknowledged in memory, not yet in Redis
-        self._flush_timer = None
-        self._client = None
+        self._pending: list[str] = []  # acknowledged in memory, not yet sent to Redis
+        self._unread = 0  # replies of commands sent on ``_connection``, not read yet
+        self._connection = None
+        self._pool = None  # the one ``_connection`` came from
+        self._timer = None
 
-    def _pipeline(self) -> redis.client.Pipeline:
-        if self._client is None:  # kombu makes one per operation: 7 % of the main process
-            self._client = self.channel.Client(connection_pool=self.channel.pool)
-        return self._client.pipeline(transaction=False)
+    # -- one connection: commands go out at once, their replies are read before the next ----
+    def _send(self, commands: list[tuple]) -> None:
+        """Send ``commands`` without waiting for their replies: the message goes on to the pool
+        process meanwhile (~0.1-0.15 ms sooner, measured at one connection). The replies are
+        read before the next send, or by the timer."""
+        self._read_replies()
+        if self._connection is None:
+            self._pool = self.channel.pool
+            self._connection = self._pool.get_connection()
+        connection = self._connection
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+        except Exception:
+            self._drop_connection()
+            raise
+        self._unread += len(commands)
+        self._schedule()
 
-    def _remove_pending(self, pipe) -> list[str]:
+    def _read_replies(self) -> None:
+        unread, self._unread = self._unread, 0
+        errors = []
+        for _ in range(unread):
+            try:
+                self._connection.read_response()
+            except redis.ResponseError as exc:  # Redis refused one command (out of memory)
+                errors.append(exc)
+            except Exception:
+                self._drop_connection()
+                raise
+        if errors:
+            logger.warning(
+                "kombu's unacked bookkeeping: {} command(s) refused, the first: {}",
+                len(errors),
+                errors[0],
+            )
+
+    def _drop_connection(self) -> None:
+        connection, self._connection, self._unread = self._connection, None, 0
+        if connection is not None:
+            connection.disconnect()
+            self._pool.release(connection)
+
+    def _schedule(self) -> None:
+        """Within ``ACK_DELAY``: the held acknowledgements go and every reply is read."""
+        if self._timer is not None:
+            return
+        loop = get_event_loop()
+        if loop is None:  # no event loop (a synchronous consumer): at once
+            self.flush()
+        else:
+            self._timer = loop.call_later(ACK_DELAY, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self.flush()
+        except redis.RedisError as exc:  # Redis away: the next message or close tries again
+            logger.warning("{} acknowledgement(s) not sent yet: {!r}", len(self._pending), exc)
+
+    def _commands(self, appended: tuple | None = None) -> tuple[list[tuple], list[str]]:
+        commands = []
+        if appended is not None:
+            tag, raw = appended
+            commands += [
+                ("ZADD", self.unacked_index_key, time(), tag),
+                ("HSET", self.unacked_key, tag, raw),
+            ]
         tags, self._pending = self._pending, []
         if tags:
-            pipe.zrem(self.unacked_index_key, *tags)
-            pipe.hdel(self.unacked_key, *tags)
-        return tags
+            commands += [("ZREM", self.unacked_index_key, *tags), ("HDEL", self.unacked_key, *tags)]
+        return commands, tags
 
+    # -- kombu's QoS ------------------------------------------------------------------------
     def append(self, message, delivery_tag):
         delivery = message.delivery_info
         raw = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        pipe = self._pipeline()
-        pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
-        pipe.hset(self.unacked_key, delivery_tag, raw)
-        tags = self._remove_pending(pipe)
+        commands, tags = self._commands((delivery_tag, raw))
         try:
-            pipe.execute()
+            self._send(commands)
         except Exception:
             self._pending[:0] = tags  # the next message or the timer tries them again
             raise
@@ -68,43 +131,33 @@ class RideAlongQoS(kombu_redis.QoS):
     def ack(self, delivery_tag):
         virtual.QoS.ack(self, delivery_tag)
         self._pending.append(delivery_tag)
-        if self._flush_timer is None:
-            loop = get_event_loop()
-            if loop is None:  # no event loop (a synchronous consumer): at once
-                self.flush()
-            else:
-                self._flush_timer = loop.call_later(ACK_DELAY, self._flush_later)
-
-    def _flush_later(self) -> None:
-        self._flush_timer = None
-        try:
-            self.flush()
-        except redis.RedisError as exc:  # Redis away: the next message or close tries again
-            logger.warning("{} acknowledgement(s) not sent yet: {!r}", len(self._pending), exc)
+        self._schedule()
 
     def flush(self) -> None:
-        """Send the acknowledgements still held in memory."""
-        if not self._pending:
-            return
-        pipe = self._pipeline()
-        tags = self._remove_pending(pipe)
-        try:
-            pipe.execute()
-        except Exception:
-            self._pending[:0] = tags
-            raise
+        """Send the acknowledgements still held in memory and read every reply."""
+        commands, tags = self._commands()
+        if commands:
+            try:
+                self._send(commands)
+            except Exception:
+                self._pending[:0] = tags
+                raise
+        self._read_replies()
 
     def restore_unacked(self, client=None):
         """At close: the held acknowledgements first. With the connection torn down already
         (workers/recovery.py ``guard_restore_on_close``) they come back by the sweep, their
-        jobs answered."""
+        jobs answered. kombu has disconnected the channel's connections already: the replies
+        still unread went with ours, not the commands, which Redis has run."""
+        self._drop_connection()
         transport = self.channel.connection
-        if self._pending and not (transport is not None and transport.client is None):
+        if not (transport is not None and transport.client is None):
             try:
                 self.flush()
             except redis.RedisError as exc:
                 logger.warning("{} acknowledgement(s) not sent: {!r}", len(self._pending), exc)
         self._pending.clear()
+        self._drop_connection()
         return super().restore_unacked(client)
 
 

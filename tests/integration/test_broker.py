@@ -9,6 +9,7 @@ import json
 import pytest
 from kombu import Connection
 from kombu.asynchronous import get_event_loop, set_event_loop
+from loguru import logger
 
 from scripts.processes import RedisServer
 from workers import broker
@@ -122,3 +123,21 @@ def test_closing_sends_held_acks_and_puts_back_the_unacknowledged(redis_server, 
     bodies = [json.loads(base64.b64decode(message["body"])) for message in queued]
     # the running one back on the queue beside the one never taken; not the acknowledged one
     assert sorted(body["n"] for body in bodies) == [1, 2]
+
+
+def test_a_refused_command_is_logged_when_its_reply_is_read_and_the_next_ones_go_on(
+    redis_server, channel, loop
+):
+    redis_server.client().set(UNACKED_KEY, "not a hash")  # HSET now fails: WRONGTYPE
+    logged = []
+    sink = logger.add(logged.append, level="WARNING", format="{message}")
+    try:
+        channel.basic_get(QUEUE)  # sent, not waited for
+        assert logged == []
+        loop.fire()  # the timer reads the replies
+    finally:
+        logger.remove(sink)
+        redis_server.client().delete(UNACKED_KEY, UNACKED_INDEX_KEY)
+    assert len(logged) == 1 and "WRONGTYPE" in logged[0], logged
+    message = channel.basic_get(QUEUE)
+    assert unacked(redis_server) == {message.delivery_tag}
