@@ -127,6 +127,8 @@ class JobSubmitter:
         self._enqueue = client.register_script(ENQUEUE)
         self.tracer = tracer  # None: tracing is off (core/tracing.py)
         self.requests = 0  # predict requests in progress (:meth:`request`)
+        self._grouped = 0  # jobs in open groups
+        self._closing: asyncio.TimerHandle | None = None  # :meth:`_close_joined`, scheduled
         # Worker processes consuming a queue (None: not known yet), and this gateway's
         # messages each queue's workers are answering (:meth:`answered`).
         self.capacity = capacity or (lambda _queue: None)
@@ -137,8 +139,8 @@ class JobSubmitter:
 
     @contextlib.contextmanager
     def request(self):
-        """Count a predict request from its job's submission to its answer: while it is the
-        only one, no other request can join its group, which then closes at once."""
+        """Count a predict request from its job's submission to its answer (or its 202):
+        once every request counted is in an open group, the groups close at once."""
         self.requests += 1
         try:
             yield
@@ -177,14 +179,13 @@ class JobSubmitter:
                 group.timer = loop.call_later(self.backlog_wait, self._flush, group)
                 self._held.setdefault(queue, []).append(group)
             else:
-                # A lone request (a single client, one request at a time) has no one to wait
-                # for: its group closes after this turn of the loop, which still lets in the
-                # requests read from the sockets with it.
-                wait = 0 if self.requests == 1 else self.max_wait
-                group.timer = loop.call_later(wait, self._on_timer, group)
+                group.timer = loop.call_later(self.max_wait, self._on_timer, group)
             self._open[key] = group
         done = group.done
         group.jobs.append(job)
+        self._grouped += 1
+        if self._everyone_joined() and self._closing is None:
+            self._closing = asyncio.get_running_loop().call_later(0, self._close_joined)
         if waits:
             group.waiting.append(job["job_id"])
         if claim is not None:
@@ -196,6 +197,22 @@ class JobSubmitter:
         taken = await asyncio.shield(done)
         if job["job_id"] in taken:
             raise AlreadyClaimed(taken[job["job_id"]])
+
+    def _everyone_joined(self) -> bool:
+        return 0 < self.requests <= self._grouped
+
+    def _close_joined(self) -> None:
+        """Every predict request in progress in this gateway is in an open group: none can
+        join one before an answer goes out, so the window would only delay them (a single
+        client sending one request at a time; async clients whose previous requests all got
+        their 202). The groups close after the turn of the loop that found it, which still
+        lets in the requests read from the sockets with them; held groups stay held."""
+        self._closing = None
+        if not self._everyone_joined():  # another request came meanwhile: it may join
+            return
+        for group in list(self._open.values()):
+            if group not in self._held.get(group.queue, ()):
+                self._flush(group)
 
     def _on_timer(self, group: _Group) -> None:
         """Close the group after max_wait; when behind, once a turn of the loop brings no job.
@@ -254,6 +271,7 @@ class JobSubmitter:
             group.timer = None
         if self._open.get(group.key) is group:
             del self._open[group.key]
+            self._grouped -= len(group.jobs)
         held = self._held.get(group.queue)
         if held and group in held:
             held.remove(group)

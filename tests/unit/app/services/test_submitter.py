@@ -230,7 +230,7 @@ def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(redis_serv
     assert sorted(j for group in groups for j in group) == sorted(f"s{i}" for i in range(count))
 
 
-# -- a lone request: no window to wait out ----------------------------------------------------
+# -- every request in progress has joined: no window to wait out -----------------------------
 def _never_closing(redis_server) -> JobSubmitter:
     client = fakeredis.FakeAsyncRedis(server=redis_server)
     return JobSubmitter(
@@ -267,6 +267,38 @@ def test_with_another_request_in_progress_the_window_is_held(redis_server):
 
     held, messages = run(scenario())
     assert held and _groups(messages) == [["first"]]
+
+
+def test_once_the_last_request_in_progress_joins_the_group_closes_without_the_window(
+    redis_server,
+):
+    async def scenario():
+        submitter = _never_closing(redis_server)
+        with submitter.request():  # a second request, its body still being read
+            first = asyncio.ensure_future(_request(submitter, "first"))
+            await asyncio.sleep(0.02)
+            held = not first.done()
+            await asyncio.wait_for(submitter.submit(predict_job("second")), 1.0)
+        await asyncio.wait_for(first, 1.0)
+        return held, await queued(submitter.client)
+
+    held, messages = run(scenario())
+    assert held and _groups(messages) == [["first", "second"]]
+
+
+def test_a_request_that_begins_in_the_same_loop_turn_keeps_the_group_open(redis_server):
+    async def scenario():
+        submitter = _never_closing(redis_server)
+        first = asyncio.ensure_future(_request(submitter, "first"))
+        await asyncio.sleep(0)  # the first has joined; its group would close next turn
+        with submitter.request():  # but another request begins first: it may join
+            done, _ = await asyncio.wait([first], timeout=0.05)
+            await submitter.drain()
+        await first
+        return bool(done), await queued(submitter.client)
+
+    closed_early, messages = run(scenario())
+    assert not closed_early and _groups(messages) == [["first"]]
 
 
 def test_requests_read_in_the_same_loop_turn_share_a_message(redis_server):
