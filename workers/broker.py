@@ -68,6 +68,9 @@ class RideAlongQoS(kombu_redis.QoS):
         for _ in range(unread):
             try:
                 self._connection.read_response()
+            except redis.exceptions.ReadOnlyError:  # a failover made it a replica: reconnect
+                self._drop_connection()
+                raise
             except redis.ResponseError as exc:  # Redis refused one command (out of memory)
                 errors.append(exc)
             except Exception:

@@ -7,6 +7,7 @@ import base64
 import json
 
 import pytest
+import redis
 from kombu import Connection
 from kombu.asynchronous import get_event_loop, set_event_loop
 from loguru import logger
@@ -141,3 +142,17 @@ def test_a_refused_command_is_logged_when_its_reply_is_read_and_the_next_ones_go
     assert len(logged) == 1 and "WRONGTYPE" in logged[0], logged
     message = channel.basic_get(QUEUE)
     assert unacked(redis_server) == {message.delivery_tag}
+
+
+def test_a_primary_turned_replica_raises_so_the_consumer_reconnects(redis_server, channel, loop):
+    """After a failover the old primary refuses writes (READONLY): that is not logged and
+    forgotten like a refused command, it is raised, as kombu's own bookkeeping raises it."""
+    message = channel.basic_get(QUEUE)
+    admin = redis_server.client()
+    admin.replicaof("127.0.0.1", 1)  # nothing listens there: a replica that refuses writes
+    try:
+        message.ack()
+        with pytest.raises(redis.exceptions.ReadOnlyError):
+            channel.qos.flush()
+    finally:
+        admin.replicaof("no", "one")
