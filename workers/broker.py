@@ -137,7 +137,17 @@ class RideAlongQoS(kombu_redis.QoS):
         self._schedule()
 
     def flush(self) -> None:
-        """Send the acknowledgements still held in memory and read every reply."""
+        """Send the acknowledgements still held in memory and read every reply.
+
+        A channel closed meanwhile (the connection to Redis was lost and Celery made a new
+        one) sends nothing: its held acknowledgements come back by the sweep, their jobs
+        answered (the acknowledgement of a task that ended after the reconnect arrives here)."""
+        if self.channel.connection is None:
+            if self._pending:
+                left = len(self._pending)
+                logger.warning("{} acknowledgement(s) of a closed channel left to the sweep", left)
+            self._pending.clear()
+            return
         commands, tags = self._commands()
         if commands:
             try:

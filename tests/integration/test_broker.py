@@ -156,3 +156,26 @@ def test_a_primary_turned_replica_raises_so_the_consumer_reconnects(redis_server
             channel.qos.flush()
     finally:
         admin.replicaof("no", "one")
+
+
+@pytest.mark.parametrize("with_loop", [False, True])
+def test_an_ack_that_comes_after_its_channel_closed_is_left_to_the_sweep(
+    redis_server, channel, loop, with_loop
+):
+    """The connection was lost and Celery closed the channel (putting back what it held); a
+    task that ends after that acknowledges on the old channel. Sending it there raised
+    (kombu's pool is gone) and stopped the worker: now it is left to the sweep."""
+    message = channel.basic_get(QUEUE)
+    channel.close()  # Celery closes what it held on a connection it lost...
+    channel._disconnect_pools()  # ...and its pools are gone (kombu's state in the crash seen)
+    if not with_loop:
+        set_event_loop(None)
+    logged = []
+    sink = logger.add(logged.append, level="WARNING", format="{message}")
+    try:
+        message.ack()
+        loop.fire()
+    finally:
+        logger.remove(sink)
+    assert any("closed channel" in line for line in logged), logged
+    assert redis_server.client().llen(QUEUE) == 3  # put back at close, not lost
