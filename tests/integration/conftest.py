@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from scripts.processes import REDIS_INSTALL
+from scripts.processes import REDIS_INSTALL, RedisServer
 from tests.integration.stack import Stack, running
 
 
@@ -18,6 +18,14 @@ def _require_redis_server():
             f"Install it:\n{REDIS_INSTALL}",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of the test's own, on a free port, without the service around it."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

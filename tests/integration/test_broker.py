@@ -12,7 +12,6 @@ from kombu import Connection
 from kombu.asynchronous import get_event_loop, set_event_loop
 from loguru import logger
 
-from scripts.processes import RedisServer
 from workers import broker
 from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY
 
@@ -36,10 +35,12 @@ class Loop:
 
 
 @pytest.fixture()
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
+def warnings_logged():
+    """The messages logged at WARNING and above while the test runs."""
+    logged: list[str] = []
+    sink = logger.add(logged.append, level="WARNING", format="{message}")
+    yield logged
+    logger.remove(sink)
 
 
 @pytest.fixture()
@@ -127,19 +128,16 @@ def test_closing_sends_held_acks_and_puts_back_the_unacknowledged(redis_server, 
 
 
 def test_a_refused_command_is_logged_when_its_reply_is_read_and_the_next_ones_go_on(
-    redis_server, channel, loop
+    redis_server, channel, loop, warnings_logged
 ):
     redis_server.client().set(UNACKED_KEY, "not a hash")  # HSET now fails: WRONGTYPE
-    logged = []
-    sink = logger.add(logged.append, level="WARNING", format="{message}")
     try:
         channel.basic_get(QUEUE)  # sent, not waited for
-        assert logged == []
+        assert warnings_logged == []
         loop.fire()  # the timer reads the replies
     finally:
-        logger.remove(sink)
         redis_server.client().delete(UNACKED_KEY, UNACKED_INDEX_KEY)
-    assert len(logged) == 1 and "WRONGTYPE" in logged[0], logged
+    assert len(warnings_logged) == 1 and "WRONGTYPE" in warnings_logged[0], warnings_logged
     message = channel.basic_get(QUEUE)
     assert unacked(redis_server) == {message.delivery_tag}
 
@@ -160,7 +158,7 @@ def test_a_primary_turned_replica_raises_so_the_consumer_reconnects(redis_server
 
 @pytest.mark.parametrize("with_loop", [False, True])
 def test_an_ack_that_comes_after_its_channel_closed_is_left_to_the_sweep(
-    redis_server, channel, loop, with_loop
+    redis_server, channel, loop, warnings_logged, with_loop
 ):
     """The connection was lost and Celery closed the channel (putting back what it held); a
     task that ends after that acknowledges on the old channel. Sending it there raised
@@ -170,12 +168,7 @@ def test_an_ack_that_comes_after_its_channel_closed_is_left_to_the_sweep(
     channel._disconnect_pools()  # ...and its pools are gone (kombu's state in the crash seen)
     if not with_loop:
         set_event_loop(None)
-    logged = []
-    sink = logger.add(logged.append, level="WARNING", format="{message}")
-    try:
-        message.ack()
-        loop.fire()
-    finally:
-        logger.remove(sink)
-    assert any("closed channel" in line for line in logged), logged
+    message.ack()
+    loop.fire()
+    assert any("closed channel" in line for line in warnings_logged), warnings_logged
     assert redis_server.client().llen(QUEUE) == 3  # put back at close, not lost

@@ -11,20 +11,13 @@ import httpx
 import pytest
 
 from scripts import commands
-from scripts.processes import Process, RedisServer, free_port, wait_until
+from scripts.processes import Process, free_port, wait_until
 from tests.factories import service_env
 from tests.integration.stack import Stack, running
 
 pytestmark = pytest.mark.integration
 
 PASSWORD = "flower-test-password"
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 def start_flower(redis_server, tmp_path, **env: str) -> tuple[Process, int]:
