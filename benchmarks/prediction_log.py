@@ -101,16 +101,21 @@ def drain_ab(bench: Bench, rounds: int) -> dict[str, list[float]]:
     messages = bench.fill_queue(free_port(), bench.drain_jobs)
     client.copy("predict", QUEUED)
     rates: dict[str, list[float]] = {"off": [], "on": []}
+    for name in ("off", "on"):
+        rates[f"{name} pool µs/job"] = []
     for round_ in range(rounds):
         for name in ("off", "on") if round_ % 2 == 0 else ("on", "off"):  # no order effect
             client.copy(QUEUED, "predict", replace=True)
             client.delete("mlops:predlog:iris", "mlops:predlog:iris:index")
-            stamps, _, _ = bench.drain_queued(
+            drained = bench.drain_queued(
                 time.time(), MLOPS_PREDICTION_LOG__ENABLED="true" if name == "on" else "false"
             )
+            stamps = drained.stamps
             rates[name].append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+            rates[f"{name} pool µs/job"].append(drained.pool_cpu_s / len(stamps) * 1e6)
             bench.log(
-                f"  round {round_ + 1} logging {name:<3} drain {rates[name][-1]:7.0f} jobs/s "
+                f"  round {round_ + 1} logging {name:<3} drain {rates[name][-1]:7.0f} jobs/s, "
+                f"pool CPU {rates[f'{name} pool µs/job'][-1]:5.1f} µs/job "
                 f"({len(stamps)} jobs in {messages} messages, the same each time)"
             )
     return rates
@@ -218,6 +223,10 @@ def main() -> None:
     bench.log(
         f"median drain jobs/s: off {off:,.1f}  on {on:,.1f}  on/off {on / off:.1%}; median of "
         f"the rounds' ratios {statistics.median(ratios):.1%} ({min(ratios):.0%}-{max(ratios):.0%})"
+    )
+    off, on = (statistics.median(drains[f"{name} pool µs/job"]) for name in ("off", "on"))
+    bench.log(
+        f"median drain pool CPU per job: off {off:.1f} µs  on {on:.1f} µs  on/off {on / off:.1%}"
     )
 
 

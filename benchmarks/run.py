@@ -26,12 +26,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
 from benchmarks import many_models, peer, rounds, scaling, versus
 from benchmarks.costs import Costs
-from benchmarks.cpu import CpuMeter, children_of, per_request_us, service_us, tree
+from benchmarks.cpu import (
+    CpuMeter,
+    children_of,
+    per_request_us,
+    process_seconds,
+    service_us,
+    tree,
+)
 from benchmarks.report import evaluate, write_reports
 from benchmarks.rounds import FOREST, MAIN_LEVEL, Mode
 from core.settings import get_settings
@@ -75,6 +83,17 @@ def v2_body(rows: list[list[float]]) -> bytes:
     data = [value for row in rows for value in row]
     tensor = {"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64", "data": data}
     return json.dumps({"id": "bench", "inputs": [tensor]}).encode()
+
+
+class Drained(NamedTuple):
+    """A drain: the sorted completion times of the jobs it answered (SUCCESS at or after its
+    ``since``), how many job records there are, the worker's peak RSS (MiB) and the CPU
+    seconds of its pool process (the steadier figure on a shared machine)."""
+
+    stamps: list[float]
+    records: int
+    peak_rss_mb: float
+    pool_cpu_s: float
 
 
 class Bench:
@@ -167,7 +186,7 @@ class Bench:
         self.redis.client().flushdb()
         jobs = self.drain_jobs if batch > 1 else max(1000, self.drain_jobs // 10)
         messages = self.fill_queue(gateway_port, jobs, MLOPS_BATCHING__MAX_BATCH_SIZE=str(batch))
-        stamps, keys, peak = self.drain_queued(since=0.0)
+        stamps, keys, peak, _ = self.drain_queued(since=0.0)
         span = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
         return {
             "jobs": keys,
@@ -193,10 +212,8 @@ class Bench:
         self.stop(gateway)
         return client.llen("predict")
 
-    def drain_queued(self, since: float, **worker_env: str) -> tuple[list[float], int, float]:
-        """One worker (one pool process, ``worker_env``) drains the predict queue: the sorted
-        completion times of the jobs it answered (SUCCESS at or after ``since``), how many job
-        records there are, and the worker's peak RSS (MiB)."""
+    def drain_queued(self, since: float, **worker_env: str) -> Drained:
+        """One worker (one pool process, ``worker_env``) drains the predict queue."""
         client = self.redis.client()
         worker = self.start("worker-drain", commands.worker("predict", 1), **worker_env)
         wait_until(lambda: client.llen("predict") == 0, 600, "the drain")
@@ -209,8 +226,9 @@ class Bench:
                 if record.get("status") == "SUCCESS" and record["completed_at"] >= since:
                     stamps.append(record["completed_at"])
         peak = peak_rss(worker)
+        pool_cpu = sum(process_seconds(children_of(worker.pid)()).values())
         self.stop(worker)
-        return sorted(stamps), len(keys), peak
+        return Drained(sorted(stamps), len(keys), peak, pool_cpu)
 
     def prepare(self, models: tuple[str, ...] = ("iris", "penguins", FOREST)) -> None:
         """Start Redis, set the services' environment and train a first version of each model."""

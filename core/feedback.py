@@ -25,12 +25,14 @@ from typing import Any
 import orjson
 
 from core.prediction_log import (
+    INDEX_CHUNK,
+    INDEX_FUNCTION,
     as_text,
     decode_entry,
     decode_message,
     index_key,
+    index_keys,
     labelled_key,
-    stream_key,
 )
 
 JOB, REQUEST = "j", "r"  # how an item names its prediction in RESOLVE's arguments
@@ -62,12 +64,19 @@ def flush_lock_key(model: str) -> str:
     return f"mlops:flush:{model}"
 
 
-# KEYS: the log stream, its index, labels by job. ARGV: triples (kind, id, owner). Per item:
+# KEYS: the log stream, its index, its indexed cursor, labels by job. ARGV: triples (kind, id,
+# owner). First indexes what the workers logged since the flusher last did (core/prediction_log.py
+# INDEX_FUNCTION), so a label finds a prediction answered a moment ago. Per item:
 # {} when nothing is logged under that id (never, sampled out, or gone with the cap), else
 # {entry id, the job's place in the entry (from 0), {field, value, ...} or {} when an earlier
 # item's reply has them already, its label or ""}. A request id names the caller's latest job
 # with it.
-RESOLVE = """
+RESOLVE = (
+    INDEX_FUNCTION
+    + f"""
+while index_new({INDEX_CHUNK}) == {INDEX_CHUNK} do end
+"""
+    + """
 local out, sent = {}, {}
 for i = 1, #ARGV, 3 do
   local kind, id, owner = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -87,7 +96,7 @@ for i = 1, #ARGV, 3 do
         if (kind == 'j' and jobs[k] == id) or
            (kind == 'r' and requests[k] == id and owners[k] == owner) then
           found = {entry[1], k - 1, sent[entry[1]] and {} or fields,
-                   redis.call('HGET', KEYS[3], jobs[k]) or ''}
+                   redis.call('HGET', KEYS[4], jobs[k]) or ''}
         end
       end
     end
@@ -97,6 +106,7 @@ for i = 1, #ARGV, 3 do
 end
 return out
 """
+)
 
 # KEYS: labels stream, labels by job, label count, trained count, versions set, the log's
 # index, then one window key per item. ARGV: max pending, window size, then per item: job, label,
@@ -152,7 +162,7 @@ return out
 
 def resolve_args(model: str, items: list[tuple[str, str, str]]) -> tuple:
     """``EVAL`` arguments of :data:`RESOLVE` for ``(kind, id, owner)`` items."""
-    keys = (stream_key(model), index_key(model), labelled_key(model))
+    keys = (*index_keys(model), labelled_key(model))
     return (RESOLVE, len(keys), *keys, *(value for item in items for value in item))
 
 

@@ -3,7 +3,7 @@
 Shape (read by feedback, drift monitoring and the flusher; keep the names):
 
 - key :func:`stream_key` (``mlops:predlog:<model>``), capped with ``XADD MAXLEN ~`` at about
-  ``prediction_log.max_entries`` jobs (:func:`append_args`);
+  ``prediction_log.max_entries`` jobs (:func:`append_command`);
 - one entry per predict message: the jobs one worker call answered, with the fields ``jobs``
   (JSON list of job ids), ``requests`` (their clients' request ids, "" for none), ``owners``
   (the API keys' digests, or ""), ``version`` (the model version that answered), ``time``
@@ -14,13 +14,21 @@ Shape (read by feedback, drift monitoring and the flusher; keep the names):
 One entry per message, not per job: the cost of an entry (an XADD, the script's call, the
 encoding) is paid once for all the jobs of a message, as the message's other costs are.
 
-Workers append with the results of a message (workers/batches.py): :data:`APPEND` runs in the
-pipeline that stores the results and wakes the gateway, so logging costs no round trip. It
-also indexes each job for feedback (app/services/feedback.py) in one sorted set,
+Workers append with the results of a message (workers/results.py): the XADD of
+:func:`append_command` goes out on the same connection just before the command that stores the
+results and wakes the gateways, so the entry is there before anyone hears of the answer. The
+hot path does nothing more in Redis: no per-job work.
+
+Feedback (app/services/feedback.py) finds a job's entry through one sorted set,
 :func:`index_key`: ``j:<job id>`` and ``r:<owner>:<request id>`` (the latest job with that
-request id) -> the millisecond of the entry id, so that ``XRANGE <ms> <ms>`` finds it.
-Keeping the index in step with the stream's cap is the flusher's job (:data:`TRIM`, every
-``prediction_log.flush_seconds``), not the hot path's: until then a trimmed entry's index
+request id) -> the millisecond of the entry id, so that ``XRANGE <ms> <ms>`` finds it. The
+index is built behind the stream, from :func:`indexed_key` (the last entry indexed) on, by
+:data:`INDEX_NEW` in bulk: the workers' flusher runs it every ``INDEX_SECONDS``, and the
+feedback script (core/feedback.py ``RESOLVE``) runs it first, so a label sent as soon as its
+answer arrives finds its prediction. Indexing in the hot path cost ~1.5 µs of Redis time per
+job, which the worker waited for: 6-8 % of the worker drain (README "Prediction log and
+feedback"). Keeping the index in step with the stream's cap is the flusher's job too
+(:data:`TRIM`, every ``prediction_log.flush_seconds``): until then a trimmed entry's index
 member finds nothing, which is what it should find. Labels kept by job for idempotency
 (core/feedback.py) leave with their prediction.
 
@@ -30,7 +38,6 @@ Measured on the 2-core machine (real redis-server, ``python -m benchmarks.predic
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -62,29 +69,68 @@ def flushed_key(model: str) -> str:
     return f"{PREFIX}{model}:flushed"
 
 
+def indexed_key(model: str) -> str:
+    """The id of the last entry whose jobs are in :func:`index_key` (:data:`INDEX_NEW`)."""
+    return f"{PREFIX}{model}:indexed"
+
+
 def labelled_key(model: str) -> str:
     """Hash: job id -> its label (core/feedback.py); named here because :data:`TRIM` trims it."""
     return f"mlops:labels:{model}:by-job"
 
 
-# KEYS: stream, index. ARGV: max entries, the entry's 7 values (jobs, requests, owners,
-# version, time, rows, outputs), then the index members of its jobs.
-APPEND = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-  'jobs', ARGV[2], 'requests', ARGV[3], 'owners', ARGV[4], 'version', ARGV[5],
-  'time', ARGV[6], 'rows', ARGV[7], 'outputs', ARGV[8])
-local ms = string.match(id, '^%d+')
-for i = 9, #ARGV, 1000 do
+INDEX_CHUNK = 200  # entries per call of index_new: a call blocks Redis ~1-2 ms at most
+INDEX_SECONDS = 0.5  # how often each worker node's flusher indexes what was logged since
+
+# A Lua function for scripts whose KEYS start with stream, index, indexed cursor: indexes the
+# jobs of up to ``count`` entries after the cursor (job_member and request_member, built here
+# as those build them) and moves the cursor; returns how many entries it indexed.
+INDEX_FUNCTION = """
+local function index_new(count)
+  local after = redis.call('GET', KEYS[3])
+  local entries = redis.call('XRANGE', KEYS[1], after and ('(' .. after) or '-', '+',
+                             'COUNT', count)
   local scored = {}
-  for j = i, math.min(i + 999, #ARGV) do
-    scored[#scored + 1] = ms
-    scored[#scored + 1] = ARGV[j]
+  for _, entry in ipairs(entries) do
+    local ms, fields, f = string.match(entry[1], '^%d+'), entry[2], {}
+    for k = 1, #fields, 2 do f[fields[k]] = fields[k + 1] end
+    local requests, owners = cjson.decode(f['requests']), cjson.decode(f['owners'])
+    for i, job in ipairs(cjson.decode(f['jobs'])) do
+      scored[#scored + 1] = ms
+      scored[#scored + 1] = 'j:' .. job
+      if requests[i] ~= '' then
+        scored[#scored + 1] = ms
+        scored[#scored + 1] = 'r:' .. owners[i] .. ':' .. requests[i]
+      end
+      if #scored >= 2000 then
+        redis.call('ZADD', KEYS[2], unpack(scored))
+        scored = {}
+      end
+    end
   end
-  redis.call('ZADD', KEYS[2], unpack(scored))
+  if #scored > 0 then redis.call('ZADD', KEYS[2], unpack(scored)) end
+  if #entries > 0 then redis.call('SET', KEYS[3], entries[#entries][1]) end
+  return #entries
 end
-return 0
 """
-APPEND_SHA = hashlib.sha1(APPEND.encode(), usedforsecurity=False).hexdigest()  # Redis names it so
+# KEYS: stream, index, indexed cursor. ARGV: entries at most. Returns how many it indexed.
+INDEX_NEW = INDEX_FUNCTION + "return index_new(tonumber(ARGV[1]))\n"
+
+
+def index_keys(model: str) -> tuple[str, str, str]:
+    return stream_key(model), index_key(model), indexed_key(model)
+
+
+def index_new(client, model: str) -> int:
+    """Index every entry logged since the last call, :data:`INDEX_CHUNK` entries per script
+    call (Redis serves others in between); how many entries."""
+    total = 0
+    while True:
+        done = int(client.eval(INDEX_NEW, 3, *index_keys(model), INDEX_CHUNK))
+        total += done
+        if done < INDEX_CHUNK:
+            return total
+
 
 # KEYS: stream, index, labels by job. The index members (and labels) older than the stream's
 # first entry, i.e. removed by its cap; returns how many.
@@ -111,33 +157,35 @@ def trim_index(client, model: str) -> int:
     return int(client.eval(TRIM, len(keys), *keys))
 
 
-def append_args(model: str, version: int, at: float, jobs: Iterable[tuple], max_entries: int):
-    """``EVALSHA`` arguments (after :data:`APPEND_SHA`) that log one message's ``jobs``, each
-    ``(job id, request id or None, owner or None, rows, outputs)``, answered by ``version``
-    at ``at``; ``EVAL`` takes them after :data:`APPEND`."""
-    ids, requests, owners, rows, outputs, members = [], [], [], [], [], []
-    for job_id, request_id, owner, job_rows, job_outputs in jobs:
-        ids.append(job_id)
-        requests.append(request_id or "")
-        owners.append(owner or "")
-        rows.append(job_rows)
-        outputs.append(job_outputs)
-        members.append(job_member(job_id))
-        if request_id:
-            members.append(request_member(owner, request_id))
-    keys = (stream_key(model), index_key(model))
+def append_command(
+    model: str, version: int, at: float, jobs: Iterable[tuple], max_entries: int
+) -> tuple:
+    """The XADD that logs one message's ``jobs``, each ``(job id, request id or None, owner or
+    None, rows, outputs)``, answered by ``version`` at ``at``."""
+    ids, requests, owners, rows, outputs = (list(column) for column in zip(*jobs, strict=True))
+    columns = (ids, [r or "" for r in requests], [o or "" for o in owners], rows, outputs)
+    return entry_command(model, version, at, columns, max_entries)
+
+
+def entry_command(
+    model: str, version: int, at: float, columns: tuple[list, ...], max_entries: int
+) -> tuple:
+    """The XADD of an entry given its job lists (:data:`MESSAGE_LISTS`, in that order;
+    request ids and owners "" for none)."""
+    ids, requests, owners, rows, outputs = columns
     # The cap counts jobs, about: each message trims the stream to the entries that many
     # messages of its size would fill, so it holds max_entries to 2 x max_entries jobs.
     cap = max(1, max_entries // max(1, len(ids)))
-    values = (orjson.dumps(ids), orjson.dumps(requests), orjson.dumps(owners), version,
-              repr(float(at)), orjson.dumps(rows), orjson.dumps(outputs))  # fmt: skip
-    return (len(keys), *keys, cap, *values, *members)
+    return ("XADD", stream_key(model), "MAXLEN", "~", cap, "*",
+            "jobs", orjson.dumps(ids), "requests", orjson.dumps(requests),
+            "owners", orjson.dumps(owners), "version", version, "time", repr(float(at)),
+            "rows", orjson.dumps(rows), "outputs", orjson.dumps(outputs))  # fmt: skip
 
 
 def append(client, model: str, version: int, at: float, jobs: list[tuple], max_entries: int):
-    """Log one message's ``jobs`` (:func:`append_args`) with a synchronous client (workers do
-    it in their results pipeline)."""
-    client.eval(APPEND, *append_args(model, version, at, jobs, max_entries))
+    """Log one message's ``jobs`` (:func:`append_command`) with a synchronous client (workers
+    send it with their results, workers/results.py)."""
+    client.execute_command(*append_command(model, version, at, jobs, max_entries))
 
 
 def as_text(value: bytes | str) -> str:

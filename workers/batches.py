@@ -13,9 +13,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-import orjson
 import redis
-from loguru import logger
 
 from core.errors import MLOpsError
 from core.jobs import (
@@ -28,12 +26,12 @@ from core.jobs import (
     job_key,
     predict_failure,
 )
-from core.messages import RESULTS_CHANNEL, pack_results
-from core.prediction_log import APPEND, APPEND_SHA
+from core.messages import RESULTS_CHANNEL
 from core.tracing import TRACEPARENT
 from workers.inference import expired, predict_jobs
 from workers.model_cache import ModelCache
 from workers.prediction_log import LogBatch, log_batch
+from workers.results import store_and_publish
 
 if TYPE_CHECKING:
     from core.otel import Tracer
@@ -46,35 +44,9 @@ STARTED_MARK_ROWS = 256
 
 def publish(client: redis.Redis, results: list[dict], ttl: int, log: LogBatch | None = None):
     """Store each job's result under its job key and wake the gateways, in one round trip;
-    with ``log``, append its entries to the prediction log in the same round trip, after the
-    PUBLISH. A log that Redis refuses (out of memory) is dropped with a warning: the
-    results stand."""
-    if not results:
-        return
-    encoded = [(result["job_id"], orjson.dumps(result)) for result in results]
-    pipe = client.pipeline(transaction=False)
-    for job_id, raw in encoded:
-        pipe.set(job_key(job_id), raw, ex=ttl)
-    pipe.publish(RESULTS_CHANNEL, pack_results(encoded))
-    if log is None:
-        pipe.execute()
-        return
-    # EVALSHA by hand: redis-py's Script in a pipeline asks SCRIPT EXISTS first, a round trip
-    # per message. Redis forgets scripts when it restarts: then one EVAL loads it again.
-    args = log.eval_args()
-    pipe.evalsha(APPEND_SHA, *args)
-    replies = pipe.execute(raise_on_error=False)
-    for reply in replies[:-1]:
-        if isinstance(reply, Exception):
-            raise reply
-    if isinstance(replies[-1], redis.exceptions.NoScriptError):
-        try:
-            client.eval(APPEND, *args)
-            return
-        except redis.RedisError as exc:
-            replies[-1] = exc
-    if isinstance(replies[-1], Exception):
-        logger.warning("prediction log of {} not written: {}", log.model, replies[-1])
+    with ``log``, append its entries to the prediction log right after (workers/results.py)."""
+    if results:
+        store_and_publish(client, results, ttl, log.command() if log is not None else None)
 
 
 def _start(client: redis.Redis, task_id: str, ttl: int) -> int:

@@ -1,6 +1,8 @@
 """The flusher: each worker node's main process moves the prediction logs and the feedback
 labels from Redis to the store (core/datasets.py) every ``prediction_log.flush_seconds``,
-and trims the logs' feedback indexes to what their caps kept (core/prediction_log.py).
+and trims the logs' feedback indexes to what their caps kept (core/prediction_log.py). Every
+``INDEX_SECONDS`` in between, it indexes what the workers logged since, for feedback (the
+hot path does not: core/prediction_log.py).
 
 One flush per model at a time across nodes (core/datasets.py FlushLock): the first node to
 take a model's lock flushes it, the others skip it that round. After moving new labels, it
@@ -20,7 +22,7 @@ from loguru import logger
 from core.datasets import FlushLock, flush_labels, flush_predictions
 from core.errors import MLOpsError
 from core.feedback import window_key, window_pairs
-from core.prediction_log import trim_index
+from core.prediction_log import INDEX_SECONDS, index_new, trim_index
 from core.quality import append_history, scores
 from core.redis import sync_client
 from core.settings import Settings
@@ -37,6 +39,7 @@ class Flusher:
         self.settings = settings
         self.client = client
         self.store_of = store_of or (lambda model: open_store(settings, model))
+        self.known: list[str] = []  # the models of the last flush, indexed in between
 
     def models(self) -> list[str]:
         """The settings' models and those found in the store (registered ones log too)."""
@@ -55,6 +58,7 @@ class Flusher:
             store = self.store_of(model)
             batch = self.settings.prediction_log_of(model).flush_batch
             predictions = flush_predictions(self.client, store, batch)
+            index_new(self.client, model)
             trim_index(self.client, model)  # what the log's cap removed takes no feedback
             labels = flush_labels(self.client, store, batch)
             for version in sorted({entry["version"] for entry in labels}):
@@ -84,8 +88,18 @@ class Flusher:
                 "could not redraw the card of {} v{}: {}", store.model_name, version, exc
             )
 
+    def index(self) -> None:
+        """Index the new log entries of the models of the last flush (one Redis call each
+        when there is nothing new)."""
+        for model in self.known:
+            try:
+                index_new(self.client, model)
+            except redis.RedisError as exc:
+                logger.warning("indexing the log of {} failed (tried again): {}", model, exc)
+
     def tick(self) -> None:
-        for model in self.models():
+        self.known = self.models()
+        for model in self.known:
             try:
                 self.flush(model)
             except (redis.RedisError, OSError, MLOpsError) as exc:
@@ -94,15 +108,21 @@ class Flusher:
 
 def start_flusher(settings: Settings) -> threading.Thread:
     """The flusher's thread (a daemon) in the calling process, flushing every
-    ``prediction_log.flush_seconds``."""
+    ``prediction_log.flush_seconds`` and indexing every ``INDEX_SECONDS``."""
     every = float(settings.prediction_log.flush_seconds)
 
     def loop() -> None:
         flusher = Flusher(settings, sync_client(settings.redis_url))
+        flusher.known = flusher.models()
+        due = time.monotonic() + every
         while True:
-            time.sleep(every)
+            time.sleep(min(INDEX_SECONDS, every))
             try:
-                flusher.tick()
+                if time.monotonic() >= due:
+                    due = time.monotonic() + every
+                    flusher.tick()
+                else:
+                    flusher.index()
             except Exception as exc:  # never let the thread die: the log would fill its cap
                 logger.exception("flusher: {}", exc)
 

@@ -1,8 +1,8 @@
 """What a worker logs of a predict message (core/prediction_log.py): the answered jobs, sampled.
 
-One log entry per message, holding its logged jobs. It goes to Redis in the pipeline that
-publishes the message's results (workers/batches.py ``publish``): no round trip of its own,
-and no Redis call at all for a message whose jobs are all sampled out.
+One log entry per message, holding its logged jobs: one XADD, sent in the same write as the
+message's results (workers/results.py), so no round trip of its own, and nothing at all for a
+message whose jobs are all sampled out.
 """
 
 from __future__ import annotations
@@ -12,32 +12,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.jobs import SUCCESS
-from core.prediction_log import append_args
+from core.prediction_log import entry_command
 from core.settings import Settings
 from workers.model_cache import LoadedModel
 
 
 @dataclass(frozen=True)
 class LogBatch:
-    """The logged jobs of one message, ready for :func:`core.prediction_log.append_args`."""
+    """The logged jobs of one message: one list per field of the entry, one item per job
+    (core/prediction_log.py ``MESSAGE_LISTS``)."""
 
     model: str
     version: int
     at: float
-    jobs: list[tuple]
+    ids: list[str]
+    requests: list[str]
+    owners: list[str]
+    rows: list[list]
+    outputs: list[list]
     max_entries: int
 
-    def eval_args(self) -> tuple:
-        return append_args(self.model, self.version, self.at, self.jobs, self.max_entries)
+    def command(self) -> tuple:
+        columns = (self.ids, self.requests, self.owners, self.rows, self.outputs)
+        return entry_command(self.model, self.version, self.at, columns, self.max_entries)
 
 
-def _in_model_order(model: LoadedModel, job: dict) -> list:
-    """The job's rows with their columns in the model's feature order (the gateway sends them
-    so; a producer that names its own order is reordered like the prediction was)."""
-    rows = job.get("rows") or []
-    features = job.get("features")
-    if features is None or features == model.feature_names:
-        return rows
+def _reordered(model: LoadedModel, rows: list, features: list[str]) -> list:
+    """Rows a producer sent in its own feature order, in the model's (as predicted)."""
     position = {name: i for i, name in enumerate(features)}
     order = [position[name] for name in model.feature_names]
     return [[row[i] for i in order] for row in rows]
@@ -51,27 +52,33 @@ def log_batch(
     draw: Callable[[], float] = random.random,
 ) -> LogBatch | None:
     """The log entry for ``results`` (one per job of ``jobs``, in order): the successful jobs,
-    each kept with probability ``sample_ratio``; None when logging is off or nothing is kept."""
+    each kept with probability ``sample_ratio``; None when logging is off or nothing is kept.
+    One pass over the jobs: it runs for every message (~0.4 µs per job)."""
     policy = settings.prediction_log_of(model.name)
     if not policy.enabled or policy.sample_ratio <= 0:
         return None
     everything = policy.sample_ratio >= 1
-    kept = [
-        (job, result)
-        for job, result in zip(jobs, results, strict=True)
-        if result["status"] == SUCCESS and (everything or draw() < policy.sample_ratio)
-    ]
-    if not kept:
-        return None
-    logged = [
-        (
-            job["job_id"],
-            job.get("request_id"),
-            job.get("owner"),
-            _in_model_order(model, job),
-            result["predictions"],
+    names = model.feature_names
+    ids, requests, owners, rows, outputs = [], [], [], [], []
+    at = 0.0
+    for job, result in zip(jobs, results, strict=True):
+        if result["status"] != SUCCESS or not (everything or draw() < policy.sample_ratio):
+            continue
+        if not ids:
+            at = result.get("completed_at", 0.0)
+        ids.append(job["job_id"])
+        requests.append(job.get("request_id") or "")
+        owners.append(job.get("owner") or "")
+        features = job.get("features")
+        job_rows = job.get("rows") or []
+        rows.append(
+            job_rows
+            if features is None or features == names
+            else _reordered(model, job_rows, features)
         )
-        for job, result in kept
-    ]
-    at = kept[0][1].get("completed_at", 0.0)
-    return LogBatch(model.name, model.version, at, logged, policy.max_entries)
+        outputs.append(result["predictions"])
+    if not ids:
+        return None
+    return LogBatch(
+        model.name, model.version, at, ids, requests, owners, rows, outputs, policy.max_entries
+    )

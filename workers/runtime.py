@@ -23,12 +23,12 @@ from loguru import logger
 
 from core.errors import ModelNotFound
 from core.messages import WORKERS_KEY
-from core.prediction_log import APPEND
 from core.redis import sync_client
 from core.settings import MODEL_NAME, Settings
 from core.store import ModelStore, open_store
 from core.tracing import tracer_for
 from workers.model_cache import ModelCache, ModelPool
+from workers.results import SCRIPTS
 
 if TYPE_CHECKING:
     from core.otel import Tracer
@@ -87,10 +87,10 @@ class Runtime:
         }
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(WORKERS_KEY, self.identity, orjson.dumps(beat))
-        # The prediction log's script, which workers call by its SHA with the results: loaded
-        # before the first message and again after Redis restarted (it forgets scripts), so
-        # the log entry never lags behind the answer (a label sent at once finds it).
-        pipe.script_load(APPEND)
+        # The scripts the pool processes call by their SHA (workers/results.py): loaded before
+        # the first message and again after Redis restarted (it forgets scripts).
+        for script in SCRIPTS:
+            pipe.script_load(script)
         pipe.execute()
 
     def start_heartbeat(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from loguru import logger
 
 from scripts.processes import REDIS_INSTALL, RedisServer
 from tests.integration.stack import Stack, running
@@ -26,6 +27,15 @@ def redis_server(tmp_path):
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def warnings_logged():
+    """The messages logged at WARNING and above while the test runs."""
+    logged: list[str] = []
+    sink = logger.add(logged.append, level="WARNING", format="{message}")
+    yield logged
+    logger.remove(sink)
 
 
 @pytest.fixture(scope="module")

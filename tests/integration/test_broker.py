@@ -10,7 +10,6 @@ import pytest
 import redis
 from kombu import Connection
 from kombu.asynchronous import get_event_loop, set_event_loop
-from loguru import logger
 
 from workers import broker
 from workers.recovery import UNACKED_INDEX_KEY, UNACKED_KEY
@@ -32,15 +31,6 @@ class Loop:
         timers, self.timers = self.timers, []
         for _delay, callback in timers:
             callback()
-
-
-@pytest.fixture()
-def warnings_logged():
-    """The messages logged at WARNING and above while the test runs."""
-    logged: list[str] = []
-    sink = logger.add(logged.append, level="WARNING", format="{message}")
-    yield logged
-    logger.remove(sink)
 
 
 @pytest.fixture()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from core.prediction_log import (
-    APPEND,
-    APPEND_SHA,
+    INDEX_CHUNK,
     index_key,
+    index_new,
     job_member,
     labelled_key,
     read_after,
@@ -73,9 +73,14 @@ def test_read_after_resumes_after_an_id(redis_client):
     assert [e["job"] for e in first + rest] == [f"job-{i}" for i in range(4)]
 
 
-def test_jobs_and_request_ids_are_indexed_by_the_entry_millisecond(redis_client):
+def test_jobs_and_request_ids_are_indexed_behind_the_stream_by_the_entry_millisecond(
+    redis_client,
+):
     append(redis_client, [job(0, request="mine"), job(1)])
     append(redis_client, [job(2)])
+    assert redis_client.zcard(index_key("iris")) == 0  # the hot path does not index
+    assert index_new(redis_client, "iris") == 2
+    assert index_new(redis_client, "iris") == 0  # after its cursor: nothing new
     [first, second] = redis_client.xrange(stream_key("iris"))
     ms = int(first[0].decode().split("-")[0])
     assert redis_client.zscore(index_key("iris"), job_member("job-0")) == ms
@@ -89,12 +94,18 @@ def test_jobs_and_request_ids_are_indexed_by_the_entry_millisecond(redis_client)
 def test_a_message_of_thousands_of_jobs_is_indexed_whole(redis_client):
     """The script scores the index members in chunks: Lua's unpack has a limit."""
     append(redis_client, [job(i, request=f"r{i}") for i in range(3000)])
+    index_new(redis_client, "iris")
     assert redis_client.zcard(index_key("iris")) == 6000
     assert len(read_recent(redis_client, "iris", 1)) == 3000
 
 
-def test_workers_call_the_script_by_its_sha(redis_client):
-    assert redis_client.script_load(APPEND) == APPEND_SHA
+def test_indexing_goes_a_chunk_of_entries_per_call_and_resumes_after_its_cursor(redis_client):
+    for i in range(INDEX_CHUNK + 5):
+        append(redis_client, [job(i)])
+    assert index_new(redis_client, "iris") == INDEX_CHUNK + 5
+    append(redis_client, [job(-1)])
+    assert index_new(redis_client, "iris") == 1
+    assert redis_client.zcard(index_key("iris")) == INDEX_CHUNK + 6
 
 
 def test_the_cap_counts_jobs_not_messages(redis_client):
@@ -114,9 +125,11 @@ def test_the_cap_trims_the_stream_and_trimming_the_index_follows(redis_client, c
     for i in range(3 * cap):
         redis_client.hset(labelled_key("iris"), f"job-{i}", "x")
         append(redis_client, [job(i, request=f"r{i}")], max_entries=cap)
+        if i % 10 == 9:
+            index_new(redis_client, "iris")  # as the flusher does, between the appends
     length = redis_client.xlen(stream_key("iris"))
     assert cap <= length < 3 * cap
-    assert redis_client.zcard(index_key("iris")) == 2 * 3 * cap  # the hot path never trims
+    assert redis_client.zcard(index_key("iris")) == 2 * 3 * cap  # indexing never trims
     assert trim_index(redis_client, "iris") > 0
     oldest_ms = int(redis_client.xrange(stream_key("iris"), count=1)[0][0].decode().split("-")[0])
     scores = [score for _, score in redis_client.zrange(index_key("iris"), 0, -1, withscores=True)]

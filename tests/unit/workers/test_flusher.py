@@ -6,6 +6,7 @@ from __future__ import annotations
 import fakeredis
 
 from core.datasets import FlushLock, read_feedback
+from core.prediction_log import index_key, job_member
 from core.quality import read_history
 from core.settings import get_settings
 from core.store import open_store
@@ -56,3 +57,15 @@ def test_a_model_another_flusher_holds_is_left_alone():
     with FlushLock(client, "iris").held():
         assert Flusher(get_settings(), client).flush("iris") is None
     assert Flusher(get_settings(), client).flush("iris") == {"predictions": 1, "labels": 0}
+
+
+def test_between_flushes_it_indexes_the_new_entries_of_the_models_it_knows():
+    """For feedback: the workers' hot path does not index the log (core/prediction_log.py)."""
+    client = fakeredis.FakeRedis()
+    flusher = Flusher(get_settings(), client)
+    log_prediction(client, "j0", [SETOSA], ["setosa"])
+    flusher.index()  # no flush yet: it knows no model
+    assert client.zcard(index_key("iris")) == 0
+    flusher.known = flusher.models()
+    flusher.index()
+    assert client.zscore(index_key("iris"), job_member("j0")) is not None

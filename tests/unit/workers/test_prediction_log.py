@@ -6,13 +6,14 @@ import itertools
 
 import pytest
 
-from core.prediction_log import APPEND_SHA, read_recent
+from core.prediction_log import read_recent
 from core.settings import get_settings
 from core.store import open_store
 from tests.factories import Constant, loaded_model, predict_job, serving_cache, settings_with
 from workers.batches import run_message
 from workers.inference import predict_jobs
 from workers.prediction_log import log_batch
+from workers.results import STORE_AND_PUBLISH_SHA
 from workers.runtime import Runtime
 
 FEATURES = ["a", "b"]  # the stand-in model's
@@ -37,9 +38,12 @@ def test_every_answered_job_is_in_the_entry_with_its_rows_outputs_and_version():
     batch = log_batch(get_settings(), model, jobs, answer(model, jobs))
     assert batch.model == "iris" and batch.max_entries == get_settings().prediction_log.max_entries
     assert batch.version == 4
-    assert [logged[0] for logged in batch.jobs] == ["j1", "j2"]
-    _job, request, _owner, rows, outputs = batch.jobs[1]
-    assert (request, rows, outputs) == ("req-j2", [[3, 4], [5, 6]], ["x", "x"])
+    assert batch.ids == ["j1", "j2"]
+    assert (batch.requests[1], batch.rows[1], batch.outputs[1]) == (
+        "req-j2",
+        [[3, 4], [5, 6]],
+        ["x", "x"],
+    )
 
 
 def test_failed_jobs_are_not_logged():
@@ -47,14 +51,13 @@ def test_failed_jobs_are_not_logged():
     jobs = [predict_job("ok", [[1, 2]], FEATURES), predict_job("bad", [[1, 2, 3]], FEATURES)]
     results = answer(model, jobs)
     assert [r["status"] for r in results] == ["SUCCESS", "FAILURE"]
-    assert [logged[0] for logged in log_batch(get_settings(), model, jobs, results).jobs] == ["ok"]
+    assert log_batch(get_settings(), model, jobs, results).ids == ["ok"]
 
 
 def test_rows_sent_in_another_feature_order_are_logged_in_the_models():
     model = loaded_model(estimator=Constant())
     jobs = [predict_job("swapped", [[2, 1]], ["b", "a"])]
-    [logged] = log_batch(get_settings(), model, jobs, answer(model, jobs)).jobs
-    assert logged[3] == [[1, 2]]
+    assert log_batch(get_settings(), model, jobs, answer(model, jobs)).rows == [[[1, 2]]]
 
 
 def test_sampling_keeps_the_drawn_share(monkeypatch):
@@ -63,7 +66,7 @@ def test_sampling_keeps_the_drawn_share(monkeypatch):
     jobs = [predict_job(f"j{i}", [[1, 2]], FEATURES) for i in range(4)]
     draws = itertools.cycle([0.1, 0.9])  # below the ratio: kept
     batch = log_batch(settings, model, jobs, answer(model, jobs), draw=lambda: next(draws))
-    assert [logged[0] for logged in batch.jobs] == ["j0", "j2"]
+    assert batch.ids == ["j0", "j2"]
 
 
 @pytest.mark.parametrize(
@@ -106,7 +109,8 @@ def test_run_message_without_settings_logs_nothing(redis_client):
 
 
 def test_a_redis_that_forgot_the_script_gets_it_again_and_the_entries(redis_client):
-    """Redis forgets scripts when it restarts: the worker's EVALSHA fails once, EVAL loads it."""
+    """Redis forgets scripts when it restarts: the worker's EVALSHA of the results fails
+    once, EVAL loads it; the entries are plain XADDs."""
     model = loaded_model(estimator=Constant())
     jobs = [predict_job("j", [[1, 2]], FEATURES)]
     for round_ in range(2):
@@ -119,12 +123,11 @@ def test_a_redis_that_forgot_the_script_gets_it_again_and_the_entries(redis_clie
 
 
 def test_every_heartbeat_loads_the_script_redis_forgot(redis_client):
-    """So the first message after a Redis restart logs in its results' round trip, not one
-    later: a label sent as soon as the answer arrives finds its prediction."""
+    """So the first message after a Redis restart stores its results in one round trip."""
     settings = get_settings()
     store = open_store(settings)
     rt = Runtime(settings=settings, store=store, redis=redis_client, cache=serving_cache(store))
     redis_client.script_flush()
-    assert redis_client.script_exists(APPEND_SHA) == [False]
+    assert redis_client.script_exists(STORE_AND_PUBLISH_SHA) == [False]
     rt.heartbeat_once()
-    assert redis_client.script_exists(APPEND_SHA) == [True]
+    assert redis_client.script_exists(STORE_AND_PUBLISH_SHA) == [True]

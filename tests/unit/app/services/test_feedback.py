@@ -21,7 +21,14 @@ from app.services.feedback import (
     record_feedback,
 )
 from core.feedback import count_key, labels_key, read_pending, trained_key, window_key
-from core.prediction_log import append, labelled_key, trim_index
+from core.prediction_log import (
+    append,
+    index_key,
+    index_new,
+    job_member,
+    labelled_key,
+    trim_index,
+)
 from tests.factories import run
 
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -76,6 +83,16 @@ def test_a_label_joins_its_logged_prediction(redis_client, aio):
     # the live-quality window has the (prediction, label) pair
     assert redis_client.lrange(window_key("iris", 1), 0, -1) == [b'["setosa","versicolor"]']
     assert (done.count, done.trained) == (1, 0)
+
+
+def test_a_label_sent_as_its_answer_arrives_finds_the_prediction_no_flusher_indexed(
+    redis_client, aio
+):
+    """The hot path does not index the log; the feedback script indexes what is new first."""
+    log(redis_client, "j1")
+    assert redis_client.zcard(index_key("iris")) == 0
+    assert feedback(aio, {"job_id": "j1", "label": "setosa"}).body["recorded"] == 1
+    assert redis_client.zscore(index_key("iris"), job_member("j1")) is not None
 
 
 def test_a_request_id_names_the_callers_latest_job_with_it(redis_client, aio):
@@ -169,6 +186,8 @@ def test_a_prediction_trimmed_from_the_log_takes_no_feedback(redis_client, aio):
             [(f"j{i}", "", "alice-digest", [[1.0]], ["setosa"])],
             100,
         )
+        if i % 10 == 0:
+            index_new(redis_client, "iris")  # as the flusher does, while the log grows
     with pytest.raises(FeedbackNotFound):  # its index member is still there, its entry not
         feedback(aio, {"job_id": "j0", "label": "setosa"})
     assert trim_index(redis_client, "iris") > 0  # what the flusher does
