@@ -14,10 +14,10 @@ Shape (read by feedback, drift monitoring and the flusher; keep the names):
 One entry per message, not per job: the cost of an entry (an XADD, the script's call, the
 encoding) is paid once for all the jobs of a message, as the message's other costs are.
 
-Workers append with the results of a message (workers/results.py): the XADD of
-:func:`append_command` goes out on the same connection just before the command that stores the
-results and wakes the gateways, so the entry is there before anyone hears of the answer. The
-hot path does nothing more in Redis: no per-job work.
+Workers append with the results of a message (workers/results.py): the script that stores the
+results and wakes the gateways XADDs the entry (:func:`entry`) first, so it is there before
+anyone hears of the answer. The hot path does nothing more in Redis for the log: no per-job
+work.
 
 Feedback (app/services/feedback.py) finds a job's entry through one sorted set,
 :func:`index_key`: ``j:<job id>`` and ``r:<owner>:<request id>`` (the latest job with that
@@ -164,27 +164,29 @@ def append_command(
     None, rows, outputs)``, answered by ``version`` at ``at``."""
     ids, requests, owners, rows, outputs = (list(column) for column in zip(*jobs, strict=True))
     columns = (ids, [r or "" for r in requests], [o or "" for o in owners], rows, outputs)
-    return entry_command(model, version, at, columns, max_entries)
+    stream, cap, values = entry(model, version, at, columns, max_entries)
+    fields = [item for pair in zip(ENTRY_FIELDS, values, strict=True) for item in pair]
+    return ("XADD", stream, "MAXLEN", "~", cap, "*", *fields)
 
 
-def entry_command(
-    model: str, version: int, at: float, columns: tuple[list, ...], max_entries: int
-) -> tuple:
-    """The XADD of an entry given its job lists (:data:`MESSAGE_LISTS`, in that order;
-    request ids and owners "" for none)."""
+ENTRY_FIELDS = ("jobs", "requests", "owners", "version", "time", "rows", "outputs")
+
+
+def entry(model: str, version: int, at: float, columns: tuple[list, ...], max_entries: int):
+    """``(stream key, cap, values in ENTRY_FIELDS order)`` of an entry given its job lists
+    (:data:`MESSAGE_LISTS`, in that order; request ids and owners "" for none)."""
     ids, requests, owners, rows, outputs = columns
     # The cap counts jobs, about: each message trims the stream to the entries that many
     # messages of its size would fill, so it holds max_entries to 2 x max_entries jobs.
     cap = max(1, max_entries // max(1, len(ids)))
-    return ("XADD", stream_key(model), "MAXLEN", "~", cap, "*",
-            "jobs", orjson.dumps(ids), "requests", orjson.dumps(requests),
-            "owners", orjson.dumps(owners), "version", version, "time", repr(float(at)),
-            "rows", orjson.dumps(rows), "outputs", orjson.dumps(outputs))  # fmt: skip
+    values = (orjson.dumps(ids), orjson.dumps(requests), orjson.dumps(owners), version,
+              repr(float(at)), orjson.dumps(rows), orjson.dumps(outputs))  # fmt: skip
+    return stream_key(model), cap, values
 
 
 def append(client, model: str, version: int, at: float, jobs: list[tuple], max_entries: int):
     """Log one message's ``jobs`` (:func:`append_command`) with a synchronous client (workers
-    send it with their results, workers/results.py)."""
+    log inside their results script, workers/results.py)."""
     client.execute_command(*append_command(model, version, at, jobs, max_entries))
 
 

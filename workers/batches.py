@@ -43,10 +43,10 @@ STARTED_MARK_ROWS = 256
 
 
 def publish(client: redis.Redis, results: list[dict], ttl: int, log: LogBatch | None = None):
-    """Store each job's result under its job key and wake the gateways, in one round trip;
-    with ``log``, append its entries to the prediction log right after (workers/results.py)."""
+    """Store each job's result under its job key and wake the gateways, in one command; with
+    ``log``, its entry goes to the prediction log first (workers/results.py)."""
     if results:
-        store_and_publish(client, results, ttl, log.command() if log is not None else None)
+        store_and_publish(client, results, ttl, log.entry() if log is not None else None)
 
 
 def _start(client: redis.Redis, task_id: str, ttl: int) -> int:

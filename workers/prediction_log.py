@@ -1,7 +1,7 @@
 """What a worker logs of a predict message (core/prediction_log.py): the answered jobs, sampled.
 
-One log entry per message, holding its logged jobs: one XADD, sent in the same write as the
-message's results (workers/results.py), so no round trip of its own, and nothing at all for a
+One log entry per message, holding its logged jobs: one XADD, in the script that stores the
+message's results (workers/results.py), so no command of its own, and nothing at all for a
 message whose jobs are all sampled out.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.jobs import SUCCESS
-from core.prediction_log import entry_command
+from core.prediction_log import entry
 from core.settings import Settings
 from workers.model_cache import LoadedModel
 
@@ -32,9 +32,9 @@ class LogBatch:
     outputs: list[list]
     max_entries: int
 
-    def command(self) -> tuple:
+    def entry(self) -> tuple:
         columns = (self.ids, self.requests, self.owners, self.rows, self.outputs)
-        return entry_command(self.model, self.version, self.at, columns, self.max_entries)
+        return entry(self.model, self.version, self.at, columns, self.max_entries)
 
 
 def _reordered(model: LoadedModel, rows: list, features: list[str]) -> list:

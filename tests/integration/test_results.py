@@ -11,7 +11,7 @@ import redis
 
 from core.jobs import job_key
 from core.messages import RESULTS_CHANNEL, unpack_results
-from core.prediction_log import append_command, read_recent, stream_key
+from core.prediction_log import entry, read_recent, stream_key
 from workers.results import SCRIPTS, STORE_AND_PUBLISH_SHA, store_and_publish
 
 
@@ -20,10 +20,10 @@ def result(job_id: str) -> dict:
 
 
 def log_of(job_ids: list[str]) -> tuple:
-    jobs = [
-        (job_id, f"req-{job_id}", "owner", [[5.1, 3.5, 1.4, 0.2]], ["setosa"]) for job_id in job_ids
-    ]
-    return append_command("iris", 1, 1.5, jobs, 1000)
+    n = len(job_ids)
+    columns = (job_ids, [f"req-{i}" for i in job_ids], ["owner"] * n,
+               [[[5.1, 3.5, 1.4, 0.2]]] * n, [["setosa"]] * n)  # fmt: skip
+    return entry("iris", 1, 1.5, columns, 1000)
 
 
 def next_message(subscriber, timeout: float = 5.0) -> dict | None:
