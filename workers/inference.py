@@ -15,7 +15,7 @@ from core.jobs import predict_failure, predict_success
 from workers.model_cache import LoadedModel
 
 
-def _columns(model: LoadedModel, features: list[str] | None) -> list[int] | None:
+def column_order(model: LoadedModel, features: list[str] | None) -> list[int] | None:
     """Column order that maps the job's feature order onto the model's, or None if it can't."""
     expected = model.feature_names
     if features is None or features == expected:
@@ -73,7 +73,7 @@ def predict_jobs(model: LoadedModel, jobs: list[dict]) -> list[dict]:
     results: list[dict | None] = [None] * len(jobs)
     blocks, owners = [], []
     for index, job in enumerate(jobs):
-        columns = _columns(model, job.get("features"))
+        columns = column_order(model, job.get("features"))
         rows = job.get("rows") or []
         try:
             block = np.asarray(rows, dtype=np.float64)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from core.jobs import SUCCESS
 from core.prediction_log import entry
 from core.settings import Settings
+from workers.inference import column_order
 from workers.model_cache import LoadedModel
 
 
@@ -35,13 +36,6 @@ class LogBatch:
     def entry(self) -> tuple:
         columns = (self.ids, self.requests, self.owners, self.rows, self.outputs)
         return entry(self.model, self.version, self.at, columns, self.max_entries)
-
-
-def _reordered(model: LoadedModel, rows: list, features: list[str]) -> list:
-    """Rows a producer sent in its own feature order, in the model's (as predicted)."""
-    position = {name: i for i, name in enumerate(features)}
-    order = [position[name] for name in model.feature_names]
-    return [[row[i] for i in order] for row in rows]
 
 
 def log_batch(
@@ -71,11 +65,10 @@ def log_batch(
         owners.append(job.get("owner") or "")
         features = job.get("features")
         job_rows = job.get("rows") or []
-        rows.append(
-            job_rows
-            if features is None or features == names
-            else _reordered(model, job_rows, features)
-        )
+        if features is not None and features != names:  # in the model's order, as predicted
+            order = column_order(model, features)
+            job_rows = [[row[i] for i in order] for row in job_rows]
+        rows.append(job_rows)
         outputs.append(result["predictions"])
     if not ids:
         return None

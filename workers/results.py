@@ -47,8 +47,8 @@ end
 redis.call('PUBLISH', ARGV[2], message)
 return refused
 """
+# Loaded by each worker's heartbeat (workers/runtime.py); called by its SHA.
 STORE_AND_PUBLISH_SHA = hashlib.sha1(STORE_AND_PUBLISH.encode(), usedforsecurity=False).hexdigest()
-SCRIPTS = (STORE_AND_PUBLISH,)  # loaded by each worker's heartbeat (workers/runtime.py)
 
 
 def store_and_publish(

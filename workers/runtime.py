@@ -28,7 +28,7 @@ from core.settings import MODEL_NAME, Settings
 from core.store import ModelStore, open_store
 from core.tracing import tracer_for
 from workers.model_cache import ModelCache, ModelPool
-from workers.results import SCRIPTS
+from workers.results import STORE_AND_PUBLISH
 
 if TYPE_CHECKING:
     from core.otel import Tracer
@@ -87,10 +87,9 @@ class Runtime:
         }
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(WORKERS_KEY, self.identity, orjson.dumps(beat))
-        # The scripts the pool processes call by their SHA (workers/results.py): loaded before
+        # The script the pool processes call by its SHA (workers/results.py): loaded before
         # the first message and again after Redis restarted (it forgets scripts).
-        for script in SCRIPTS:
-            pipe.script_load(script)
+        pipe.script_load(STORE_AND_PUBLISH)
         pipe.execute()
 
     def start_heartbeat(self) -> None:

@@ -12,7 +12,7 @@ import redis
 from core.jobs import job_key
 from core.messages import RESULTS_CHANNEL, unpack_results
 from core.prediction_log import entry, read_recent, stream_key
-from workers.results import SCRIPTS, STORE_AND_PUBLISH_SHA, store_and_publish
+from workers.results import STORE_AND_PUBLISH, STORE_AND_PUBLISH_SHA, store_and_publish
 
 
 def result(job_id: str) -> dict:
@@ -39,8 +39,7 @@ def next_message(subscriber, timeout: float = 5.0) -> dict | None:
 @pytest.fixture
 def client(redis_server):
     client = redis_server.client()
-    for script in SCRIPTS:
-        client.script_load(script)
+    client.script_load(STORE_AND_PUBLISH)
     return client
 
 
