@@ -49,6 +49,9 @@ def celery_config(settings: Settings) -> dict:
         # prefetched wait for it (or, if it dies, for the redelivery below).
         "worker_prefetch_multiplier": worker.prefetch_multiplier,
         "worker_concurrency": worker.concurrency,
+        # Celery's prefork pool, handing each task to an idle pool process at once rather than
+        # on the event loop's next turn (workers/pool.py); `-P` still picks another.
+        "worker_pool": "workers.pool:TaskPool",
         # Recycle children now and then to bound slow leaks in native libraries.
         "worker_max_tasks_per_child": worker.max_tasks_per_child,
         # A node killed whole (SIGKILL, OOM, a lost VM) acknowledges nothing: kombu keeps its

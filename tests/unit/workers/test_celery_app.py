@@ -10,12 +10,17 @@ from celery.concurrency import prefork, solo, thread
 
 from core.settings import SettingsError
 from tests.factories import settings_with
-from workers import celery_app
+from workers import celery_app, pool
 
 
 @pytest.mark.parametrize(
     ("pool_cls", "starts"),
-    [(solo.TaskPool, True), (thread.TaskPool, True), (prefork.TaskPool, False)],
+    [
+        (solo.TaskPool, True),
+        (thread.TaskPool, True),
+        (prefork.TaskPool, False),
+        (pool.TaskPool, False),
+    ],
 )
 def test_inline_pools_start_the_runtime_in_the_main_process(monkeypatch, pool_cls, starts):
     started = []
