@@ -92,6 +92,20 @@ def _header(results: dict) -> list[str]:
         "median of the ratios within each round. Two models on one worker, the options' costs "
         "and the drain are measured once."
         + (f" The measurements took {took / 60:.1f} min." if took else ""),
+        *_wake_penalty(m.get("wake_penalty")),
+    ]
+
+
+def _wake_penalty(wake: dict | None) -> list[str]:
+    if not wake:
+        return []
+    return [
+        "",
+        f"The machine's wake-up penalty (benchmarks/run.py `WAKE_PROBE`): a small piece of Python "
+        f"takes {wake['after_idle_us']:.0f} µs after 5 ms asleep against "
+        f"{wake['back_to_back_us']:.0f} µs back to back ({wake['ratio']:.1f}x). At one "
+        "connection every process a request crosses pays it: four here (gateway, Redis, the "
+        "worker's main and pool processes), one in-process.",
     ]
 
 

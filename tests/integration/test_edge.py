@@ -285,6 +285,29 @@ def test_an_upgrade_request_is_served_as_plain_http_within_the_limits(edge):
     assert "asking for a protocol upgrade" in service.output()
 
 
+def test_expect_100_continue_and_kept_alive_requests_are_answered_whole(edge):
+    """Responses leave in one write (app/edge.py): a client that asks for 100 Continue still
+    gets it before it sends the body, and a kept-alive connection gets each answer whole."""
+    start_gateway(edge)
+    sock = connect(edge)
+    head = SLOW_BODY_HEAD.replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+    try:
+        sock.sendall(head)
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            interim += sock.recv(65536)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any byte of the body
+        sock.sendall(BODY)
+        answers = [read_response(sock)]
+        for _ in range(3):
+            sock.sendall(SLOW_BODY_HEAD + BODY)
+            answers.append(read_response(sock))
+    finally:
+        sock.close()
+    assert [status_of(answer) for answer in answers] == [202] * 4
+    assert len({json_body(answer)["job_id"] for answer in answers}) == 4
+
+
 def test_production_hides_the_docs_and_tells_ready_reasons_only_to_api_keys(edge):
     start_gateway(edge, "production")
     hidden = {path: httpx.get(f"{edge.url}{path}") for path in ("/docs", "/redoc", "/openapi.json")}

@@ -123,3 +123,23 @@ def test_the_whole_report_without_the_peer_still_renders():
     text = markdown(whole_run(peer=False))
     assert "**MLServer 1.7.1 was not measured**: offline." in text
     assert "(peer)" not in text
+
+
+def test_the_machines_wake_up_penalty_is_reported_when_measured():
+    data = whole_run()
+    assert "wake-up penalty" not in markdown(data)  # older results have none
+    data["machine"]["wake_penalty"] = {
+        "back_to_back_us": 350.0,
+        "after_idle_us": 1050.0,
+        "ratio": 3.0,
+    }
+    text = markdown(data)
+    assert "takes 1050 µs after 5 ms asleep against 350 µs back to back (3.0x)" in text
+
+
+def test_the_wake_up_probe_times_both_ways_in_a_fresh_interpreter():
+    from benchmarks.run import wake_penalty
+
+    wake = wake_penalty()
+    assert wake["back_to_back_us"] > 0 and wake["after_idle_us"] > 0
+    assert wake["ratio"] == wake["after_idle_us"] / wake["back_to_back_us"]
