@@ -105,6 +105,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         # two more Redis writes per message.
         ignore_result=True,
         track_started=False,
+        Request="workers.request:Request",  # its arguments reach the pool process once
         time_limit=worker.predict_time_limit,
         soft_time_limit=worker.predict_time_limit * 0.9,
         on_failure=_fail_open_jobs(settings),
