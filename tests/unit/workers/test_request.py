@@ -19,7 +19,7 @@ from workers.request import Request
 class _Channel:
     """What a kombu message reads of its channel."""
 
-    def __init__(self, app):
+    def __init__(self):
         self.connection = type("Connection", (), {"client": type("Client", (), {})()})()
         self.accept = {"application/json"}
 
@@ -30,7 +30,7 @@ class _Channel:
 def _received(app, jobs: list[dict]) -> Request:
     """The request the worker's main process makes of a message the gateway queued."""
     _, payload = celery_message(PREDICT_TASK, [jobs], queue=PREDICT_QUEUE, model="iris")
-    message = Message(orjson.loads(payload), channel=_Channel(app))
+    message = Message(orjson.loads(payload), channel=_Channel())
     task = app.tasks[PREDICT_TASK]
     return symbol_by_name(task.Request)(message, app=app, task=task, hostname="node@test")
 
