@@ -24,8 +24,9 @@ TEXT_FORMAT = (
 
 # Library loggers whose DEBUG lines come per connection or per task and help nobody: redis-py's
 # "Failed to enable maintenance notifications" on every new connection, Celery's
-# "TaskPool: Apply" with the task's whole arguments (every row of every job).
-QUIETER = ("redis", "celery.pool")
+# "TaskPool: Apply" with the task's whole arguments (every row of every job), kombu's
+# "pidbox received method enable_events()" every 5 s while Flower runs (`make run`).
+QUIETER = ("redis", "celery.pool", "kombu.pidbox")
 
 
 class SkipPredictTaskLines(logging.Filter):

@@ -18,6 +18,7 @@ from core.settings import get_settings
 setup_logging(get_settings(), "worker")
 logging.getLogger("redis.connection").debug("Failed to enable maintenance notifications")
 logging.getLogger("celery.pool").debug("TaskPool: Apply <rows of every job>")
+logging.getLogger("kombu.pidbox").debug("pidbox received method enable_events()")
 strategy, trace = logging.getLogger("celery.worker.strategy"), logging.getLogger("celery.app.trace")
 strategy.info("Task %(name)s[%(id)s] received", {"name": "mlops.predict_batch[iris]", "id": "p1"})
 trace.info("Task %(name)s[%(id)s] succeeded", {"name": "mlops.predict_batch[iris]", "id": "p1"})
@@ -45,6 +46,7 @@ def test_debug_keeps_ours_and_drops_the_libraries_per_request_repeats():
     assert "our own debug line" in logged and "a celery debug line" in logged
     assert "maintenance notifications" not in logged
     assert "TaskPool: Apply" not in logged
+    assert "enable_events" not in logged  # Flower asks every 5 s
     assert "mlops.predict_batch[iris][p1]" not in logged  # received, succeeded: ours says it
     assert "mlops.predict_batch[iris][p2] raised" in logged  # failures stay
     assert "mlops.retrain[iris][r1] received" in logged
