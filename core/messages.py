@@ -28,6 +28,10 @@ MONITOR_TASK = "mlops.monitor_drift"  # one drift check of a model (workers/moni
 RESULTS_CHANNEL = "mlops:results"
 """Pub/sub channel: one message per finished batch (see :func:`pack_results`)."""
 
+ALONE = "alone"
+"""Message header: the gateway had nothing else in flight when it sent this predict message
+(app/services/submitter.py); a worker whose pool is idle runs it in its main process."""
+
 WORKERS_KEY = "mlops:workers"
 """Hash: worker process id -> JSON heartbeat (queues, served model version, time)."""
 
@@ -82,7 +86,7 @@ def celery_message(
     kwargs: dict[str, Any] | None = None,
     ignore_result: bool = False,
     model: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, Any] | None = None,
 ) -> tuple[str, bytes]:
     """Return ``(task_id, payload)``: a Celery protocol-2 message for ``LPUSH <queue>``.
 

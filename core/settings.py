@@ -212,6 +212,7 @@ class WorkerSettings(Section):
     predict_time_limit: Number = Field(gt=0)
     retrain_time_limit: Number = Field(gt=0)
     max_tasks_per_child: int = Field(ge=1)
+    inline_when_alone: bool
     max_retries_on_crash: int = Field(ge=0)
     visibility_timeout: int = Field(gt=0)
     heartbeat_seconds: Number = Field(gt=0)

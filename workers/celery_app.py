@@ -127,13 +127,29 @@ def _freeze_main_heap(**_kwargs) -> None:
 
 
 def _start_inline_pool(sender, **_kwargs) -> None:
-    """solo/threads pools have no child processes: the main process serves.
+    """solo/threads pools have no child processes: the main process serves. Ours serves
+    messages sent alone at home (workers/pool.py): its models load now, not on the first.
 
     The sender is the worker's Consumer (not the WorkController), so ask its pool instance.
     """
     pool = getattr(sender, "pool", None)
     if type(pool).__module__.split(".")[-1] in ("solo", "thread"):  # celery.concurrency.*
         _start_child()
+    elif getattr(pool, "runs_at_home", False):
+        _start_home()
+
+
+def _start_home() -> None:
+    rt = runtime_module.runtime()
+    metrics = metrics_module.worker_metrics()
+    rt.cache.on_load = metrics.model_loaded
+    rt.cache.on_serve = metrics.model_served
+    try:
+        rt.cache.refresh()
+    except Exception as exc:  # a broken alias or store: the refresh loop keeps trying
+        logger.warning("model refresh failed: {}", exc)
+    rt.start_heartbeat(report=False)
+    freeze_startup_heap()
 
 
 def _forget_child_metrics(pid=None, **_kwargs) -> None:

@@ -46,6 +46,16 @@ return gone
 """
 
 
+# KEYS: the unacked index. ARGV: delivery tags. Ages the tags still in the index (XX) so that
+# the next sweep of any node puts their messages back at once.
+GIVE_BACK_SCRIPT = """
+for i = 1, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', 0, ARGV[i])
+end
+return #ARGV
+"""
+
+
 def held_messages() -> dict[str, str]:
     """Delivery tag -> task id of each message this node holds, from Celery's worker state.
 
@@ -122,6 +132,20 @@ def start_renewer(settings: Settings) -> Renewer:
         client = sync_client(settings.redis_url)
         RENEWER["node"] = Renewer(client, settings.worker.heartbeat_seconds).start()
     return RENEWER["node"]
+
+
+def stop_renewer() -> None:
+    renewer = RENEWER.pop("node", None)
+    if renewer is not None:
+        renewer.stop()
+
+
+def give_back(client: redis.Redis, held: Callable[[], dict[str, str]] = held_messages) -> int:
+    """Before a node's process is replaced (workers/pool.py): its messages, which no one will
+    acknowledge now, go back on their queues at the next sweep (a second) rather than after
+    ``worker.visibility_timeout``. Returns how many."""
+    tags = list(held())
+    return client.eval(GIVE_BACK_SCRIPT, 1, UNACKED_INDEX_KEY, *tags) if tags else 0
 
 
 def guard_restore_on_close() -> None:

@@ -92,7 +92,10 @@ class Runtime:
         pipe.script_load(STORE_AND_PUBLISH)
         pipe.execute()
 
-    def start_heartbeat(self) -> None:
+    def start_heartbeat(self, report: bool = True) -> None:
+        """Follow the production aliases every ``model_poll_seconds``; with ``report``, beat
+        too. A node's main process serving at home (workers/pool.py) does not report: the
+        gateway counts the processes that beat as the queue's capacity."""
         interval = min(
             self.settings.worker.heartbeat_seconds, self.settings.worker.model_poll_seconds
         )
@@ -100,7 +103,8 @@ class Runtime:
         def loop() -> None:
             last_beat = 0.0
             while not self._stop.wait(interval):
-                if time.monotonic() - last_beat < self.settings.worker.heartbeat_seconds:
+                beat_due = time.monotonic() - last_beat >= self.settings.worker.heartbeat_seconds
+                if not (report and beat_due):
                     for cache in self.caches():
                         try:
                             cache.refresh()
@@ -147,6 +151,8 @@ def app_settings() -> Settings:
 
 @functools.cache
 def runtime() -> Runtime:
+    """This process's. A pool process forked after the main process built its own (to serve
+    at home, workers/pool.py) builds another: see the fork hook below."""
     settings = app_settings()
     store = open_store(settings)
     pool = ModelPool(settings.worker.model_cache_bytes)
@@ -164,3 +170,7 @@ def _count_dropped_spans(count: int) -> None:
     from workers.metrics import worker_metrics
 
     worker_metrics().trace_spans_dropped.inc(count)
+
+
+# A Redis connection, a thread and a process identity must not cross a fork.
+os.register_at_fork(after_in_child=runtime.cache_clear)

@@ -29,7 +29,7 @@ from app.metrics import GatewayMetrics
 from app.services.admission import Admission
 from app.services.idempotency import AlreadyClaimed, Claim
 from core.jobs import PREDICT, job_key, pending_predict
-from core.messages import PREDICT_QUEUE, PREDICT_TASK, celery_message
+from core.messages import ALONE, PREDICT_QUEUE, PREDICT_TASK, celery_message
 from core.settings import ModelSettings
 from core.tracing import TRACEPARENT
 
@@ -277,6 +277,7 @@ class JobSubmitter:
             held.remove(group)
         if not group.jobs or group.done.done():
             return
+        alone = self._alone(group)
         if group.waiting:  # its answers will say when a worker is free again
             number = next(self._numbers)
             now = asyncio.get_running_loop().time()
@@ -284,18 +285,33 @@ class JobSubmitter:
             for job_id in group.waiting:
                 self._message_of[job_id] = (group.queue, number)
         task = asyncio.get_running_loop().create_task(
-            self._write(group.jobs, group.claims, group.done)
+            self._write(group.jobs, group.claims, group.done, {ALONE: True} if alone else None)
         )
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
-    async def _write(self, group: list[dict], claims: dict[str, Claim], done) -> None:
+    def _alone(self, group: _Group) -> bool:
+        """Is ``group`` one sync job, of the only predict request in progress, while no other
+        message of ours is unanswered: a single idle client? Then a worker whose pool is idle
+        runs it in its main process, one process hop sooner (workers/pool.py). Under load
+        messages go to the pool processes, which run side by side. Async jobs never count:
+        their answers are not followed, so a busy stream of them could look idle."""
+        return (
+            len(group.jobs) == 1
+            and len(group.waiting) == 1
+            and self.requests == 1
+            and not any(self._serving.values())
+        )
+
+    async def _write(
+        self, group: list[dict], claims: dict[str, Claim], done, headers: dict | None = None
+    ) -> None:
         """Write the group; ``done`` gets {job id: held claim} of the jobs not queued."""
         taken: dict[str, str] = {}
         try:
             pending, duplicates = _first_claims(group, claims)
             while pending:  # each turn queues the jobs or drops those whose key is taken
-                held = await self._enqueue_group(pending, claims)
+                held = await self._enqueue_group(pending, claims, headers)
                 if not held:
                     break
                 taken.update(held)
@@ -313,13 +329,15 @@ class JobSubmitter:
         if not done.done():
             done.set_result(taken)
 
-    async def _enqueue_group(self, group: list[dict], claims: dict[str, Claim]) -> dict[str, str]:
+    async def _enqueue_group(
+        self, group: list[dict], claims: dict[str, Claim], headers: dict | None = None
+    ) -> dict[str, str]:
         """One script call: {} once queued, or {job id: held claim} for the jobs whose keys
         were already claimed (then nothing was written)."""
         name = group[0].get("model")
         queue = self._queue_of(name)
         if self.tracer is None:
-            return await self._enqueue_message(group, claims, name, queue)
+            return await self._enqueue_message(group, claims, name, queue, headers)
         # The message's span: a child of its first job's request, linked to the others'.
         with self.tracer.span(
             f"publish {queue}",
@@ -333,9 +351,8 @@ class JobSubmitter:
                 "mlops.model": str(name),
             },
         ):
-            return await self._enqueue_message(
-                group, claims, name, queue, {TRACEPARENT: self.tracer.traceparent()}
-            )
+            traced = {**(headers or {}), TRACEPARENT: self.tracer.traceparent()}
+            return await self._enqueue_message(group, claims, name, queue, traced)
 
     async def _enqueue_message(
         self,

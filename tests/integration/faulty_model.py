@@ -77,3 +77,15 @@ def register_faulty_version(artifacts_dir, model_name: str = "iris", promote: bo
     if promote:
         store.promote(new.version)
     return new.version
+
+
+def faulty_template(workdir):
+    """Artifacts trained once for a test module: v1 (iris), v2 = v1 wrapped in
+    FaultyClassifier, in production. Returns their folder."""
+    from tests.integration.stack import Stack, running
+
+    with running(Stack(workdir), Stack.start_redis) as builder:
+        result = builder.train()
+        assert result.returncode == 0, result.stderr
+        register_faulty_version(builder.artifacts)
+    return builder.artifacts

@@ -34,7 +34,12 @@ from scripts.load import generator_name, run_load
 from scripts.processes import ROOT, children, status_kib, wait_until
 from tests.attacker import code_running_pickle, replace_artifact
 from tests.factories import SETOSA
-from tests.integration.faulty_model import HUNG, POISON, SLOW, register_faulty_version
+from tests.integration.faulty_model import (
+    HUNG,
+    POISON,
+    SLOW,
+    faulty_template,
+)
 from tests.integration.proxy import ScriptReplyDelay
 from tests.integration.stack import (
     ADMIN_KEY,
@@ -67,12 +72,7 @@ def row_body(row: list[float], request_id: str = "fault-test") -> dict:
 # -- helpers -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    """Artifacts trained once for the module: v1 (iris), v2 = v1 wrapped in FaultyClassifier."""
-    with running(Stack(tmp_path_factory.mktemp("template")), Stack.start_redis) as builder:
-        result = builder.train()
-        assert result.returncode == 0, result.stderr
-        register_faulty_version(builder.artifacts)
-    return builder.artifacts
+    return faulty_template(tmp_path_factory.mktemp("template"))
 
 
 def boot(template: Path, *, worker: bool = True, gateway: bool = True) -> Callable[[Stack], None]:

@@ -163,3 +163,21 @@ def test_a_channel_whose_connection_is_torn_down_leaves_its_messages_to_the_swee
     with pytest.raises(TypeError):  # the stub's conn_or_acquire is no context manager
         kombu_redis.QoS.restore_unacked(qos)
     assert acquired == [None]
+
+
+def test_a_node_about_to_restart_gives_back_what_it_holds_to_the_next_sweep(redis_client):
+    now = time.time()
+    deliver(redis_client, "prefetched", now)
+    deliver(redis_client, "elsewhere", now)  # another node's
+    deliver(redis_client, "acknowledged", now)
+    acknowledge(redis_client, "acknowledged")
+    held = {"prefetched": "t1", "acknowledged": "t2"}
+    assert due(redis_client, now) == []
+    recovery.give_back(redis_client, held=lambda: held)
+    assert due(redis_client, now) == [b"prefetched"]  # at once, not after the timeout
+    assert redis_client.zscore(UNACKED_INDEX_KEY, "acknowledged") is None  # not re-added
+    assert redis_client.zscore(UNACKED_INDEX_KEY, "elsewhere") == pytest.approx(now)
+
+
+def test_a_node_holding_nothing_gives_back_nothing(redis_client):
+    assert recovery.give_back(redis_client, held=dict) == 0

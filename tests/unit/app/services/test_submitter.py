@@ -15,7 +15,7 @@ from app.services import submitter as submitter_module
 from app.services.idempotency import AlreadyClaimed, Claim, idempotency_key
 from app.services.submitter import BACKLOG, JobSubmitter
 from core.jobs import job_key
-from core.messages import PREDICT_QUEUE, PREDICT_TASK
+from core.messages import ALONE, PREDICT_QUEUE, PREDICT_TASK
 from tests.factories import (
     decode_message,
     finished,
@@ -597,3 +597,62 @@ def test_untraced_messages_carry_no_traceparent(redis_server):
 
     ((envelope, (job,)),) = run(scenario())
     assert "traceparent" not in envelope["headers"] and "traceparent" not in job
+
+
+# -- the `alone` header: nothing else of this gateway in flight (workers/pool.py) -----------
+async def _sync_request(submitter: JobSubmitter, job_id: str) -> None:
+    with submitter.request():
+        await submitter.submit(predict_job(job_id), waits=True)
+
+
+def _alone(messages) -> list[bool | None]:
+    return [envelope["headers"].get(ALONE) for envelope, _ in messages]
+
+
+def test_a_sync_request_with_nothing_else_in_flight_is_sent_alone(redis_server):
+    async def scenario():
+        submitter = _never_closing(redis_server)
+        await asyncio.wait_for(_sync_request(submitter, "only"), 1.0)
+        return await queued(submitter.client)
+
+    messages = run(scenario())
+    assert _groups(messages) == [["only"]] and _alone(messages) == [True]
+
+
+def test_an_async_request_is_never_sent_alone(redis_server):
+    """Async answers are not followed: a busy stream of them could look alone."""
+
+    async def scenario():
+        submitter = _never_closing(redis_server)
+        await asyncio.wait_for(_request(submitter, "async"), 1.0)
+        return await queued(submitter.client)
+
+    assert _alone(run(scenario())) == [None]
+
+
+def test_a_message_is_not_alone_while_another_of_ours_is_unanswered(redis_server):
+    async def scenario():
+        submitter = _no_window(redis_server, workers=2)
+        first = asyncio.ensure_future(_sync_request(submitter, "a"))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(_sync_request(submitter, "b"))
+        await asyncio.gather(first, second)
+        submitter.answered(["a"])
+        submitter.answered(["b"])
+        third = asyncio.ensure_future(_sync_request(submitter, "c"))  # all answered again
+        await third
+        return await queued(submitter.client)
+
+    messages = run(scenario())
+    assert _groups(messages) == [["a"], ["b"], ["c"]]
+    assert _alone(messages) == [True, None, True]
+
+
+def test_a_message_is_not_alone_while_another_request_is_in_progress(redis_server):
+    async def scenario():
+        submitter = _no_window(redis_server, workers=2)
+        with submitter.request():  # e.g. an async request whose body is still being read
+            await asyncio.wait_for(_sync_request(submitter, "a"), 1.0)
+        return await queued(submitter.client)
+
+    assert _alone(run(scenario())) == [None]
