@@ -104,8 +104,8 @@ def _wake_penalty(wake: dict | None) -> list[str]:
         f"The machine's wake-up penalty (benchmarks/run.py `WAKE_PROBE`): a small piece of Python "
         f"takes {wake['after_idle_us']:.0f} µs after 5 ms asleep against "
         f"{wake['back_to_back_us']:.0f} µs back to back ({wake['ratio']:.1f}x). At one "
-        "connection every process a request crosses pays it: four here (gateway, Redis, the "
-        "worker's main and pool processes), one in-process.",
+        "connection every process a request crosses pays it: three here (gateway, Redis, the "
+        "worker's main process, which serves a single idle client), one in-process.",
     ]
 
 
