@@ -82,19 +82,21 @@ def _remember_queues(sender, instance, **_kwargs) -> None:
     runtime_module.NODE["name"] = str(sender)
 
 
-def _start_child(**_kwargs) -> None:
-    """Prefork child: load the production model and start the heartbeat before any task."""
+def _start_child(report: bool = True, **_kwargs) -> None:
+    """Prefork child: load the production model and start the heartbeat before any task.
+    ``report=False``: the main process serving at home (workers/pool.py) loads and follows
+    the model without a heartbeat of its own."""
     rt = runtime_module.runtime()
     metrics = metrics_module.worker_metrics()
     rt.cache.on_load = metrics.model_loaded
     rt.cache.on_serve = metrics.model_served
-    if TRAIN_QUEUE in runtime_module.CONSUMED_QUEUES:
+    if report and TRAIN_QUEUE in runtime_module.CONSUMED_QUEUES:
         metrics.declare_models(rt.settings.models)
     try:
-        rt.heartbeat_once()
+        rt.heartbeat_once() if report else rt.cache.refresh()
     except Exception as exc:  # Redis not up yet: the heartbeat thread keeps trying
         logger.warning("first heartbeat failed: {}", exc)
-    rt.start_heartbeat()
+    rt.start_heartbeat(report=report)
     freeze_startup_heap()  # with the model loaded
 
 
@@ -136,20 +138,7 @@ def _start_inline_pool(sender, **_kwargs) -> None:
     if type(pool).__module__.split(".")[-1] in ("solo", "thread"):  # celery.concurrency.*
         _start_child()
     elif getattr(pool, "runs_at_home", False):
-        _start_home()
-
-
-def _start_home() -> None:
-    rt = runtime_module.runtime()
-    metrics = metrics_module.worker_metrics()
-    rt.cache.on_load = metrics.model_loaded
-    rt.cache.on_serve = metrics.model_served
-    try:
-        rt.cache.refresh()
-    except Exception as exc:  # a broken alias or store: the refresh loop keeps trying
-        logger.warning("model refresh failed: {}", exc)
-    rt.start_heartbeat(report=False)
-    freeze_startup_heap()
+        _start_child(report=False)
 
 
 def _forget_child_metrics(pid=None, **_kwargs) -> None:

@@ -32,13 +32,12 @@ def test_inline_pools_start_the_runtime_in_the_main_process(monkeypatch, pool_cl
 
 @pytest.mark.parametrize("at_home", [True, False])
 def test_our_pool_loads_the_models_in_the_main_process_when_it_serves_at_home(monkeypatch, at_home):
-    started: list[str] = []
-    monkeypatch.setattr(celery_app, "_start_child", lambda **_: started.append("child"))
-    monkeypatch.setattr(celery_app, "_start_home", lambda: started.append("home"))
+    started: list[bool] = []
+    monkeypatch.setattr(celery_app, "_start_child", lambda report=True: started.append(report))
     task_pool = pool.TaskPool.__new__(pool.TaskPool)
     task_pool.runs_at_home = at_home
     celery_app._start_inline_pool(SimpleNamespace(pool=task_pool))
-    assert started == (["home"] if at_home else [])
+    assert started == ([False] if at_home else [])  # loads its models, reports no heartbeat
 
 
 def test_worker_and_beat_start_up_check_every_model_trainer(monkeypatch):
