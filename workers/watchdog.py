@@ -8,8 +8,11 @@ handler does), and when a guarded call has passed its limit it calls
 (workers/pool.py ``_restart_node``) answers the task's jobs through Celery's own timeout path
 and replaces its process.
 
-Starting a guarded call only stores its deadline: waking a thread per task cost more than the
-process hop the main process saves (about 0.1 ms at one connection on the 2-core VM).
+Starting a guarded call only stores its deadline: a thread woken per task costs a wake-up, the
+very thing serving at home saves. (A first version that woke this thread and armed
+faulthandler's timer, a new thread, for each task measured 1.65x in-process against 1.85x in
+the pool at one connection on the 2-core VM; this one 1.23x against 1.45x, README
+"Performance".)
 
 A call that holds the GIL in native code starves this thread too. Each look re-arms
 faulthandler's timer, a C thread that needs no GIL: if this thread has not looked for
