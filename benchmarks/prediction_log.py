@@ -7,7 +7,8 @@ messages each time, logging off and on in turns (the order swapped every round).
 ``prediction_log.enabled`` false and true (sample_ratio 1; the order swapped every round),
 each measured with the bench's
 closed-loop load: sync and async single-row requests at 16 connections and sync batches of
-1,000 rows at 4. The medians are reported, and their ratio (the issue allows 5 %).
+1,000 rows at 4. The medians are reported, and their ratio (the issue allows 5 %). ``--flush``
+times the flush of a burst of entries to the store.
 Throughput on a shared 2-core machine moves by more than 5 % from one point to the next, so
 the CPU each part spends per sync request (Redis from INFO cpu, the worker's and the
 gateway's process trees from /proc) is reported too, and ``--micro`` times the publish step
@@ -165,6 +166,60 @@ def micro(rounds: int, messages: int = 2000) -> None:
         bench.close()
 
 
+def _sleeper(done, late: list[float]) -> None:
+    """Sleep 1 ms at a time until ``done``; append how late each wake-up was (seconds)."""
+    while not done.is_set():
+        started = time.perf_counter()
+        time.sleep(0.001)
+        late.append(time.perf_counter() - started - 0.001)
+
+
+def flush(entries: int = 2000) -> None:
+    """One flush (core/datasets.py) of ``entries`` log entries shaped like a burst of batch
+    requests (one job of 1,000 rows each) and of 12 one-row jobs each (grouped single
+    predictions), against a private redis-server, with a thread beside it that sleeps 1 ms
+    at a time: how late it wakes is how long the flush held the GIL, which the worker's
+    consuming process shares with it (workers/flusher.py)."""
+    import tempfile
+    import threading
+
+    from core.datasets import flush_predictions
+    from core.prediction_log import append_command
+    from core.store import LocalStorage, ModelStore
+
+    bench = Bench(0, [1], 0)
+    bench.redis.start()
+    client = bench.redis.client()
+    try:
+        for jobs, rows in ((1, 1000), (12, 1)):
+            client.flushdb()
+            pipe = client.pipeline(transaction=False)
+            for i in range(entries):
+                logged = [(f"job-{i}-{j}", f"r{i}", "owner", [[5.1, 3.5, 1.4, 0.2]] * rows,
+                           ["setosa"] * rows) for j in range(jobs)]  # fmt: skip
+                pipe.execute_command(*append_command("iris", 1, time.time(), logged, 10**9))
+            pipe.execute()
+            folder = LocalStorage(Path(tempfile.mkdtemp(dir=bench.work)))
+            fmt = str(get_settings().training.artifact_format)
+            store = ModelStore(folder, "iris", SigningKeys.generate(), fmt)
+            late: list[float] = []
+            done = threading.Event()
+            ticker = threading.Thread(target=_sleeper, args=(done, late))
+            ticker.start()
+            started, cpu_before = time.perf_counter(), time.process_time()
+            written = flush_predictions(client, store, 5000)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu_before
+            done.set()
+            ticker.join()
+            bench.log(
+                f"  {entries} entries of {jobs} job(s) x {rows} row(s): {written} jobs flushed in "
+                f"{wall * 1000:,.0f} ms ({cpu * 1000:,.0f} ms CPU); the 1 ms sleeper woke at most "
+                f"{max(late) * 1000:.1f} ms late"
+            )
+    finally:
+        bench.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=3)
@@ -172,9 +227,13 @@ def main() -> None:
     parser.add_argument("--drain-jobs", type=int, default=20000)
     parser.add_argument("--micro", action="store_true", help="the publish step alone")
     parser.add_argument("--drain-only", action="store_true", help="the drain's A/B alone")
+    parser.add_argument("--flush", action="store_true", help="one flush to the store, timed")
     args = parser.parse_args()
     if args.micro:
         micro(args.rounds)
+        return
+    if args.flush:
+        flush()
         return
     bench = Bench(args.seconds, [MAIN_LEVEL], args.drain_jobs)
     runs: dict[str, list[dict]] = {"off": [], "on": []}

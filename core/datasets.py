@@ -27,12 +27,14 @@ import orjson
 import redis
 
 from core.feedback import flush_lock_key, labels_key, read_pending
-from core.prediction_log import flushed_key, read_after
+from core.prediction_log import flushed_key, read_lines
 from core.store import ModelStore
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
-MAX_BATCHES = 20  # per flush and kind: a flusher that is far behind still lets others in
+MAX_BATCHES = 20  # files per flush and kind: a flusher that is far behind still lets others in
+READ_CHUNK = 200  # log entries per read: a 1,000-row entry is ~40 KB, so a reply stays ~8 MB
+FILE_BYTES = 64 << 20  # a predictions file ends at this size, or at the flush batch's entries
 
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -78,30 +80,45 @@ def _day(entry_id: str) -> str:
     return datetime.fromtimestamp(int(entry_id.split("-")[0]) / 1000, UTC).strftime("%Y-%m-%d")
 
 
-def _write_by_day(store: ModelStore, kind: str, entries: list[dict]) -> None:
-    by_day: dict[str, list[dict]] = {}
+def _write_by_day(store: ModelStore, kind: str, entries: list[tuple[str, bytes]]) -> None:
+    """Write ``entries`` (entry id, its JSON lines) in one file per UTC day of their ids."""
+    by_day: dict[str, list[tuple[str, bytes]]] = {}
     for entry in entries:
-        by_day.setdefault(_day(entry["id"]), []).append(entry)
+        by_day.setdefault(_day(entry[0]), []).append(entry)
     for day, lines in by_day.items():
-        name = f"{kind}/{day}/{lines[0]['id']}_{lines[-1]['id']}.jsonl"
-        store.write_data(name, b"".join(orjson.dumps(line) + b"\n" for line in lines))
+        name = f"{kind}/{day}/{lines[0][0]}_{lines[-1][0]}.jsonl"
+        store.write_data(name, b"".join(text for _, text in lines))
+
+
+def _next_file(client: redis.Redis, model: str, after: str | None, batch: int):
+    """The log entries of the next predictions file (``batch`` at most, ``FILE_BYTES`` about)
+    as ``(entry id, jobs, lines)``, read ``READ_CHUNK`` at a time so that no reply is large;
+    and whether they were the last ones."""
+    entries: list[tuple[str, int, bytes]] = []
+    size = 0
+    while len(entries) < batch and size < FILE_BYTES:
+        want = min(READ_CHUNK, batch - len(entries))
+        read = read_lines(client, model, entries[-1][0] if entries else after, want)
+        entries += read
+        size += sum(len(lines) for _, _, lines in read)
+        if len(read) < want:
+            return entries, True
+    return entries, False
 
 
 def flush_predictions(client: redis.Redis, store: ModelStore, batch: int) -> int:
-    """Write the log entries added since the last flush; return how many."""
+    """Write the log entries added since the last flush, ``batch`` entries per file at most;
+    return how many jobs they hold."""
     model = store.model_name
     written = 0
     for _ in range(MAX_BATCHES):
         after = client.get(flushed_key(model))
-        entries = read_after(client, model, after.decode() if after else None, batch)
-        if not entries:
-            break
-        for entry in entries:
-            del entry["owner"]  # the API key's digest: not part of the data
-        _write_by_day(store, PREDICTIONS, entries)
-        client.set(flushed_key(model), entries[-1]["id"])
-        written += len(entries)
-        if len(entries) < batch:
+        entries, last = _next_file(client, model, after.decode() if after else None, batch)
+        if entries:
+            _write_by_day(store, PREDICTIONS, [(ident, lines) for ident, _, lines in entries])
+            client.set(flushed_key(model), entries[-1][0])
+            written += sum(jobs for _, jobs, _ in entries)
+        if last:
             break
     return written
 
@@ -113,7 +130,7 @@ def flush_labels(client: redis.Redis, store: ModelStore, batch: int) -> list[dic
         entries = read_pending(client, store.model_name, batch)
         if not entries:
             break
-        _write_by_day(store, FEEDBACK, entries)
+        _write_by_day(store, FEEDBACK, [(e["id"], orjson.dumps(e) + b"\n") for e in entries])
         client.xdel(labels_key(store.model_name), *(entry["id"] for entry in entries))
         moved += entries
         if len(entries) < batch:

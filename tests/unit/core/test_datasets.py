@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from core import datasets
 from core.datasets import FlushLock, flush_labels, flush_predictions, read_feedback
 from core.feedback import labels_key
 from core.prediction_log import flushed_key, stream_key
@@ -89,3 +90,23 @@ def test_one_flusher_at_a_time(redis_client):
     with second.held() as now:
         assert now
     assert FlushLock(redis_client, "other").acquire()  # per model
+
+
+def test_a_file_gathers_several_reads_and_ends_at_its_size(redis_client, tmp_path, monkeypatch):
+    """Entries are read a few at a time (no large reply); a file still holds ``batch`` of
+    them, or fewer once it reaches FILE_BYTES."""
+    store = store_at(tmp_path / "store", "iris")
+    monkeypatch.setattr(datasets, "READ_CHUNK", 2)
+    for i in range(7):
+        log_prediction(redis_client, f"j{i}", [[float(i), 1.0]], ["setosa"])
+    assert flush_predictions(redis_client, store, batch=5) == 7
+    files = [store.read_data(path).splitlines() for path in store.list_data("predictions/")]
+    assert [len(file) for file in files] == [5, 2]
+    size = len(files[0][0]) + 1  # one entry's line
+    monkeypatch.setattr(datasets, "FILE_BYTES", 3 * size)
+    for i in range(7, 14):
+        log_prediction(redis_client, f"j{i}", [[float(i), 1.0]], ["setosa"])
+    assert flush_predictions(redis_client, store, batch=5) == 7
+    assert [e["job"] for e in lines(store, "predictions/")] == [f"j{i}" for i in range(14)]
+    files = [store.read_data(path).splitlines() for path in store.list_data("predictions/")]
+    assert [len(file) for file in files] == [5, 2, 4, 3]  # two reads of 2 reach the size

@@ -3,15 +3,17 @@ with the stream."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from core.prediction_log import (
     INDEX_CHUNK,
+    decode_message,
     index_key,
     index_new,
     job_member,
     labelled_key,
-    read_after,
+    read_lines,
     read_recent,
     request_member,
     stream_key,
@@ -65,12 +67,30 @@ def test_entries_carry_exactly_the_fixed_fields(redis_client):
     }  # fmt: skip
 
 
-def test_read_after_resumes_after_an_id(redis_client):
+def test_read_lines_resumes_after_an_id(redis_client):
     for i in range(4):
         append(redis_client, [job(i)])
-    first = read_after(redis_client, "iris", None, 2)
-    rest = read_after(redis_client, "iris", first[-1]["id"], 10)
-    assert [e["job"] for e in first + rest] == [f"job-{i}" for i in range(4)]
+    first = read_lines(redis_client, "iris", None, 2)
+    rest = read_lines(redis_client, "iris", first[-1][0], 10)
+    assert [jobs for _, jobs, _ in first + rest] == [1, 1, 1, 1]
+    lines = b"".join(text for _, _, text in first + rest).splitlines()
+    assert [orjson.loads(line)["job"] for line in lines] == [f"job-{i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("size", [1, 3], ids=["one job, its rows copied", "three jobs"])
+def test_data_lines_are_the_decoded_jobs_without_owner_byte_for_byte(redis_client, size):
+    """The flush copies a one-job entry's rows without parsing them: its lines must be what
+    encoding the decoded jobs gives (the lines written before), for any values."""
+    rows = [[0.1 * i, -2.5e-7, 3, 1e22] for i in range(50)]
+    jobs = [(f"j{i}", f"r{i}" if i else None, "k1", rows[i:], ["é", i, None]) for i in range(size)]
+    append(redis_client, jobs, at=1700000000.123456)
+    [(entry_id, fields)] = redis_client.xrange(stream_key("iris"))
+    expected = b"".join(
+        orjson.dumps({k: v for k, v in job.items() if k != "owner"}) + b"\n"
+        for job in decode_message(entry_id, fields)
+    )
+    [(ident, count, text)] = read_lines(redis_client, "iris", None, 10)
+    assert (ident, count, text) == (entry_id.decode(), size, expected)
 
 
 def test_jobs_and_request_ids_are_indexed_behind_the_stream_by_the_entry_millisecond(
