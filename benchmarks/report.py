@@ -87,9 +87,10 @@ def _header(results: dict) -> list[str]:
         f"gateway, one worker with {pool} pool process(es), as shipped) on the same machine; "
         "the drain runs one pool process.",
         "",
-        f"Each figure of the first two tables is the median of {runs} round(s), every mode "
-        "measured once per round, with the rounds' min-max in brackets; each ratio is the "
-        "median of the ratios within each round. Two models on one worker, the options' costs "
+        f"Each figure of the first two tables is the median of {runs} round(s), with the rounds' "
+        "min-max in brackets; a round measures every mode at one level after another (the "
+        "modes' order reversed every other round), and each ratio is the median of the "
+        "ratios within each round. Two models on one worker, the options' costs "
         "and the drain are measured once."
         + (f" The measurements took {took / 60:.1f} min." if took else ""),
         *_wake_penalty(m.get("wake_penalty")),

@@ -1,4 +1,4 @@
-"""The repeated part of `make bench`: every mode measured once per round, several rounds.
+"""The repeated part of `make bench`: every mode at every level once per round, several rounds.
 
 A mode is one server and one request (echo, in-process, this service's sync, V2 and async
 routes, MLServer, the same for the random forest, batches of 1,000 rows) at its connection
@@ -48,12 +48,21 @@ class Mode:
 
 
 def measure(bench: Bench, modes: list[Mode], runs: int) -> dict[str, dict[int, dict]]:
-    """``{mode: {connections: point}}``, each point the median of ``runs`` rounds."""
+    """``{mode: {connections: point}}``, each point the median of ``runs`` rounds.
+
+    A round goes level by level, every mode of a level back to back, in the modes' order and
+    reversed in every other round: the two sides of a ratio (the service and its yardstick or
+    peer at the same level) are measured within a minute of each other, and neither is
+    always first. The shared 2-core VMs this runs on change speed over minutes (echo 3,400 to
+    5,000 req/s within one run of mode after mode, every level of one before the next)."""
     collected: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    levels = sorted({level for mode in modes for level in mode.levels})
     for run in range(1, runs + 1):
         bench.log(f"round {run} of {runs}")
-        for mode in modes:
-            for level, point in bench.sweep(mode).items():
+        order = modes if run % 2 else modes[::-1]
+        for level in levels:
+            for mode in (mode for mode in order if level in mode.levels):
+                point = bench.warmed(mode, level)
                 if mode.rows > 1:
                     point["rows_per_s"] = point["rps"] * mode.rows
                 collected[mode.name][level].append(point)

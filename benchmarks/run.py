@@ -68,6 +68,7 @@ SINGLE = {
 }
 HEADERS = {"Content-Type": "application/json", "X-API-Key": KEY}
 V2_INFER = "/v2/models/iris/infer"  # the Open Inference Protocol's route for the same model
+WARM_UP_S = 1.0  # seconds of load before each point of a round (benchmarks/rounds.py)
 
 
 def batch_rows(n: int) -> list[list[float]]:
@@ -128,15 +129,14 @@ class Bench:
 
         wait_until(up, 60, f"{service.name} on port {port}")
 
-    def sweep(self, mode: Mode) -> dict[int, dict]:
-        """A mode at each of its levels, after one 2 s warm-up at the highest."""
-        run_load(mode.urls, mode.body, HEADERS, max(mode.levels), 2)  # not reported
+    def warmed(self, mode: Mode, connections: int) -> dict:
+        """One point of ``mode`` after a warm-up of WARM_UP_S at the same level: its server sat
+        idle while the other modes ran."""
+        run_load(mode.urls, mode.body, HEADERS, connections, WARM_UP_S)  # not reported
         self.drain_queue()
-        points = {}
-        for connections in mode.levels:
-            points[connections] = self.measured(mode.urls, mode.body, mode.parts, connections)
-            self.log_point(f"{mode.name}, c={connections}", points[connections])
-        return points
+        point = self.measured(mode.urls, mode.body, mode.parts, connections)
+        self.log_point(f"{mode.name}, c={connections}", point)
+        return point
 
     def drain_queue(self) -> None:
         """Until no predict message waits or runs (kombu's ``unacked`` hash holds those a
