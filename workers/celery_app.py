@@ -86,6 +86,9 @@ def _start_child(report: bool = True, **_kwargs) -> None:
     """Prefork child: load the production model and start the heartbeat before any task.
     ``report=False``: the main process serving at home (workers/pool.py) loads and follows
     the model without a heartbeat of its own."""
+    from workers import array_inputs
+
+    array_inputs.install()  # before the first prediction: scikit-learn's checks, shortened
     rt = runtime_module.runtime()
     metrics = metrics_module.worker_metrics()
     rt.cache.on_load = metrics.model_loaded
