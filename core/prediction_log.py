@@ -255,10 +255,11 @@ def data_lines(entry_id: bytes | str, fields: dict) -> tuple[int, bytes]:
     :func:`decode_message` but ``owner`` (an API key's digest is not data); and how many.
 
     The rows of an entry of one job (a batch request's, often 1,000 rows) are copied as they
-    are, not parsed and encoded again: that took 0.86 ms per 1,000-row entry on the 2-core
-    machine, holding the GIL of the worker's consuming process for seconds after a burst of
-    batches. The copy is exact because only the workers' results script writes entries, with
-    orjson (:func:`entry`), which also wrote the lines before."""
+    are, not parsed and encoded again: parsing alone took 0.86 ms per 1,000-row entry on the
+    2-core machine, and a flush after a burst of batches held the GIL of the worker's
+    consuming process for seconds (``python -m benchmarks.prediction_log --flush``). The
+    copy is exact because only the workers' results script writes entries, with orjson
+    (:func:`entry`), which also wrote the lines before."""
     text = {as_text(k): v for k, v in fields.items()}
     ident, version, at = as_text(entry_id), int(text.get("version", 0)), float(text.get("time", 0))
     jobs, requests = orjson.loads(text["jobs"]), orjson.loads(text["requests"])
