@@ -35,12 +35,27 @@ _SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 _SENTINEL_QUERY = {"sentinel_username", "sentinel_password", "ssl_cert_reqs", *_SSL_FILES}
 
 
+def _no_maintenance_notifications() -> dict:
+    """redis-py 7+ defaults to ``MaintNotificationsConfig(enabled="auto")`` (Redis Enterprise's
+    maintenance events, which Redis itself never sends), and while it is set the pools skip
+    their check that a pooled connection is still open (``"auto"`` counts as on; redis-py
+    8.1.0). After Redis restarted, the first command on each stale connection then failed
+    ("Connection closed by server.": a 503 from the gateway) instead of reconnecting.
+    Turned off, the pools drop such connections when they hand them out."""
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # redis-py 6: no such feature, nothing to turn off
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
 def _sync_options(overrides: dict) -> dict:
     return {
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
         "retry_on_timeout": False,
+        **_no_maintenance_notifications(),
     } | overrides
 
 
@@ -50,6 +65,7 @@ def _async_options(overrides: dict) -> dict:
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
         "max_connections": 64,
+        **_no_maintenance_notifications(),
     } | overrides
 
 
