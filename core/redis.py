@@ -36,15 +36,15 @@ _SENTINEL_QUERY = {"sentinel_username", "sentinel_password", "ssl_cert_reqs", *_
 
 
 def _no_maintenance_notifications() -> dict:
-    """redis-py 7+ defaults to ``MaintNotificationsConfig(enabled="auto")`` (Redis Enterprise's
-    maintenance events, which Redis itself never sends), and while it is set the pools skip
-    their check that a pooled connection is still open (``"auto"`` counts as on; redis-py
-    8.1.0). After Redis restarted, the first command on each stale connection then failed
+    """redis-py's default, ``MaintNotificationsConfig(enabled="auto")`` (Redis Enterprise's
+    maintenance events, which Redis itself never sends), makes its pools skip their check
+    that a pooled connection is still open (``"auto"`` counts as on; seen in redis-py 8.1.0).
+    After Redis restarted, the first command on each stale connection then failed
     ("Connection closed by server.": a 503 from the gateway) instead of reconnecting.
     Turned off, the pools drop such connections when they hand them out."""
     try:
         from redis.maint_notifications import MaintNotificationsConfig
-    except ImportError:  # redis-py 6: no such feature, nothing to turn off
+    except ImportError:  # an older redis-py: no such feature, nothing to turn off
         return {}
     return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 

@@ -96,17 +96,29 @@ def test_a_file_gathers_several_reads_and_ends_at_its_size(redis_client, tmp_pat
     """Entries are read a few at a time (no large reply); a file still holds ``batch`` of
     them, or fewer once it reaches FILE_BYTES."""
     store = store_at(tmp_path / "store", "iris")
+
+    def files() -> list[list[bytes]]:
+        """Each file's lines, in the order of their first entries (ids, not names: the
+        names of two files of one millisecond compare "-10" before "-9")."""
+
+        def first_entry(path: str) -> tuple[int, int]:
+            ms, seq = path.rsplit("/", 1)[1].split("_")[0].split("-")
+            return int(ms), int(seq)
+
+        paths = sorted(store.list_data("predictions/"), key=first_entry)
+        return [store.read_data(path).splitlines() for path in paths]
+
     monkeypatch.setattr(datasets, "READ_CHUNK", 2)
     for i in range(7):
         log_prediction(redis_client, f"j{i}", [[float(i), 1.0]], ["setosa"])
     assert flush_predictions(redis_client, store, batch=5) == 7
-    files = [store.read_data(path).splitlines() for path in store.list_data("predictions/")]
-    assert [len(file) for file in files] == [5, 2]
-    size = len(files[0][0]) + 1  # one entry's line
+    assert [len(file) for file in files()] == [5, 2]
+    size = len(files()[0][0]) + 1  # one entry's line
     monkeypatch.setattr(datasets, "FILE_BYTES", 3 * size)
     for i in range(7, 14):
         log_prediction(redis_client, f"j{i}", [[float(i), 1.0]], ["setosa"])
     assert flush_predictions(redis_client, store, batch=5) == 7
-    assert [e["job"] for e in lines(store, "predictions/")] == [f"j{i}" for i in range(14)]
-    files = [store.read_data(path).splitlines() for path in store.list_data("predictions/")]
-    assert [len(file) for file in files] == [5, 2, 4, 3]  # two reads of 2 reach the size
+    written = files()
+    assert [len(file) for file in written] == [5, 2, 4, 3]  # two reads of 2 reach the size
+    jobs = [orjson.loads(line)["job"] for file in written for line in file]
+    assert jobs == [f"j{i}" for i in range(14)]
