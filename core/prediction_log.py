@@ -262,12 +262,13 @@ def data_lines(entry_id: bytes | str, fields: dict) -> tuple[int, bytes]:
     (:func:`entry`), which also wrote the lines before."""
     text = {as_text(k): v for k, v in fields.items()}
     ident, version, at = as_text(entry_id), int(text.get("version", 0)), float(text.get("time", 0))
-    jobs, requests = orjson.loads(text["jobs"]), orjson.loads(text["requests"])
+    jobs = orjson.loads(text.get("jobs", b"[]"))
+    requests = orjson.loads(text.get("requests", b"[]"))
+    rows, outputs = text.get("rows", b"[]"), text.get("outputs", b"[]")
     if len(jobs) == 1:
-        rows = [orjson.Fragment(_only_item(text["rows"]))]
-        outputs = [orjson.Fragment(_only_item(text["outputs"]))]
+        rows, outputs = [orjson.Fragment(_only_item(rows))], [orjson.Fragment(_only_item(outputs))]
     else:
-        rows, outputs = orjson.loads(text["rows"]), orjson.loads(text["outputs"])
+        rows, outputs = orjson.loads(rows), orjson.loads(outputs)
     lines = []
     for job, request, job_rows, job_outputs in zip(jobs, requests, rows, outputs, strict=True):
         line = {"id": ident, "job": job, "request": request, "version": version, "time": at}
@@ -277,6 +278,6 @@ def data_lines(entry_id: bytes | str, fields: dict) -> tuple[int, bytes]:
 
 def _only_item(column: bytes) -> bytes:
     """The item of a one-item JSON list as orjson wrote it (no spaces): ``[x]`` -> ``x``."""
-    if column[:1] != b"[" or column[-1:] != b"]":
-        raise ValueError("a log entry's column is not a JSON list")
+    if len(column) < 3 or column[:1] != b"[" or column[-1:] != b"]":
+        raise ValueError("a log entry's column is not a JSON list of one item")
     return column[1:-1]

@@ -8,6 +8,7 @@ import pytest
 
 from core.prediction_log import (
     INDEX_CHUNK,
+    data_lines,
     decode_message,
     index_key,
     index_new,
@@ -91,6 +92,15 @@ def test_data_lines_are_the_decoded_jobs_without_owner_byte_for_byte(redis_clien
     )
     [(ident, count, text)] = read_lines(redis_client, "iris", None, 10)
     assert (ident, count, text) == (entry_id.decode(), size, expected)
+
+
+def test_data_lines_of_an_entry_without_jobs_are_none_and_a_bad_column_is_refused():
+    """An entry with no job lists yields nothing (as decoding it does); a one-job entry whose
+    rows are not a one-item list raises rather than writing a broken line."""
+    assert data_lines(b"1-0", {b"version": b"1", b"time": b"2.0"}) == (0, b"")
+    fields = {b"jobs": b'["j"]', b"requests": b'[""]', b"rows": b"[]", b"outputs": b'[["x"]]'}
+    with pytest.raises(ValueError, match="one item"):
+        data_lines(b"1-0", fields)
 
 
 def test_jobs_and_request_ids_are_indexed_behind_the_stream_by_the_entry_millisecond(
