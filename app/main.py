@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api.plain_route import GatewayApp
 from app.api.routes import feedback, jobs, models, predict, retrain, system, v2
 from app.docs import install_docs
 from app.errors import install_error_handlers
@@ -49,7 +50,7 @@ def _untraced(scope) -> bool:
     return scope.get("path") in UNTRACED
 
 
-def create_app(settings=None) -> FastAPI:
+def create_app(settings=None) -> GatewayApp:
     settings = settings or get_settings()
     setup_logging(settings, "gateway")
     metrics = GatewayMetrics(models={settings.default_model, *settings.models})
@@ -74,7 +75,7 @@ def create_app(settings=None) -> FastAPI:
 
     # Production hides the API's description unless gateway.docs is set.
     docs = bool(settings.gateway.docs)
-    app = FastAPI(
+    app = GatewayApp(
         title="Two MLOps Toolset",
         version=API_VERSION,
         summary="Async scikit-learn predictions through Redis and Celery workers.",
@@ -92,8 +93,11 @@ def create_app(settings=None) -> FastAPI:
     for module in (predict, feedback, jobs, models, retrain, system, v2):
         app.include_router(module.router)
     app.include_router(metrics_router)
-    # In front of the documented routes.
-    app.router.routes[:0] = [*predict.plain_routes, *feedback.plain_routes, *v2.plain_routes]
+    # In front of the documented routes, and of the whole stack while tracing is off (with it
+    # on, FastAPI's exception telemetry sees what fails in them).
+    plain = (*predict.plain_routes, *feedback.plain_routes, *v2.plain_routes)
+    app.router.routes[:0] = plain
+    app.plain_routes = plain if tracer is None else ()
     app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost
     return app
 
