@@ -70,9 +70,10 @@ class _FastLane:
         self.stack = stack
         self.routes = routes
         self.lane = lane
+        self.methods = frozenset().union(*(route.methods or () for route in routes))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["method"] in self.methods:  # GETs go on at once
             for route in self.routes:
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
