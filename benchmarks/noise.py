@@ -3,10 +3,9 @@
 `make bench` measures every mode once per round and runs several rounds (three by default),
 each round touching every mode in turn (level by level: benchmarks/rounds.py), so a burst of
 load from the rest of the machine lands on one run of each mode rather than on all runs of
-one. A point of several runs keeps
-them (``runs``): ratios are taken within each run (the issue's rule: "ratios within each
-run") and then their median, which a slow mode in one round cannot drag the way a ratio of
-medians can.
+one. A point of several runs keeps them (``runs``): ratios are taken within each run (the
+issue's rule: "ratios within each run") and then their median, which a slow mode in one
+round cannot drag the way a ratio of medians can.
 """
 
 from __future__ import annotations
