@@ -166,6 +166,8 @@ class GatewayProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not before:  # a new request (not an upgrade uvicorn took over)
             self.cycle.transport = _OneWrite(self.transport, self.loop)
+            if self.scope["method"] == "POST":
+                self.stats.posts += 1
 
     def on_response_complete(self) -> None:
         if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():

@@ -120,6 +120,7 @@ class ServerStats(Collector):
 
     def __init__(self):
         self.open = 0
+        self.posts = 0  # POST requests read so far (app/services/submitter.py); not exported
         self.refused = dict.fromkeys(self.REFUSALS, 0)
         self.timed_out = dict.fromkeys(self.TIMEOUTS, 0)
 

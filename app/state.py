@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from loguru import logger
 
 from app.auth import KeyRing
-from app.metrics import GatewayMetrics, watch_event_loop
+from app.metrics import SERVER_STATS, GatewayMetrics, watch_event_loop
 from app.services.admission import Admission
 from app.services.catalog import ModelCatalog, ModelCatalogs
 from app.services.feedback import live_quality
@@ -94,6 +94,7 @@ class Gateway:
             replica_ack_ms=settings.api.replica_ack_ms,
             tracer=tracer,
             capacity=workers.consumers,
+            arrivals=lambda: SERVER_STATS.posts,
         )
         return cls(
             settings=settings,

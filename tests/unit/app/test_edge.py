@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from app import edge
+from app.metrics import ServerStats
 
 
 def test_refusals_are_logged_at_once_then_once_per_interval_with_the_count(log_lines):
@@ -50,7 +51,7 @@ class _Transport:
     def resume_reading(self) -> None: ...
 
 
-def _connect(app, transport: _Transport) -> edge.GatewayProtocol:
+def _connect(app, transport: _Transport, stats: ServerStats | None = None) -> edge.GatewayProtocol:
     """A connection of the gateway's protocol (uvicorn's, as the server makes it)."""
     from uvicorn.config import Config
     from uvicorn.server import ServerState
@@ -62,6 +63,7 @@ def _connect(app, transport: _Transport) -> edge.GatewayProtocol:
         server_state=ServerState(),
         app_state={},
         limits=edge.EdgeLimits(header_timeout=5, max_connections=10, max_requests=10),
+        **({} if stats is None else {"stats": stats}),
     )
     protocol.connection_made(transport)
     return protocol
@@ -87,6 +89,23 @@ def test_a_response_leaves_in_one_write_head_and_body_together():
     writes = asyncio.run(run())
     assert len(writes) == 1
     assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and writes[0].endswith(b"\r\n\r\nok")
+
+
+def test_post_requests_are_counted_as_their_heads_are_read():
+    async def run() -> int:
+        stats = ServerStats()
+        for request in (
+            b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\n{}",
+            b"GET /x HTTP/1.1\r\nhost: t\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\n",  # body to come
+        ):
+            protocol = _connect(_answer_ok, _Transport(), stats)
+            protocol.data_received(request)
+            await asyncio.sleep(0.01)
+            protocol.connection_lost(None)
+        return stats.posts
+
+    assert asyncio.run(run()) == 2
 
 
 def test_a_head_whose_body_comes_later_goes_at_the_end_of_the_turn():

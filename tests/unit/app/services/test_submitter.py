@@ -312,6 +312,73 @@ def test_requests_read_in_the_same_loop_turn_share_a_message(redis_server):
     assert _groups(run(scenario())) == [["r0", "r1", "r2"]]
 
 
+# -- POST requests read meanwhile: the group lingers a turn for them --------------------------
+def _counting_reads(redis_server, on_read) -> JobSubmitter:
+    """A submitter whose server "reads" a POST request each time ``on_read`` says so: it is
+    asked when a closing is scheduled and again when it runs."""
+    reads = [0]
+
+    def arrivals() -> int:
+        reads[0] += on_read(submitter)
+        return reads[0]
+
+    client = fakeredis.FakeAsyncRedis(server=redis_server)
+    submitter = JobSubmitter(
+        client,
+        admission=open_admission(),
+        max_rows=1000,
+        max_wait_ms=NEVER_MS,
+        ttl=60,
+        arrivals=arrivals,
+    )
+    return submitter
+
+
+def test_a_request_read_while_the_group_was_closing_joins_it(redis_server):
+    asked, started = [], []
+
+    def on_read(submitter) -> int:
+        asked.append(1)
+        if len(asked) != 2:  # not the first closing
+            return 0
+        # The closing runs and finds that the server has just read another POST request,
+        # whose handler starts on the next turn of the loop.
+        started.append(asyncio.ensure_future(_request(submitter, "second")))
+        return 1
+
+    async def scenario():
+        submitter = _counting_reads(redis_server, on_read)
+        await asyncio.wait_for(_request(submitter, "first"), 1.0)
+        await asyncio.wait_for(started[0], 1.0)
+        return await queued(submitter.client)
+
+    assert _groups(run(scenario())) == [["first", "second"]]
+
+
+def test_a_read_that_brings_no_job_delays_the_closing_by_one_turn_only(redis_server):
+    reads = iter([0, 1])  # at scheduling; at the closing (a POST to another route, say)
+
+    async def scenario():
+        submitter = _counting_reads(redis_server, lambda _: next(reads, 0))
+        await asyncio.wait_for(_request(submitter, "first"), 1.0)
+        return await queued(submitter.client)
+
+    assert _groups(run(scenario())) == [["first"]]
+
+
+def test_while_every_turn_reads_a_post_the_group_waits_for_its_window(redis_server):
+    async def scenario():
+        submitter = _counting_reads(redis_server, lambda _: 1)
+        first = asyncio.ensure_future(_request(submitter, "first"))
+        done, _ = await asyncio.wait([first], timeout=0.05)
+        await submitter.drain()
+        await first
+        return bool(done), await queued(submitter.client)
+
+    closed_early, messages = run(scenario())
+    assert not closed_early and _groups(messages) == [["first"]]
+
+
 # -- every worker busy with this gateway's messages: gather until one answers -----------------
 def _no_window(redis_server, backlog_wait_ms=NEVER_MS, workers=None) -> JobSubmitter:
     """max_wait 0: a group closes at its next loop turn unless held; ``workers``: the worker
