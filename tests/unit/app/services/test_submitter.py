@@ -231,10 +231,15 @@ def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(redis_serv
 
 
 # -- every request in progress has joined: no window to wait out -----------------------------
-def _never_closing(redis_server) -> JobSubmitter:
+def _never_closing(redis_server, arrivals=None) -> JobSubmitter:
     client = fakeredis.FakeAsyncRedis(server=redis_server)
     return JobSubmitter(
-        client, admission=open_admission(), max_rows=1000, max_wait_ms=NEVER_MS, ttl=60
+        client,
+        admission=open_admission(),
+        max_rows=1000,
+        max_wait_ms=NEVER_MS,
+        ttl=60,
+        arrivals=arrivals,
     )
 
 
@@ -322,15 +327,7 @@ def _counting_reads(redis_server, on_read) -> JobSubmitter:
         reads[0] += on_read(submitter)
         return reads[0]
 
-    client = fakeredis.FakeAsyncRedis(server=redis_server)
-    submitter = JobSubmitter(
-        client,
-        admission=open_admission(),
-        max_rows=1000,
-        max_wait_ms=NEVER_MS,
-        ttl=60,
-        arrivals=arrivals,
-    )
+    submitter = _never_closing(redis_server, arrivals)
     return submitter
 
 
