@@ -249,6 +249,14 @@ async def _request(submitter: JobSubmitter, job_id: str) -> None:
         await submitter.submit(predict_job(job_id))
 
 
+async def _closed_early_then_drained(submitter: JobSubmitter, first: asyncio.Future):
+    """Did ``first``'s group close within 50 ms? Then drain; the messages queued by then."""
+    done, _ = await asyncio.wait([first], timeout=0.05)
+    await submitter.drain()
+    await first
+    return bool(done), await queued(submitter.client)
+
+
 def test_a_lone_request_is_queued_without_waiting_for_the_window(redis_server):
     async def scenario():
         submitter = _never_closing(redis_server)
@@ -297,10 +305,7 @@ def test_a_request_that_begins_in_the_same_loop_turn_keeps_the_group_open(redis_
         first = asyncio.ensure_future(_request(submitter, "first"))
         await asyncio.sleep(0)  # the first has joined; its group would close next turn
         with submitter.request():  # but another request begins first: it may join
-            done, _ = await asyncio.wait([first], timeout=0.05)
-            await submitter.drain()
-        await first
-        return bool(done), await queued(submitter.client)
+            return await _closed_early_then_drained(submitter, first)
 
     closed_early, messages = run(scenario())
     assert not closed_early and _groups(messages) == [["first"]]
@@ -367,10 +372,7 @@ def test_while_every_turn_reads_a_post_the_group_waits_for_its_window(redis_serv
     async def scenario():
         submitter = _counting_reads(redis_server, lambda _: 1)
         first = asyncio.ensure_future(_request(submitter, "first"))
-        done, _ = await asyncio.wait([first], timeout=0.05)
-        await submitter.drain()
-        await first
-        return bool(done), await queued(submitter.client)
+        return await _closed_early_then_drained(submitter, first)
 
     closed_early, messages = run(scenario())
     assert not closed_early and _groups(messages) == [["first"]]
