@@ -47,7 +47,6 @@ def test_gateway_task_messages_are_json_through_and_through():
     task_id, payload = celery_message(PREDICT_TASK, [jobs], queue=PREDICT_QUEUE)
     envelope = orjson.loads(payload)
     assert envelope["content-type"] == "application/json"
-    assert envelope["properties"]["body_encoding"] == "base64"
     _, (args, kwargs, _embed) = decode_message(payload)
     assert args == [jobs]
     assert kwargs == {}
