@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from core import prediction_log
 from core.prediction_log import (
     INDEX_CHUNK,
     data_lines,
@@ -173,3 +174,16 @@ def test_the_cap_trims_the_stream_and_trimming_the_index_follows(redis_client, c
     assert labelled < {f"job-{i}" for i in range(3 * cap)}
     assert "job-0" not in labelled
     assert trim_index(redis_client, "iris") == 0  # nothing more to drop
+
+
+def test_a_trim_call_drops_at_most_its_chunk_and_the_calls_drop_all(redis_client, monkeypatch):
+    """Redis serves no one while a script runs: each TRIM call is bounded."""
+    monkeypatch.setattr(prediction_log, "TRIM_CHUNK", 50)
+    for i in range(300):
+        append(redis_client, [job(i, request=f"r{i}")], max_entries=100)
+        if i % 10 == 9:
+            index_new(redis_client, "iris")  # as the flusher does, between the appends
+    keys = (stream_key("iris"), index_key("iris"), labelled_key("iris"))
+    assert redis_client.eval(prediction_log.TRIM, 3, *keys, 7) == 7
+    assert trim_index(redis_client, "iris") > 50  # in several calls
+    assert redis_client.eval(prediction_log.TRIM, 3, *keys, 7) == 0
