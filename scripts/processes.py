@@ -283,6 +283,8 @@ class Process:
             self.signal_group(signal.SIGKILL)
         self.proc.wait()
         self.signal_group(signal.SIGKILL)  # leftovers that outlived their leader
+        with contextlib.suppress(TimeoutError):  # a SIGKILL lands a moment after it is sent
+            wait_until(lambda: not group_members(self.proc.pid), 5, f"{self.name}'s group")
         if self._reader is not None:
             self._reader.join(timeout=2)
 
