@@ -231,15 +231,17 @@ def test_when_workers_are_behind_a_busy_stream_is_cut_at_backlog_wait(redis_serv
 
 
 # -- every request in progress has joined: no window to wait out -----------------------------
-def _never_closing(redis_server, arrivals=None) -> JobSubmitter:
+def _never_closing(redis_server, max_rows: int = 1000, **options) -> JobSubmitter:
+    """A submitter on ``redis_server`` whose groups never close on their window; ``options``
+    as JobSubmitter's (``arrivals``, ``metrics``)."""
     client = fakeredis.FakeAsyncRedis(server=redis_server)
     return JobSubmitter(
         client,
         admission=open_admission(),
-        max_rows=1000,
+        max_rows=max_rows,
         max_wait_ms=NEVER_MS,
         ttl=60,
-        arrivals=arrivals,
+        **options,
     )
 
 
@@ -332,7 +334,7 @@ def _counting_reads(redis_server, on_read) -> JobSubmitter:
         reads[0] += on_read(submitter)
         return reads[0]
 
-    submitter = _never_closing(redis_server, arrivals)
+    submitter = _never_closing(redis_server, arrivals=arrivals)
     return submitter
 
 
@@ -598,16 +600,8 @@ def test_submitter_counts_jobs_and_logs_one_line_per_message_with_every_id():
     sink = logger.add(lambda message: lines.append(message.record), level="INFO")
 
     async def scenario():
-        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
         metrics = GatewayMetrics()
-        submitter = JobSubmitter(
-            client,
-            admission=open_admission(),
-            max_rows=3,
-            max_wait_ms=NEVER_MS,
-            ttl=60,
-            metrics=metrics,
-        )
+        submitter = _never_closing(fakeredis.FakeServer(), max_rows=3, metrics=metrics)
         await asyncio.gather(
             *(submitter.submit(predict_job(f"j{i}", model="iris")) for i in range(3))
         )
