@@ -49,12 +49,26 @@ def publish(client: redis.Redis, results: list[dict], ttl: int, log: LogBatch | 
         store_and_publish(client, results, ttl, log.entry() if log is not None else None)
 
 
+# KEYS: the attempt counter, then (optional) the message's key to mark STARTED. ARGV: the
+# seconds both are kept, STARTED. Counting an attempt is part of answering jobs already
+# accepted, so, like their answers (workers/results.py), it is written even past maxmemory.
+COUNT_ATTEMPT = """#!lua flags=allow-oom
+if KEYS[2] then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1]) end
+local tries = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return tries
+"""
+
+
+def count_attempt(client: redis.Redis, key: str, ttl: int, started: str | None = None) -> int:
+    """Count one more attempt under ``key``; return the count. With ``started``, mark that
+    message's key STARTED in the same command."""
+    keys = [key] if started is None else [key, started]
+    return int(client.register_script(COUNT_ATTEMPT)(keys, [ttl, STARTED]))
+
+
 def _start(client: redis.Redis, task_id: str, ttl: int) -> int:
-    pipe = client.pipeline(transaction=False)
-    pipe.set(batch_key(task_id), STARTED, ex=ttl)
-    pipe.incr(attempts_key(task_id))
-    pipe.expire(attempts_key(task_id), ttl)
-    return int(pipe.execute()[1])
+    return count_attempt(client, attempts_key(task_id), ttl, batch_key(task_id))
 
 
 def run_message(
@@ -158,9 +172,7 @@ def _run_isolated(
     for job, record in zip(jobs, records, strict=True):
         if is_finished(decode_record(record)):
             continue  # answered before the crash
-        key = attempts_key(job["job_id"])
-        tries = client.incr(key)
-        client.expire(key, ttl)
+        tries = count_attempt(client, attempts_key(job["job_id"]), ttl)
         if tries > max_attempts:
             result = predict_failure(
                 job,

@@ -28,7 +28,10 @@ from core.messages import RESULTS_CHANNEL, pack_results
 # line of job ids, then one result per line), then for the log its cap and the entry's values
 # (core/prediction_log.py ENTRY_FIELDS). The entry goes first, so a gateway woken by the
 # PUBLISH finds it; an entry Redis refuses leaves the results standing: its error is returned.
-STORE_AND_PUBLISH = """
+# ``allow-oom`` (Redis 7): the answers of jobs already accepted are written even past
+# ``maxmemory``. The gateway stops accepting at 90 % of it, but a backlog's answers can take
+# Redis past 100 %; refused there, they were lost and their jobs stayed PENDING until expiry.
+STORE_AND_PUBLISH = """#!lua flags=allow-oom
 local stored, refused = #KEYS, ''
 if ARGV[4] then
   stored = stored - 1

@@ -1,5 +1,6 @@
 """workers/results.py: a message's results stored and announced in one command, its log entry
-right behind, on a real redis-server (the ordering is Redis's, not fakeredis's)."""
+right behind, on a real redis-server (the ordering and ``maxmemory`` are Redis's, not
+fakeredis's); workers/batches.py's attempt counts likewise past ``maxmemory``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import orjson
 import pytest
 import redis
 
-from core.jobs import job_key
+from core.jobs import attempts_key, batch_key, job_key
 from core.messages import RESULTS_CHANNEL, unpack_results
 from core.prediction_log import entry, read_recent, stream_key
+from workers.batches import count_attempt
 from workers.results import STORE_AND_PUBLISH, STORE_AND_PUBLISH_SHA, store_and_publish
 
 
@@ -86,10 +88,18 @@ def test_a_log_entry_redis_refuses_leaves_the_results_standing(client, warnings_
     assert any("prediction log entry not written" in text for text in warnings_logged)
 
 
-def test_results_redis_refuses_raise(client):
-    """The task then fails and its jobs get a FAILURE (workers/batches.py fail_unanswered)."""
-    client.config_set("maxmemory", 1)  # noeviction: every write is refused
-    with pytest.raises(redis.exceptions.OutOfMemoryError):
-        store_and_publish(client, [result("a")], 60)
-    client.config_set("maxmemory", 0)
-    assert client.get(job_key("a")) is None
+def test_answers_and_attempt_counts_are_written_even_past_maxmemory(client):
+    """Jobs accepted before Redis filled up still get their answers and their crash-safety
+    counts (``allow-oom``): refused, the jobs stayed PENDING until they expired."""
+    client.config_set("maxmemory", 1)  # noeviction: every other write is refused
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            client.set("another-write", 1)
+        store_and_publish(client, [result("a")], 60, log_of(["a"]))
+        assert count_attempt(client, attempts_key("m"), 60, batch_key("m")) == 1
+        assert count_attempt(client, attempts_key("m"), 60) == 2
+    finally:
+        client.config_set("maxmemory", 0)
+    assert orjson.loads(client.get(job_key("a"))) == result("a")
+    assert [job["job"] for job in read_recent(client, "iris", 10)] == ["a"]
+    assert client.get(batch_key("m")) == b"STARTED" and client.ttl(attempts_key("m")) > 0

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+
 import fakeredis
 import pytest
+from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
+
+_fake_eval = ScriptingCommandsMixin.eval
+
+
+@functools.wraps(_fake_eval)
+def _eval_with_flags(self, script: bytes, numkeys, *keys_and_args):
+    """fakeredis does not read Redis 7's script flags (a first line ``#!lua flags=...``) and
+    fails on the ``#``: to it the line becomes a Lua comment. Real Redis reads them (the
+    integration tests)."""
+    if script.startswith(b"#!"):
+        script = b"--" + script[2:]
+    return _fake_eval(self, script, numkeys, *keys_and_args)
+
+
+ScriptingCommandsMixin.eval = _eval_with_flags
 
 
 @pytest.fixture
