@@ -28,6 +28,7 @@ from core.jobs import (
     train_record,
 )
 from core.single_flight import MANUAL, RunLease
+from workers.batches import count_attempt
 from workers.runtime import Runtime
 
 if TYPE_CHECKING:  # training.pipeline imports scikit-learn: only when a retrain runs
@@ -78,7 +79,7 @@ def run_retrain(
             "reason": f"training job {holder} is already running",
             "running_job_id": holder,
         }
-    attempt = _count_attempt(rt.redis, job_id, ttl)
+    attempt = count_attempt(rt.redis, attempts_key(job_id), ttl)
     if attempt > settings.worker.max_retries_on_crash + 1:
         return _give_up(rt, lease, job_id, attempt, ttl)
     from training.pipeline import run_training
@@ -123,13 +124,6 @@ def _start(client: redis.Redis, lease: RunLease) -> str | None:
 
 def _finished(client: redis.Redis, job_id: str) -> bool:
     return is_finished(decode_record(client.get(job_key(job_id))))
-
-
-def _count_attempt(client: redis.Redis, job_id: str, ttl: int) -> int:
-    pipe = client.pipeline(transaction=False)
-    pipe.incr(attempts_key(job_id))
-    pipe.expire(attempts_key(job_id), ttl)
-    return int(pipe.execute()[0])
 
 
 def _requester(client: redis.Redis, job_id: str) -> str:
