@@ -278,6 +278,35 @@ def check_sentinels(url: str, timeout: float = CONNECT_TIMEOUT) -> tuple[str, in
             client.close()
 
 
+MIN_VERSION = (7, 0)  # script flags: the workers' answers are written past maxmemory
+
+
+class RedisTooOld(RuntimeError):
+    """The Redis server is older than :data:`MIN_VERSION`."""
+
+
+def check_version(url: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+    """The server's version (None: it did not answer, or may not say); RedisTooOld when it is
+    older than :data:`MIN_VERSION`.
+
+    The worker calls this at start-up: on an older Redis its scripts flagged ``allow-oom``
+    (workers/results.py) do not compile, every answer would be refused and every job would
+    stay PENDING. A Redis that is not up yet is not waited for here; the worker waits."""
+    client = sync_client(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                         retry=Retry(NoBackoff(), 0))  # fmt: skip
+    try:
+        version = str(client.info("server").get("redis_version", ""))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    found = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if found < MIN_VERSION:
+        needed = ".".join(map(str, MIN_VERSION))
+        raise RedisTooOld(f"Redis {version or '(no version)'} is too old: {needed} or newer")
+    return version
+
+
 def mask(url: str) -> str:
     """A Redis or Sentinel URL safe to print: passwords (in the URL and its
     ``sentinel_password``) replaced by ***."""

@@ -72,6 +72,18 @@ def _check_sentinels(**_kwargs) -> None:
         raise SystemExit(f"redis_url: {exc}") from None
 
 
+def _check_redis_version(**_kwargs) -> None:
+    """`celery worker` stops at start-up, naming the version, on a Redis too old for its
+    scripts (core/redis.py ``check_version``)."""
+    from core.redis import RedisTooOld, check_version, mask
+
+    url = runtime_module.app_settings().redis_url
+    try:
+        check_version(url)
+    except RedisTooOld as exc:
+        raise SystemExit(f"redis_url {mask(url)}: {exc}") from None
+
+
 def _prepare_metrics(sender, **_kwargs) -> None:
     """`celery worker` only (not beat/flower), before the pool forks: multiprocess metrics."""
     metrics_module.prepare_multiprocess(runtime_module.app_settings(), str(sender))
@@ -157,6 +169,7 @@ SIGNAL_HANDLERS = (
     (signals.setup_logging, _route_logging),
     (signals.celeryd_init, _check_sentinels),
     (signals.beat_init, _check_sentinels),
+    (signals.celeryd_init, _check_redis_version),
     (signals.celeryd_init, _check_store),
     (signals.beat_init, _check_store),
     (signals.celeryd_init, _check_trainers),

@@ -10,11 +10,13 @@ import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 
 from core.redis import (
+    RedisTooOld,
     SentinelTarget,
     SentinelUnreachable,
     async_client,
     celery_url,
     check_sentinels,
+    check_version,
     mask,
     parse_sentinel_url,
     sync_client,
@@ -177,3 +179,44 @@ def test_unreachable_sentinels_are_named_with_the_password_masked():
 
 def test_a_plain_redis_url_needs_no_sentinel_check():
     assert check_sentinels("redis://127.0.0.1:1/0") is None
+
+
+class _Server:
+    """A client stub answering INFO server with ``version`` (fakeredis has no INFO)."""
+
+    def __init__(self, version: str | None):
+        self.version = version
+        self.closed = False
+
+    def info(self, section: str) -> dict:
+        assert section == "server"
+        if self.version is None:
+            raise redis.ConnectionError("Connection refused")
+        return {"redis_version": self.version}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("version", ["7.0.15", "7.4.2", "8.0.0", "10.1.0"])
+def test_redis_7_and_newer_pass_the_version_check(monkeypatch, version):
+    server = _Server(version)
+    monkeypatch.setattr("core.redis.sync_client", lambda url, **options: server)
+    assert check_version("redis://127.0.0.1:6379/0") == version
+    assert server.closed
+
+
+@pytest.mark.parametrize("version", ["6.2.14", "6.0.20", "5.0.14", ""])
+def test_an_older_redis_is_refused_naming_its_version(monkeypatch, version):
+    monkeypatch.setattr("core.redis.sync_client", lambda url, **options: _Server(version))
+    with pytest.raises(RedisTooOld, match=r"Redis .* is too old: 7\.0 or newer"):
+        check_version("redis://127.0.0.1:6379/0")
+
+
+def test_a_redis_not_up_yet_is_left_to_the_worker_to_wait_for(monkeypatch):
+    monkeypatch.setattr("core.redis.sync_client", lambda url, **options: _Server(None))
+    assert check_version("redis://127.0.0.1:6379/0") is None
+
+
+def test_nothing_listening_is_no_version_rather_than_an_error():
+    assert check_version(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5) is None
